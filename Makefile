@@ -1,0 +1,41 @@
+# The README's two commands:
+#   make demo   set up, then run the main job (synthesize the example app, train, serve, predict)
+#   make test   set up, then lint, type-check and run the tests (what CI runs)
+SHELL := /bin/bash
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+PY := .venv/bin/python
+STAMP := .venv/.setup-stamp
+COMPAT_STAMP := .venv/.compat-stamp
+SETUP_INPUTS := scripts/setup.sh runtime/docker/install.sh requirements.txt runtime/pyproject.toml constructs/pyproject.toml package.json package-lock.json
+
+.PHONY: setup demo test lint typecheck unit compat bench
+
+setup: $(STAMP)
+
+$(STAMP): $(SETUP_INPUTS)
+	bash scripts/setup.sh
+	touch $@
+
+$(COMPAT_STAMP): $(STAMP)
+	COMPAT_VENVS=1 bash scripts/setup.sh
+	touch $@
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+typecheck: setup
+	$(PY) -m mypy
+
+unit: setup
+	$(PY) -m pytest
+
+# The runtime's Chainer tests again on NumPy 1.26 (Python 3.11) and on Python 3.12 (NumPy 2).
+compat: $(COMPAT_STAMP)
+	.venv-np1/bin/python -m pytest -m compat -p no:cacheprovider
+	.venv-py312/bin/python -m pytest -m compat -p no:cacheprovider
+
+test: lint typecheck unit compat
+
+demo: setup
+	$(PY) scripts/demo.py
