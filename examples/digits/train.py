@@ -10,17 +10,16 @@ import argparse
 import json
 import os
 
-import numpy as np
-
 import chainer
 import chainer.functions as F
 import chainer.links as L
+import numpy as np
 from chainer import serializers, training
 from chainer.training import extensions
 
 
 class MLP(chainer.Chain):
-    """Three-layer perceptron; flattens its input, so (N, 784), (N, 28, 28) and (N, 1, 28, 28) work."""
+    """Three-layer perceptron; flattens its input: (N, 784), (N, 28, 28), (N, 1, 28, 28) work."""
 
     def __init__(self, n_units, n_out):
         super().__init__()
@@ -79,13 +78,19 @@ def main(argv=None):
     trainer.extend(extensions.LogReport())
     trainer.extend(
         extensions.PrintReport(
-            ["epoch", "main/loss", "validation/main/loss", "main/accuracy", "validation/main/accuracy"]
+            [
+                "epoch",
+                "main/loss",
+                "validation/main/loss",
+                "main/accuracy",
+                "validation/main/accuracy",
+            ]
         )
     )
     trainer.run()
 
     accuracy = float(trainer.observation["validation/main/accuracy"])
-    print("test accuracy: {:.4f}".format(accuracy))
+    print(f"test accuracy: {accuracy:.4f}")
     os.makedirs(args.model_dir, exist_ok=True)
     serializers.save_npz(os.path.join(args.model_dir, "model.npz"), model.predictor)
     with open(os.path.join(args.model_dir, "model_config.json"), "w") as f:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from typing import Any
 
-__all__ = ["install", "apply"]
+__all__ = ["apply", "install"]
 
 _DISABLE_ENV = "CHAINER_SAGEMAKER_COMPAT"
 
@@ -32,7 +32,10 @@ class _ChainerImportFinder:
 
     @classmethod
     def find_spec(
-        cls, fullname: str, path: Sequence[str] | None = None, target: types.ModuleType | None = None
+        cls,
+        fullname: str,
+        path: Sequence[str] | None = None,
+        target: types.ModuleType | None = None,
     ) -> ModuleSpec | None:
         if fullname == "chainer":
             _uninstall()
@@ -82,9 +85,10 @@ def _add_numpy_sctypes() -> None:
 
 def _add_numpy_distutils_stub() -> None:
     try:
-        import numpy.distutils.system_info  # noqa: F401
+        import numpy.distutils.system_info
+
         return
-    except Exception:  # ImportError, or distutils itself missing on 3.12
+    except Exception:  # noqa: S110 - ImportError, or distutils missing on 3.12: stub it
         pass
     import numpy
 
@@ -106,6 +110,7 @@ def _add_numpy_distutils_stub() -> None:
 def _add_pkg_resources_stub() -> None:
     try:
         import pkg_resources  # noqa: F401
+
         return
     except ImportError:
         pass

@@ -8,6 +8,7 @@ can be asked to stop: SIGTERM to the whole group, then SIGKILL after a grace per
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
 import subprocess
@@ -50,7 +51,9 @@ class Child:
             start_new_session=True,
         )
         assert self._proc.stderr is not None
-        self._pump = threading.Thread(target=self._copy_stderr, args=(self._proc.stderr,), daemon=True)
+        self._pump = threading.Thread(
+            target=self._copy_stderr, args=(self._proc.stderr,), daemon=True
+        )
         self._pump.start()
         self.terminated_by: int | None = None
 
@@ -77,10 +80,8 @@ class Child:
         return code
 
     def signal_group(self, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self._proc.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def stop(self, grace: float) -> int:
         """SIGTERM the process group, SIGKILL it if still running after ``grace`` seconds."""

@@ -26,7 +26,9 @@ _TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 def parse_s3_url(url: str) -> tuple[str, str]:
     parsed = urlparse(url)
     if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
-        raise CodeError(f"{url!r} is not an S3 object URL; expected s3://bucket/key/sourcedir.tar.gz")
+        raise CodeError(
+            f"{url!r} is not an S3 object URL; expected s3://bucket/key/sourcedir.tar.gz"
+        )
     return parsed.netloc, parsed.path.lstrip("/")
 
 
@@ -37,7 +39,8 @@ def _download_s3(url: str, dest: Path, region: str | None) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
     except ImportError as exc:  # pragma: no cover - the image always has boto3
         raise CodeError(
-            f"cannot download {url}: boto3 is not installed (pip install 'chainer-sagemaker-runtime[s3]')"
+            f"cannot download {url}: boto3 is not installed "
+            "(pip install 'chainer-sagemaker-runtime[s3]')"
         ) from exc
     try:
         boto3.client("s3", region_name=region).download_file(bucket, key, str(dest))

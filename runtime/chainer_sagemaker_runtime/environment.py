@@ -152,7 +152,9 @@ def _read_json(path: Path, problems: list[str], default: Any, expect: type) -> A
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        problems.append(f"{path}: not valid JSON ({exc}); SageMaker writes this file as a JSON object")
+        problems.append(
+            f"{path}: not valid JSON ({exc}); SageMaker writes this file as a JSON object"
+        )
         return default
     if not isinstance(data, expect):
         problems.append(f"{path}: expected a JSON {expect.__name__}, got {type(data).__name__}")
@@ -203,7 +205,8 @@ class TrainingEnv:
         current = resource.get("current_host")
         if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
             problems.append(
-                f"resourceconfig.json: 'hosts' must be a non-empty list of host names, got {hosts!r}"
+                "resourceconfig.json: 'hosts' must be a non-empty list of host names, "
+                f"got {hosts!r}"
             )
             hosts = ["algo-1"]
         hosts = sorted(hosts)

@@ -1,0 +1,72 @@
+"""ChainerMN variant of train.py: data-parallel training of the same MLP under MPI.
+
+Run by SageMaker (through ``train``) with ``sagemaker_use_mpi`` or more than one instance;
+``train`` starts ``mpirun ... python -m mpi4py train_mn.py ...``. Every rank reports itself;
+only rank 0 evaluates the final model and saves it. Uses the ``naive`` communicator on CPUs and
+``pure_nccl`` when the host has GPUs (SM_NUM_GPUS), one GPU per rank on the host.
+"""
+
+import json
+import os
+import socket
+
+import chainer
+import chainer.links as L
+import chainermn
+from chainer import serializers, training
+from chainer.training import extensions
+
+from train import MLP, load_channel, parse_args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    use_gpu = args.num_gpus > 0
+    comm = chainermn.create_communicator("pure_nccl" if use_gpu else "naive")
+    print(
+        "rank {} of {} (intra rank {}, inter rank {}) on {}".format(
+            comm.rank, comm.size, comm.intra_rank, comm.inter_rank, socket.gethostname()
+        ),
+        flush=True,
+    )
+    device = chainer.get_device("@cupy:{}".format(comm.intra_rank) if use_gpu else "@numpy")
+    device.use()
+    model = L.Classifier(MLP(args.units, 10))
+    model.to_device(device)
+    optimizer = chainermn.create_multi_node_optimizer(
+        chainer.optimizers.Adam(alpha=args.learning_rate), comm
+    )
+    optimizer.setup(model)
+
+    train = test = None
+    if comm.rank == 0:
+        train = load_channel(args.train, "train")
+        test = load_channel(args.test, "test")
+    train = chainermn.scatter_dataset(train, comm, shuffle=True, seed=args.seed)
+    test = chainermn.scatter_dataset(test, comm)
+    train_iter = chainer.iterators.SerialIterator(train, args.batch_size)
+    test_iter = chainer.iterators.SerialIterator(test, args.batch_size, repeat=False, shuffle=False)
+
+    updater = training.updaters.StandardUpdater(train_iter, optimizer, device=device)
+    trainer = training.Trainer(updater, (args.epochs, "epoch"), out=args.output_data_dir)
+    evaluator = extensions.Evaluator(test_iter, model, device=device)
+    trainer.extend(chainermn.create_multi_node_evaluator(evaluator, comm))
+    if comm.rank == 0:
+        trainer.extend(extensions.LogReport())
+        trainer.extend(extensions.PrintReport(["epoch", "main/loss", "validation/main/accuracy"]))
+    trainer.run()
+
+    accuracy = float(trainer.observation["validation/main/accuracy"])
+    print("rank {} done".format(comm.rank), flush=True)
+    if comm.rank == 0:
+        print("test accuracy: {:.4f}".format(accuracy))
+        os.makedirs(args.model_dir, exist_ok=True)
+        serializers.save_npz(os.path.join(args.model_dir, "model.npz"), model.predictor)
+        with open(os.path.join(args.model_dir, "model_config.json"), "w") as f:
+            json.dump({"units": args.units}, f)
+        with open(os.path.join(args.output_data_dir, "metrics.json"), "w") as f:
+            json.dump({"test_accuracy": accuracy, "epochs": args.epochs, "ranks": comm.size}, f)
+
+
+if __name__ == "__main__":
+    main()
