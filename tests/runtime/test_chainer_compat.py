@@ -1,0 +1,87 @@
+"""Chainer 7.8.1 imports and trains on today's stack with nothing asked of the user.
+
+Marked `compat`: `make compat` runs these on NumPy 1.26 (Python 3.11) and Python 3.12 (NumPy 2).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy
+import pytest
+
+pytestmark = pytest.mark.compat
+
+# Simulates the machines where the three gaps exist: no pkg_resources (setuptools 81+) and no
+# numpy.distutils (NumPy 2 on Python 3.12+). numpy.sctypes is missing on any NumPy 2.
+_HIDE_MODULES = """
+import sys
+class Hide:
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name == "pkg_resources" or name.startswith("numpy.distutils"):
+            raise ModuleNotFoundError(name)
+        return None
+sys.meta_path.insert(0, Hide)
+"""
+
+_USE_CHAINER = """
+import numpy as np, chainer, chainer.functions as F, chainer.links as L
+x = np.random.RandomState(0).rand(4, 3).astype(np.float32)
+y = F.as_strided(x, (2, 2), (4, 4))   # the module that reads numpy.sctypes
+link = L.Linear(3, 2)
+loss = F.sum(link(x))
+loss.backward()
+print("ok", chainer.__version__, link.W.grad.shape, y.shape)
+"""
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def test_unmodified_chainer_code_runs_here() -> None:
+    out = _python(_USE_CHAINER)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok 7.8.1 (2, 3) (2, 2)")
+
+
+def test_chainer_imports_without_pkg_resources_and_numpy_distutils() -> None:
+    out = _python(_HIDE_MODULES + _USE_CHAINER)
+    assert out.returncode == 0, out.stderr
+    assert "ok 7.8.1" in out.stdout
+
+
+def test_the_hook_is_what_makes_numpy_2_work() -> None:
+    out = _python("import chainer", CHAINER_SAGEMAKER_COMPAT="0")
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        assert out.returncode != 0
+        assert "sctypes" in out.stderr
+    else:
+        assert out.returncode == 0, out.stderr
+
+
+def test_pkg_resources_stand_in_answers_like_pkg_resources() -> None:
+    from chainer_sagemaker_runtime import _pkg_resources_stub as pr
+
+    assert pr.get_distribution("numpy").version == numpy.__version__
+    assert pr.require("numpy>=1.0")[0].project_name == "numpy"
+    with pytest.raises(pr.VersionConflict):
+        pr.require("numpy<1.0")
+    with pytest.raises(pr.DistributionNotFound):
+        pr.require("no-such-distribution-anywhere")
+    assert isinstance(pr.DistributionNotFound("x"), pr.ResolutionError)
+
+
+def test_nothing_heavy_is_imported_at_interpreter_start() -> None:
+    out = _python("import sys; print(sorted({'numpy', 'chainer'} & set(sys.modules)))")
+    assert out.stdout.strip() == "[]"

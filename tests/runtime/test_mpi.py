@@ -1,0 +1,122 @@
+"""The MPI decision rule and the mpirun command line (CONTRACT.md §2), as tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chainer_sagemaker_runtime.errors import ConfigError
+from chainer_sagemaker_runtime.training.mpi import (
+    MpiSettings,
+    forwarded_env_names,
+    mpirun_argv,
+    resolve_mpi,
+)
+
+# (reserved hyperparameters, hosts, gpus) -> (enabled, per host, total, extra options)
+DECISIONS: list[tuple[dict[str, Any], int, int, tuple[bool, int, int, tuple[str, ...]]]] = [
+    ({}, 1, 0, (False, 1, 1, ())),
+    ({}, 2, 0, (True, 1, 2, ())),
+    ({}, 2, 8, (True, 8, 16, ())),
+    ({"sagemaker_use_mpi": True}, 1, 0, (True, 1, 1, ())),
+    ({"sagemaker_use_mpi": "true"}, 1, 4, (True, 4, 4, ())),
+    ({"sagemaker_use_mpi": False}, 3, 0, (False, 1, 3, ())),
+    ({"sagemaker_use_mpi": True, "sagemaker_process_slots_per_host": 2}, 1, 0, (True, 2, 2, ())),
+    ({"sagemaker_num_processes": 3, "sagemaker_process_slots_per_host": 2}, 2, 0, (True, 2, 3, ())),
+    (
+        {"sagemaker_use_mpi": True, "sagemaker_additional_mpi_options": "-x FOO=1 --mca a 'b c'"},
+        1,
+        0,
+        (True, 1, 1, ("-x", "FOO=1", "--mca", "a", "b c")),
+    ),
+]
+
+
+@pytest.mark.parametrize(("reserved", "hosts", "gpus", "expected"), DECISIONS)
+def test_decision_rule_and_defaults(
+    reserved: dict[str, Any], hosts: int, gpus: int, expected: tuple[Any, ...]
+) -> None:
+    s = resolve_mpi(reserved, num_hosts=hosts, num_gpus=gpus)
+    assert (s.enabled, s.processes_per_host, s.num_processes, s.additional_options) == expected
+
+
+def test_bad_mpi_values_are_reported_together() -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_mpi(
+            {"sagemaker_num_processes": "many", "sagemaker_process_slots_per_host": -2},
+            num_hosts=1,
+            num_gpus=0,
+        )
+    assert len(caught.value.problems) == 2
+    assert "sagemaker_num_processes must be a positive integer, got 'many'" in str(caught.value)
+
+
+def test_multi_host_mpirun_argv_is_complete() -> None:
+    argv = mpirun_argv(
+        hosts=["algo-1", "algo-2"],
+        settings=MpiSettings(True, 8, 16, ("-x", "EXTRA=1")),
+        interface="eth0",
+        forwarded=["PYTHONPATH", "SM_HOSTS", "AWS_ACCESS_KEY_ID"],
+        command=["python", "-m", "mpi4py", "train.py", "--epochs", "1"],
+    )
+    assert argv == [
+        "mpirun",
+        "--host", "algo-1:8,algo-2:8",
+        "-np", "16",
+        "--allow-run-as-root",
+        "--tag-output",
+        "-mca", "btl_tcp_if_include", "eth0",
+        "-mca", "oob_tcp_if_include", "eth0",
+        "-mca", "plm_rsh_no_tree_spawn", "1",
+        "-bind-to", "none",
+        "-map-by", "slot",
+        "-mca", "pml", "ob1",
+        "-mca", "btl", "^openib",
+        "-mca", "orte_abort_on_non_zero_status", "1",
+        "-x", "NCCL_SOCKET_IFNAME=eth0",
+        "-x", "NCCL_DEBUG=INFO",
+        "-x", "PATH",
+        "-x", "LD_LIBRARY_PATH",
+        "-x", "PYTHONPATH",
+        "-x", "SM_HOSTS",
+        "-x", "AWS_ACCESS_KEY_ID",
+        "-x", "EXTRA=1",
+        "python", "-m", "mpi4py", "train.py", "--epochs", "1",
+    ]  # fmt: skip
+
+
+def test_one_slot_per_host_omits_the_count_and_nccl_debug_is_overridable() -> None:
+    argv = mpirun_argv(
+        hosts=["algo-1", "algo-2"],
+        settings=MpiSettings(True, 1, 2, ()),
+        interface="ens5",
+        forwarded=[],
+        command=["x"],
+        nccl_debug="WARN",
+    )
+    assert argv[argv.index("--host") + 1] == "algo-1,algo-2"
+    assert "NCCL_DEBUG=WARN" in argv and "NCCL_SOCKET_IFNAME=ens5" in argv
+
+
+def test_single_host_never_depends_on_its_host_name_or_eth0() -> None:
+    argv = mpirun_argv(
+        hosts=["algo-1"],
+        settings=MpiSettings(True, 2, 2, ()),
+        interface="eth0",
+        forwarded=[],
+        command=["x"],
+    )
+    assert argv[argv.index("--host") + 1] == "localhost:2"
+    assert "algo-1" not in " ".join(argv) and "eth0" not in argv
+
+
+def test_forwarded_variables_are_sm_pythonpath_and_credentials_when_set() -> None:
+    environ = {
+        "SM_HPS": "{}",
+        "PYTHONPATH": "/opt/ml/code",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "HOME": "/root",
+        "SMX": "no",
+    }
+    assert forwarded_env_names(environ) == ["AWS_SECRET_ACCESS_KEY", "PYTHONPATH", "SM_HPS"]
