@@ -1,0 +1,30 @@
+"""Validation errors in the user's words: the prop, the bad value and the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Token
+
+__all__ = ["ChainerValidationError", "is_unresolved", "require"]
+
+
+class ChainerValidationError(ValueError):
+    """A prop has a value the construct cannot use; the message names the prop and the fix."""
+
+    def __init__(self, prop: str, value: Any, fix: str) -> None:
+        self.prop = prop
+        self.value = value
+        self.fix = fix
+        super().__init__(f"{prop}={value!r} is not valid: {fix}")
+
+
+def is_unresolved(value: Any) -> bool:
+    """True for CDK tokens (deploy-time values) that cannot be checked at synth time."""
+    return isinstance(value, (str, int, float)) and Token.is_unresolved(value)
+
+
+def require(condition: bool, prop: str, value: Any, fix: str) -> None:
+    """Raise :class:`ChainerValidationError` unless ``condition`` holds."""
+    if not condition:
+        raise ChainerValidationError(prop, value, fix)

@@ -1,0 +1,328 @@
+"""``ChainerEstimator``: a SageMaker training job definition for a Chainer script."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from aws_cdk import Duration, Names, Size, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from . import _iam
+from ._network import VpcPlacement
+from ._validation import is_unresolved, require
+from .hyperparameters import (
+    RESERVED_PREFIX,
+    TUNING_OBJECTIVE,
+    MpiOptions,
+    encode_hyperparameters,
+    reserved_hyperparameters,
+)
+from .image import ImageConfig, RuntimeImage
+from .instance import gpu_count, normalize_instance_type
+from .source import CodeConfig, SourceCode
+from .training_input import InputMode, TrainingInput, validate_channel_name
+
+__all__ = ["ChainerEstimator"]
+
+_JOB_PREFIX = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+_ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+MAX_JOB_PREFIX = 26  # leaves room for "-" and a 36-character UUID in a 63-character job name
+MAX_RUNTIME = Duration.days(28)
+_LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+
+
+class ChainerEstimator(Construct):
+    """What to train and how: code, image, instances, data, outputs, security.
+
+    It creates the execution role (when none is given), the code asset and the image asset;
+    :class:`~chainer_sagemaker_cdk.TrainingPipeline` runs it. ``training_job_request()`` gives
+    the CreateTrainingJob parameters for any other runner.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        code: SourceCode,
+        instance_type: str = "ml.m5.xlarge",
+        instance_count: int = 1,
+        hyperparameters: Mapping[str, Any] | None = None,
+        channels: Mapping[str, TrainingInput] | None = None,
+        input_mode: InputMode = InputMode.FILE,
+        image: RuntimeImage | None = None,
+        role: iam.IRole | None = None,
+        output_bucket: s3.IBucket | None = None,
+        output_prefix: str = "models",
+        output_kms_key: kms.IKey | None = None,
+        volume_size: Size | None = None,
+        volume_kms_key: kms.IKey | None = None,
+        max_run: Duration | None = None,
+        use_spot_instances: bool = False,
+        max_wait: Duration | None = None,
+        checkpoint_bucket: s3.IBucket | None = None,
+        checkpoint_prefix: str = "checkpoints",
+        checkpoint_local_path: str | None = None,
+        base_job_name: str | None = None,
+        vpc: ec2.IVpc | None = None,
+        vpc_subnets: ec2.SubnetSelection | None = None,
+        security_groups: Sequence[ec2.ISecurityGroup] | None = None,
+        encrypt_inter_container_traffic: bool = False,
+        enable_network_isolation: bool = False,
+        metric_definitions: Mapping[str, str] | None = None,
+        environment: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        container_log_level: int = logging.INFO,
+        enable_cloudwatch_metrics: bool = False,
+        use_mpi: bool | None = None,
+        num_processes: int | None = None,
+        process_slots_per_host: int | None = None,
+        additional_mpi_options: str | None = None,
+        max_retry_attempts: int | None = None,
+    ) -> None:
+        """Define the training job.
+
+        :param code: the script (``SourceCode.from_directory(dir, "train.py")``).
+        :param instance_type: ``ml.*`` type (``p3.2xlarge`` is accepted too); left out,
+            ``ml.m5.xlarge``. ``g*``/``p*`` families select the GPU image variant.
+        :param instance_count: hosts; left out, 1. More than one host runs MPI (ChainerMN).
+        :param hyperparameters: passed to the script as ``--key value``; JSON-encoded as the
+            SageMaker Python SDK does. Left out, none.
+        :param channels: channel name -> :class:`TrainingInput`; left out, no channels.
+        :param input_mode: left out, ``File``.
+        :param image: left out, ``RuntimeImage.from_asset()`` (this project's runtime).
+        :param role: execution role; left out, one is created with only what this job uses.
+        :param output_bucket: where ``model.tar.gz`` goes; left out, a bucket is created
+            (KMS-encrypted, versioned, TLS only, public access blocked, retained).
+        :param output_prefix: key prefix in ``output_bucket``; left out, ``models``.
+        :param output_kms_key: key for the output artifacts; left out, the bucket's encryption.
+        :param volume_size: ML storage per instance; left out, 30 GiB.
+        :param volume_kms_key: key for the ML storage volume; left out, AWS-managed encryption.
+        :param max_run: stop the job after this; left out, 24 hours (at most 28 days).
+        :param use_spot_instances: managed spot training; left out, on-demand.
+        :param max_wait: spot only: the total time including waits for capacity; left out with
+            spot, ``max_run``. Must be at least ``max_run``.
+        :param checkpoint_bucket: where ``checkpoint_local_path`` is synced; left out, no
+            checkpoints (recommended with spot).
+        :param checkpoint_prefix: key prefix for checkpoints; left out, ``checkpoints``.
+        :param checkpoint_local_path: left out, ``/opt/ml/checkpoints``.
+        :param base_job_name: job names start with this (at most 26 characters, since a UUID
+            follows); left out, derived from the construct path.
+        :param vpc: run in this VPC; left out, SageMaker's network.
+        :param vpc_subnets: left out, the VPC's private subnets.
+        :param security_groups: left out with a VPC, one is created that lets the hosts of a job
+            talk to each other (MPI over SSH).
+        :param encrypt_inter_container_traffic: left out, off (as in the SDK).
+        :param enable_network_isolation: no network access from the container; left out, off.
+        :param metric_definitions: metric name -> regex over the job's logs; left out, none.
+        :param environment: extra environment variables for the container; left out, none.
+        :param tags: job tags; left out, none.
+        :param container_log_level: Python logging level; left out, ``logging.INFO`` (20).
+        :param enable_cloudwatch_metrics: ``sagemaker_enable_cloudwatch_metrics``; left out, off.
+        :param use_mpi: force MPI on/off; left out, on with more than one host.
+        :param num_processes: total MPI processes; left out, slots per host times hosts.
+        :param process_slots_per_host: left out, the host's GPU count (1 without GPUs).
+        :param additional_mpi_options: extra ``mpirun`` options; left out, none.
+        :param max_retry_attempts: retries on internal errors; left out, none.
+        """
+        super().__init__(scope, id)
+        self.instance_type = normalize_instance_type(instance_type)
+        self.instance_count = instance_count
+        self.input_mode = input_mode
+        self.channels: dict[str, TrainingInput] = dict(channels or {})
+        self.volume_size = volume_size or Size.gibibytes(30)
+        self.max_run = max_run or Duration.hours(24)
+        self.use_spot_instances = use_spot_instances
+        self.max_wait = max_wait or (self.max_run if use_spot_instances else None)
+        self.encrypt_inter_container_traffic = encrypt_inter_container_traffic
+        self.enable_network_isolation = enable_network_isolation
+        self.metric_definitions = dict(metric_definitions or {})
+        self.environment = dict(environment or {})
+        self.tags = dict(tags or {})
+        self.max_retry_attempts = max_retry_attempts
+        self.output_prefix = output_prefix.strip("/")
+        self.output_kms_key = output_kms_key
+        self.volume_kms_key = volume_kms_key
+        self.checkpoint_local_path = checkpoint_local_path
+        self.mpi = MpiOptions(use_mpi, num_processes, process_slots_per_host,
+                              additional_mpi_options)
+        self._validate(hyperparameters or {}, container_log_level, checkpoint_bucket,
+                       base_job_name)
+        self.gpus_per_instance = gpu_count(self.instance_type)
+        self.base_job_name = base_job_name or Names.unique_resource_name(
+            self, max_length=MAX_JOB_PREFIX, separator="-").lower()
+
+        self.role = role or iam.Role(
+            self, "ExecutionRole", assumed_by=iam.ServicePrincipal(_iam.SAGEMAKER),
+            description="SageMaker execution role of a Chainer training job",
+        )
+        self.grant_principal: iam.IPrincipal = _iam.PolicyPrincipal.for_role(
+            self, "ExecutionPolicy", self.role)  # type: ignore[assignment]
+        self.output_bucket = output_bucket or self._default_bucket()
+        self.checkpoint_bucket = checkpoint_bucket
+        self.checkpoint_prefix = checkpoint_prefix.strip("/")
+        self.code: CodeConfig = code.bind(self, self.grant_principal)
+        self.image_source = image or RuntimeImage.from_asset()
+        self.image: ImageConfig = self.image_source.bind(
+            self, self.grant_principal, self.instance_type)
+        self.hyperparameters = encode_hyperparameters(hyperparameters or {})
+        self.container_log_level = container_log_level
+        self.enable_cloudwatch_metrics = enable_cloudwatch_metrics
+        self.network = VpcPlacement(
+            self, vpc, vpc_subnets, security_groups,
+            "Chainer training hosts: traffic between the hosts of one job (MPI)")
+        self._grant_training()
+
+    # -- validation ---------------------------------------------------------------------------
+    def _validate(self, hyperparameters: Mapping[str, Any], log_level: int,
+                  checkpoint_bucket: s3.IBucket | None, base_job_name: str | None) -> None:
+        require(is_unresolved(self.instance_count) or self.instance_count >= 1, "instance_count",
+                self.instance_count, "use 1 or more")
+        size = self.volume_size.to_gibibytes()
+        require(is_unresolved(size) or size >= 1, "volume_size", f"{size} GiB",
+                "use at least Size.gibibytes(1)")
+        run = self.max_run.to_seconds()
+        require(is_unresolved(run) or 1 <= run <= MAX_RUNTIME.to_seconds(), "max_run",
+                f"{run} s", "use between 1 second and Duration.days(28)")
+        if self.max_wait is not None:
+            require(self.use_spot_instances, "max_wait", self.max_wait.to_human_string(),
+                    "set use_spot_instances=True, or leave max_wait out")
+            wait = self.max_wait.to_seconds()
+            require(is_unresolved(wait) or is_unresolved(run) or wait >= run, "max_wait",
+                    f"{wait} s", f"use at least max_run ({run} s)")
+        if self.checkpoint_local_path is not None:
+            require(checkpoint_bucket is not None, "checkpoint_local_path",
+                    self.checkpoint_local_path, "also give checkpoint_bucket")
+            require(self.checkpoint_local_path.startswith("/"), "checkpoint_local_path",
+                    self.checkpoint_local_path, "give an absolute path such as /opt/ml/checkpoints")
+        if base_job_name is not None and not is_unresolved(base_job_name):
+            require(bool(_JOB_PREFIX.match(base_job_name)) and len(base_job_name) <= MAX_JOB_PREFIX,
+                    "base_job_name", base_job_name,
+                    f"use at most {MAX_JOB_PREFIX} letters, digits and hyphens")
+        for key in hyperparameters:
+            require(not str(key).startswith(RESERVED_PREFIX) and key != TUNING_OBJECTIVE,
+                    "hyperparameters", key,
+                    "sagemaker_* keys are set by the estimator's own props (e.g. use_mpi)")
+        require(len(hyperparameters) <= 90, "hyperparameters", f"{len(hyperparameters)} keys",
+                "SageMaker takes 100 keys, some reserved: use at most 90")
+        require(log_level in _LOG_LEVELS, "container_log_level", log_level,
+                "use a logging level such as logging.INFO (20)")
+        for name in self.channels:
+            validate_channel_name(name)
+        for name, regex in self.metric_definitions.items():
+            require(0 < len(name) <= 255 and 0 < len(regex) <= 500, "metric_definitions",
+                    {name: regex}, "use names up to 255 and regexes up to 500 characters")
+        require(len(self.metric_definitions) <= 40, "metric_definitions",
+                f"{len(self.metric_definitions)} metrics", "define at most 40 metrics")
+        for name in self.environment:
+            require(bool(_ENV_NAME.match(name)), "environment", name,
+                    "use variable names of letters, digits and _, not starting with a digit")
+        require(len(self.tags) <= 50, "tags", f"{len(self.tags)} tags", "use at most 50 tags")
+        for prop, value in (("num_processes", self.mpi.num_processes),
+                            ("process_slots_per_host", self.mpi.process_slots_per_host),
+                            ("max_retry_attempts", self.max_retry_attempts)):
+            require(value is None or is_unresolved(value) or value >= 1, prop, value,
+                    "use 1 or more, or leave it out")
+
+    # -- resources ------------------------------------------------------------------------------
+    def _default_bucket(self) -> s3.IBucket:
+        key = self.output_kms_key or kms.Key(
+            self, "ArtifactsKey", enable_key_rotation=True,
+            description="Chainer training artifacts (model.tar.gz)",
+        )
+        return s3.Bucket(
+            self, "Artifacts",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=key,
+            bucket_key_enabled=True,
+            enforce_ssl=True,
+            versioned=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        )
+
+    def _grant_training(self) -> None:
+        principal = self.grant_principal
+        _iam.sagemaker_logs_and_metrics(self, principal, "TrainingJobs")
+        _iam.bucket_prefix_write(principal, self.output_bucket, self.output_prefix)
+        for channel in self.channels.values():
+            _iam.bucket_prefix_read(principal, channel.bucket, channel.key_prefix)
+        if self.checkpoint_bucket is not None:
+            _iam.bucket_prefix_write(principal, self.checkpoint_bucket, self.checkpoint_prefix)
+        for key in (self.output_kms_key, self.volume_kms_key):
+            if key is not None:
+                _iam.key_use(principal, key)
+        self.network.grant(self, principal)
+
+    # -- API ------------------------------------------------------------------------------------
+    @property
+    def output_s3_url(self) -> str:
+        """``s3://bucket/prefix``: each job writes ``<job name>/output/model.tar.gz`` below it."""
+        return self.output_bucket.s3_url_for_object(self.output_prefix or None)
+
+    def grant_read_input(self, bucket: s3.IBucket, key_prefix: str = "") -> None:
+        """Let jobs read another prefix (e.g. channels overridden per pipeline execution)."""
+        _iam.bucket_prefix_read(self.grant_principal, bucket, key_prefix)
+
+    def reserved_hyperparameters(self, job_name: str | None) -> dict[str, str]:
+        """The encoded ``sagemaker_*`` keys; ``job_name`` None leaves ``sagemaker_job_name`` out."""
+        return reserved_hyperparameters(
+            entry_point=self.code.entry_point, submit_directory=self.code.s3_url,
+            container_log_level=self.container_log_level, region=Stack.of(self).region,
+            job_name=job_name, enable_cloudwatch_metrics=self.enable_cloudwatch_metrics,
+            mpi=self.mpi)
+
+    def training_job_request(self, job_name: str) -> dict[str, Any]:
+        """CreateTrainingJob parameters for a job named ``job_name`` (tokens resolve at synth)."""
+        algorithm: dict[str, Any] = {"TrainingImage": self.image.image_uri,
+                                     "TrainingInputMode": self.input_mode.value}
+        if self.metric_definitions:
+            algorithm["MetricDefinitions"] = [
+                {"Name": name, "Regex": regex} for name, regex in self.metric_definitions.items()]
+        output: dict[str, Any] = {"S3OutputPath": self.output_s3_url}
+        if self.output_kms_key is not None:
+            output["KmsKeyId"] = self.output_kms_key.key_arn
+        resources: dict[str, Any] = {"InstanceType": self.instance_type,
+                                     "InstanceCount": self.instance_count,
+                                     "VolumeSizeInGB": self.volume_size.to_gibibytes()}
+        if self.volume_kms_key is not None:
+            resources["VolumeKmsKeyId"] = self.volume_kms_key.key_arn
+        stopping: dict[str, Any] = {"MaxRuntimeInSeconds": self.max_run.to_seconds()}
+        if self.max_wait is not None:
+            stopping["MaxWaitTimeInSeconds"] = self.max_wait.to_seconds()
+        request: dict[str, Any] = {
+            "TrainingJobName": job_name,
+            "AlgorithmSpecification": algorithm,
+            "RoleArn": self.role.role_arn,
+            "HyperParameters": {**self.hyperparameters, **self.reserved_hyperparameters(job_name)},
+            "OutputDataConfig": output,
+            "ResourceConfig": resources,
+            "StoppingCondition": stopping,
+            "EnableNetworkIsolation": self.enable_network_isolation,
+            "EnableInterContainerTrafficEncryption": self.encrypt_inter_container_traffic,
+            "EnableManagedSpotTraining": self.use_spot_instances,
+        }
+        if self.channels:
+            request["InputDataConfig"] = [c.render(n) for n, c in self.channels.items()]
+        vpc_config = self.network.render()
+        if vpc_config is not None:
+            request["VpcConfig"] = vpc_config
+        if self.checkpoint_bucket is not None:
+            request["CheckpointConfig"] = {
+                "S3Uri": self.checkpoint_bucket.s3_url_for_object(self.checkpoint_prefix or None),
+                "LocalPath": self.checkpoint_local_path or "/opt/ml/checkpoints"}
+        if self.environment:
+            request["Environment"] = dict(self.environment)
+        if self.max_retry_attempts is not None:
+            request["RetryStrategy"] = {"MaximumRetryAttempts": self.max_retry_attempts}
+        if self.tags:
+            request["Tags"] = [{"Key": k, "Value": v} for k, v in self.tags.items()]
+        return request
+

@@ -1,0 +1,130 @@
+"""``TrainingPipeline``: the pipeline fragment in a ready state machine (logs ALL, X-Ray)."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_stepfunctions as sfn
+from constructs import Construct
+
+from . import _iam
+from .estimator import ChainerEstimator
+from .pipeline import TrainingPipelineFragment
+
+__all__ = ["TrainingPipeline"]
+
+
+class TrainingPipeline(Construct):
+    """A Step Functions state machine that trains, then deploys or updates an endpoint.
+
+    Start it with an empty input (``{}``) for the defaults, or override the job name,
+    hyperparameters and channels (see :mod:`chainer_sagemaker_cdk.pipeline`).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        estimator: ChainerEstimator,
+        deploy: bool = True,
+        endpoint_name: str | None = None,
+        endpoint_instance_type: str = "ml.m5.large",
+        endpoint_instance_count: int = 1,
+        endpoint_kms_key: kms.IKey | None = None,
+        encrypt_endpoint_storage: bool = True,
+        model_server_workers: int | None = None,
+        model_environment_variables: dict[str, str] | None = None,
+        poll_interval: Duration | None = None,
+        state_machine_name: str | None = None,
+        timeout: Duration | None = None,
+        log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
+        logs_kms_key: kms.IKey | None = None,
+        role: iam.IRole | None = None,
+    ) -> None:
+        """Define the state machine; the fragment's props are passed through.
+
+        :param estimator: what to train.
+        :param deploy: False stops after training; left out, the model is deployed.
+        :param endpoint_name: left out, the estimator's ``base_job_name``.
+        :param endpoint_instance_type: left out, ``ml.m5.large``.
+        :param endpoint_instance_count: left out, 1.
+        :param endpoint_kms_key: left out, a key is created.
+        :param encrypt_endpoint_storage: left out, True.
+        :param model_server_workers: left out, one worker per CPU.
+        :param model_environment_variables: left out, none.
+        :param poll_interval: left out, 30 seconds.
+        :param state_machine_name: left out, CloudFormation generates one.
+        :param timeout: the execution's limit; left out, the job's ``max_wait`` (or
+            ``max_run``) plus 2 hours for deployment.
+        :param log_retention: left out, one year.
+        :param logs_kms_key: encrypts the log group; left out, a key is created.
+        :param role: the state machine's role; left out, one is created with only what the
+            states call. A role you give gets the same grants.
+        """
+        super().__init__(scope, id)
+        self.fragment = TrainingPipelineFragment(
+            self, "Pipeline", estimator=estimator, deploy=deploy, endpoint_name=endpoint_name,
+            endpoint_instance_type=endpoint_instance_type,
+            endpoint_instance_count=endpoint_instance_count, endpoint_kms_key=endpoint_kms_key,
+            encrypt_endpoint_storage=encrypt_endpoint_storage,
+            model_server_workers=model_server_workers,
+            model_environment_variables=model_environment_variables,
+            poll_interval=poll_interval,
+        )
+        stack = Stack.of(self)
+        self.logs_key = logs_kms_key or kms.Key(
+            self, "LogsKey", enable_key_rotation=True,
+            description="Chainer training pipeline execution logs")
+        self.logs_key.grant_encrypt_decrypt(
+            iam.ServicePrincipal(f"logs.{stack.region}.{stack.url_suffix}"))
+        self.log_group = logs.LogGroup(
+            self, "Logs", encryption_key=self.logs_key, retention=log_retention,
+            removal_policy=RemovalPolicy.RETAIN)
+        self.role = role or iam.Role(
+            self, "Role", assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
+            description="Chainer training pipeline state machine")
+        self.grant_principal: iam.IPrincipal = _iam.PolicyPrincipal.for_role(
+            self, "Policy", self.role)  # type: ignore[assignment]
+        self.fragment.grant_run(self.grant_principal)
+        self._grant_observability()
+        run = estimator.max_wait or estimator.max_run
+        self.state_machine = sfn.StateMachine(
+            self, "StateMachine",
+            definition_body=sfn.DefinitionBody.from_chainable(self.fragment),
+            state_machine_name=state_machine_name,
+            # Grants are made above, into one managed policy; CDK's own additions are dropped.
+            role=self.role.without_policy_updates() if isinstance(self.role, iam.Role)
+            else self.role,
+            timeout=timeout or run.plus(Duration.hours(2)),
+            tracing_enabled=True,
+            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL,
+                                include_execution_data=True),
+        )
+        self.state_machine.node.add_dependency(self.grant_principal.policy)  # type: ignore[attr-defined]
+        self.state_machine_arn = self.state_machine.state_machine_arn
+        self.endpoint_name = self.fragment.endpoint_name
+
+    def _grant_observability(self) -> None:
+        # Log delivery and X-Ray have no resource-level permissions (Step Functions docs).
+        self.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=["logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
+                     "logs:DeleteLogDelivery", "logs:ListLogDeliveries",
+                     "logs:PutResourcePolicy", "logs:DescribeResourcePolicies",
+                     "logs:DescribeLogGroups"],
+            resources=["*"]))
+        self.grant_principal.add_to_principal_policy(iam.PolicyStatement(
+            actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords",
+                     "xray:GetSamplingRules", "xray:GetSamplingTargets"],
+            resources=["*"]))
+
+    @property
+    def tasks(self) -> list[sfn.CustomState]:
+        """Every service task of the pipeline, for ``add_retry``/``add_catch``."""
+        return self.fragment.tasks
+
+    def grant_start_execution(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow starting (and describing) executions of this pipeline."""
+        return self.state_machine.grant_start_execution(grantee)
