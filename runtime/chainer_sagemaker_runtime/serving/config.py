@@ -1,0 +1,115 @@
+"""The ``serve`` settings, read once from the environment into a frozen object (CONTRACT.md §3.1).
+
+Every bad variable is reported at once (:class:`ConfigError`), before anything is fetched or forked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from chainer_sagemaker_runtime.errors import ConfigError
+from chainer_sagemaker_runtime.gpu import count_cpus
+
+__all__ = ["ServingConfig"]
+
+_MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Everything the server needs to know, already validated."""
+
+    base_dir: Path
+    program: str
+    submit_directory: str
+    region: str | None
+    log_level: int
+    host: str
+    port: int
+    workers: int
+    timeout: float
+    default_accept: str
+    max_payload_bytes: int
+    batching: bool
+    max_batch_rows: int
+
+    @property
+    def model_dir(self) -> Path:
+        return self.base_dir / "model"
+
+    @property
+    def code_dir(self) -> Path:
+        return self.base_dir / "code"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServingConfig:
+        env = os.environ if env is None else env
+        problems: list[str] = []
+
+        def number(name: str, default: float, *, integer: bool, minimum: float) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = int(raw) if integer else float(raw)
+            except ValueError:
+                kind = "an integer" if integer else "a number"
+                problems.append(f"{name}={raw!r} is not {kind}; unset it or set e.g. {default:g}")
+                return default
+            if value < minimum:
+                problems.append(f"{name}={raw!r} must be at least {minimum:g}")
+                return default
+            return value
+
+        base_dir = Path(env.get("SAGEMAKER_BASE_DIR") or "/opt/ml")
+        program = env.get("SAGEMAKER_PROGRAM", "").strip()
+        if not program:
+            problems.append(
+                "SAGEMAKER_PROGRAM is not set; set it to the file that defines model_fn "
+                "(e.g. inference.py), relative to SAGEMAKER_SUBMIT_DIRECTORY"
+            )
+        level_raw = env.get("SAGEMAKER_CONTAINER_LOG_LEVEL", "20").strip() or "20"
+        log_level = logging.INFO
+        if level_raw.isdigit():
+            log_level = int(level_raw)
+        elif isinstance(logging.getLevelName(level_raw.upper()), int):
+            log_level = logging.getLevelName(level_raw.upper())
+        else:
+            problems.append(
+                f"SAGEMAKER_CONTAINER_LOG_LEVEL={level_raw!r} is not a log level (20 = INFO)"
+            )
+        accept = env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "").strip() or "application/json"
+        batching_raw = env.get("CHAINER_SAGEMAKER_BATCHING", "1").strip().lower()
+        if batching_raw not in {"0", "1", "true", "false", "yes", "no", "on", "off", ""}:
+            problems.append(f"CHAINER_SAGEMAKER_BATCHING={batching_raw!r} must be 0 or 1")
+
+        config = cls(
+            base_dir=base_dir,
+            program=program,
+            submit_directory=env.get("SAGEMAKER_SUBMIT_DIRECTORY", "").strip(),
+            region=env.get("AWS_REGION") or env.get("SAGEMAKER_REGION") or None,
+            log_level=log_level,
+            host=env.get("CHAINER_SAGEMAKER_BIND_HOST", "").strip() or "0.0.0.0",
+            port=int(number("SAGEMAKER_BIND_TO_PORT", 8080, integer=True, minimum=0)),
+            workers=int(
+                number("SAGEMAKER_MODEL_SERVER_WORKERS", count_cpus(), integer=True, minimum=1)
+            ),
+            timeout=number("SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, integer=False, minimum=0.001),
+            default_accept=accept.split(";", 1)[0].strip().lower(),
+            max_payload_bytes=int(
+                number("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, integer=False, minimum=0.000001) * _MB
+            ),
+            batching=batching_raw in {"1", "true", "yes", "on", ""},
+            max_batch_rows=int(
+                number("CHAINER_SAGEMAKER_MAX_BATCH_ROWS", 256, integer=True, minimum=1)
+            ),
+        )
+        if config.port > 65535:
+            problems.append(f"SAGEMAKER_BIND_TO_PORT={config.port} is not a TCP port (1-65535)")
+        if problems:
+            raise ConfigError(problems)
+        return config

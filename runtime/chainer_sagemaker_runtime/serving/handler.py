@@ -1,0 +1,216 @@
+"""The handler core: the user's hooks and their defaults (CONTRACT.md §3.3). Knows no HTTP.
+
+:meth:`Handler.invoke` takes a body, a ``Content-Type`` and an ``Accept`` value and returns the
+reply body and its type, or raises :class:`ServingError`. The steps are also exposed one by one
+(:meth:`Handler.decode`, :meth:`Handler.predict`, :meth:`Handler.encode`) so that the worker can
+stack the inputs of several requests into one ``predict`` call when the user kept the default
+``predict_fn`` (:attr:`Handler.batchable`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from chainer_sagemaker_runtime.errors import CodeError
+from chainer_sagemaker_runtime.serving import codecs
+from chainer_sagemaker_runtime.serving.errors import (
+    BadRequest,
+    InternalError,
+    NotAcceptable,
+    ServingError,
+)
+
+__all__ = ["Handler", "Hooks", "Reply", "default_predict_fn", "media_type"]
+
+log = logging.getLogger(__name__)
+
+_HOOKS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The hooks a user module defines (``None`` where it kept the default)."""
+
+    model_fn: Callable[[str], Any]
+    input_fn: Callable[[Any, str], Any] | None = None
+    predict_fn: Callable[[Any, Any], Any] | None = None
+    output_fn: Callable[[Any, str], Any] | None = None
+    transform_fn: Callable[[Any, Any, str, str], Any] | None = None
+
+    @classmethod
+    def from_module(cls, module: ModuleType) -> Hooks:
+        found = {name: getattr(module, name, None) for name in _HOOKS}
+        for name, fn in found.items():
+            if fn is not None and not callable(fn):
+                raise CodeError(f"{module.__name__}.{name} is not a function")
+        model_fn = found.pop("model_fn")
+        if model_fn is None:
+            raise CodeError(
+                f"the inference module {getattr(module, '__file__', module.__name__)} defines no "
+                "model_fn(model_dir); add one that loads and returns the model"
+            )
+        if found["transform_fn"] is not None:
+            shadowed = [n for n in ("input_fn", "predict_fn", "output_fn") if found[n] is not None]
+            if shadowed:
+                log.warning(
+                    "transform_fn is defined, so %s will not be called", ", ".join(shadowed)
+                )
+        return cls(model_fn=model_fn, **found)
+
+
+@dataclass(frozen=True)
+class Reply:
+    body: bytes
+    content_type: str
+
+
+def media_type(header: str | None, default: str) -> str:
+    """``"Application/JSON; charset=utf-8"`` -> ``"application/json"``; empty -> ``default``."""
+    if not header:
+        return default
+    value = header.split(";", 1)[0].strip().lower()
+    return value or default
+
+
+def default_predict_fn(data: Any, model: Any) -> Any:
+    """Run the model in inference mode and return a host (NumPy) array."""
+    chainer: Any = importlib.import_module("chainer")  # untyped; imported on first use
+    device = getattr(model, "device", None)
+    if device is not None and getattr(device, "xp", None) is not None:
+        import numpy
+
+        if device.xp is not numpy:
+            data = device.send(data)
+    with chainer.using_config("train", False), chainer.no_backprop_mode():
+        result = model(data)
+    if isinstance(result, chainer.Variable):
+        result = result.array
+    if type(result).__module__.startswith("cupy"):
+        result = result.get()
+    return result
+
+
+def _payload(body: bytes, content_type: str) -> bytes | str:
+    """Text types reach user hooks as ``str`` and the rest as ``bytes``, as in the old server."""
+    if content_type not in codecs.TEXT_TYPES:
+        return body
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the {content_type} body is not valid UTF-8: {exc}") from None
+
+
+def _user_failure(hook: str, exc: BaseException) -> InternalError:
+    log.error("%s raised:\n%s", hook, "".join(traceback.format_exception(exc)).rstrip())
+    return InternalError(f"{hook} raised {type(exc).__name__}: {exc}")
+
+
+def _as_reply(result: Any, accept: str, hook: str) -> Reply:
+    content_type = accept
+    if isinstance(result, tuple) and len(result) == 2:
+        result, content_type = result
+    if isinstance(result, str):
+        result = result.encode()
+    if not isinstance(result, bytes | bytearray | memoryview):
+        raise InternalError(
+            f"{hook} returned {type(result).__name__}; it must return bytes or str, "
+            "or a (body, content_type) pair"
+        )
+    return Reply(bytes(result), str(content_type))
+
+
+class Handler:
+    """One loaded model plus the hooks that serve it."""
+
+    def __init__(self, hooks: Hooks, model: Any, default_accept: str) -> None:
+        self.hooks = hooks
+        self.model = model
+        self.default_accept = default_accept
+        self._custom_output = hooks.output_fn is not None or hooks.transform_fn is not None
+        #: True when requests may share one predict call (default predict_fn, no transform_fn).
+        self.batchable = hooks.predict_fn is None and hooks.transform_fn is None
+
+    def negotiate(self, accept_header: str | None) -> str:
+        """The reply type: the first supported entry of ``Accept``, ``*/*`` meaning the default."""
+        if not accept_header or not accept_header.strip():
+            return self.default_accept
+        listed = [media_type(part, "") for part in accept_header.split(",")]
+        listed = [t for t in listed if t]
+        for wanted in listed:
+            if wanted in ("*/*", "*"):
+                return self.default_accept
+            if wanted in codecs.ENCODERS:
+                return wanted
+            if wanted.endswith("/*"):
+                family = wanted[:-1]
+                if self.default_accept.startswith(family):
+                    return self.default_accept
+                for known in codecs.ENCODERS:
+                    if known.startswith(family):
+                        return known
+        if self._custom_output and listed:
+            return listed[0]  # the user's output_fn decides what it can produce
+        raise NotAcceptable(
+            f"none of the accept types {accept_header!r} is supported; "
+            f"ask for one of {sorted(codecs.ENCODERS)} (or */*)"
+        )
+
+    def decode(self, body: bytes, content_type: str) -> Any:
+        """``input_fn`` (or the default decoder) -> the model's input."""
+        if self.hooks.input_fn is None:
+            return codecs.decode(body, content_type)
+        try:
+            return self.hooks.input_fn(_payload(body, content_type), content_type)
+        except ServingError:
+            raise
+        except Exception as exc:
+            raise _user_failure("input_fn", exc) from exc
+
+    def predict(self, data: Any) -> Any:
+        fn = self.hooks.predict_fn
+        try:
+            return fn(data, self.model) if fn is not None else default_predict_fn(data, self.model)
+        except ServingError:
+            raise
+        except Exception as exc:
+            raise _user_failure("predict_fn", exc) from exc
+
+    def encode(self, prediction: Any, accept: str) -> Reply:
+        if self.hooks.output_fn is None:
+            try:
+                return Reply(codecs.encode(prediction, accept), accept)
+            except ServingError:
+                raise
+            except Exception as exc:
+                raise _user_failure("the default output_fn", exc) from exc
+        try:
+            result = self.hooks.output_fn(prediction, accept)
+        except ServingError:
+            raise
+        except Exception as exc:
+            raise _user_failure("output_fn", exc) from exc
+        return _as_reply(result, accept, "output_fn")
+
+    def invoke(
+        self, body: bytes, content_type_header: str | None, accept_header: str | None
+    ) -> Reply:
+        """Serve one request end to end."""
+        content_type = media_type(content_type_header, codecs.JSON)
+        accept = self.negotiate(accept_header)
+        if self.hooks.transform_fn is not None:
+            try:
+                result = self.hooks.transform_fn(
+                    self.model, _payload(body, content_type), content_type, accept
+                )
+            except ServingError:
+                raise
+            except Exception as exc:
+                raise _user_failure("transform_fn", exc) from exc
+            return _as_reply(result, accept, "transform_fn")
+        return self.encode(self.predict(self.decode(body, content_type)), accept)

@@ -1,0 +1,253 @@
+"""The parent process: pre-forks the workers, reports readiness, replaces crashes, drains.
+
+The user module is imported once here (after ``requirements.txt`` was installed), then each
+worker is forked and calls ``model_fn`` itself, so heavy imports such as Chainer are paid once
+and a model never crosses a fork. Each worker tells the parent over a pipe whether its model
+loaded; ``/ping`` answers 200 only after every worker has said so (a shared byte the workers
+read). A worker whose ``model_fn`` fails at start-up stops the whole server with that error. A
+worker that dies later is replaced, with back-off if replacements keep dying.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import mmap
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+from chainer_sagemaker_runtime.errors import RuntimeFailure
+from chainer_sagemaker_runtime.serving.config import ServingConfig
+from chainer_sagemaker_runtime.serving.handler import Handler, Hooks
+
+__all__ = ["ModelLoadError", "serve"]
+
+log = logging.getLogger(__name__)
+
+_READY = b"R"
+_FAILED = b"F"
+_MODEL_LOAD_EXIT = 3
+
+
+class ModelLoadError(RuntimeFailure):
+    """``model_fn`` raised (or the socket could not be opened) in a worker at start-up."""
+
+    exit_code = 3
+
+
+@dataclass
+class _Child:
+    pid: int
+    pipe: int
+    started: float
+    ready: bool = False
+    message: bytearray = field(default_factory=bytearray)
+
+
+def _worker_main(config: ServingConfig, hooks: Hooks, pipe: int, ready: mmap.mmap) -> int:
+    """Runs in the forked child: load the model, open the socket, serve."""
+    from chainer_sagemaker_runtime.serving.worker import Worker, listen_socket
+
+    try:
+        model = hooks.model_fn(str(config.model_dir))
+    except BaseException as exc:
+        detail = "".join(traceback.format_exception(exc)).rstrip()
+        os.write(pipe, _FAILED + f"model_fn({str(config.model_dir)!r}) raised:\n{detail}".encode())
+        return _MODEL_LOAD_EXIT
+    try:
+        sock = listen_socket(config.host, config.port)
+    except OSError as exc:
+        os.write(pipe, _FAILED + f"cannot listen on {config.host}:{config.port}: {exc}".encode())
+        return _MODEL_LOAD_EXIT
+    os.write(pipe, _READY)
+    Worker(config, Handler(hooks, model, config.default_accept), ready).run(sock)
+    return 0
+
+
+class _Master:
+    def __init__(self, config: ServingConfig, hooks: Hooks) -> None:
+        self.config = config
+        self.hooks = hooks
+        self.children: dict[int, _Child] = {}
+        self.ready = mmap.mmap(-1, 1)  # shared with every child: 1 once all have loaded
+        self.selector = selectors.DefaultSelector()
+        self.stop_requested = False
+        self.failures_in_a_row = 0
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ)
+
+    # process management ------------------------------------------------------------------
+    def spawn(self) -> None:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                os.close(read_end)
+                self._become_child()
+                code = _worker_main(self.config, self.hooks, write_end, self.ready)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(write_end)
+        self.children[pid] = _Child(pid, read_end, time.monotonic())
+        self.selector.register(read_end, selectors.EVENT_READ, pid)
+
+    def _become_child(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        self.selector.close()
+        for fd in [self._wake_r, self._wake_w, *(c.pipe for c in self.children.values())]:
+            os.close(fd)
+
+    def _install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+        def on_stop(signum: int, frame: object) -> None:
+            self.stop_requested = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+
+    def _reap(self) -> list[tuple[_Child, int]]:
+        dead = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            self._read_pipe(child)
+            self.selector.unregister(child.pipe)
+            os.close(child.pipe)
+            dead.append((child, os.waitstatus_to_exitcode(status)))
+        return dead
+
+    def _read_pipe(self, child: _Child) -> None:
+        while True:
+            try:
+                chunk = os.read(child.pipe, 65536)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    return
+                raise
+            if not chunk:
+                return
+            if not child.ready and chunk.startswith(_READY):
+                child.ready = True
+                chunk = chunk[1:]
+            child.message += chunk
+            if len(chunk) < 65536:
+                return
+
+    # main loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        self._install_signals()
+        for _ in range(self.config.workers):
+            self.spawn()
+        starting = True
+        respawn_at: float | None = None
+        while not self.stop_requested:
+            for key, _ in self.selector.select(timeout=1.0):
+                if key.fd == self._wake_r:
+                    try:
+                        while os.read(self._wake_r, 512):
+                            pass
+                    except BlockingIOError:
+                        pass
+                elif key.data in self.children:
+                    self._read_pipe(self.children[key.data])
+            for child, code in self._reap():
+                reason = bytes(child.message[1:]).decode(errors="replace") if child.message else ""
+                if starting or (child.message[:1] == _FAILED and not self.ready[0]):
+                    self._shutdown(grace=5)
+                    raise ModelLoadError(
+                        reason or f"a model server worker exited with code {code} during start-up"
+                    )
+                lived = time.monotonic() - child.started
+                self.failures_in_a_row = self.failures_in_a_row + 1 if lived < 10 else 0
+                delay = min(0.1 * 2**self.failures_in_a_row, 10.0) if self.failures_in_a_row else 0
+                log.error(
+                    "worker %d exited with code %d%s; starting a replacement in %.1f s",
+                    child.pid,
+                    code,
+                    f": {reason}" if reason else "",
+                    delay,
+                )
+                respawn_at = time.monotonic() + delay
+            if respawn_at is not None and time.monotonic() >= respawn_at:
+                while len(self.children) < self.config.workers:
+                    self.spawn()
+                respawn_at = None
+            if starting and all(c.ready for c in self.children.values()):
+                starting = False
+                self.ready[0] = 1
+                log.info(
+                    "model server ready: %d workers on %s:%d",
+                    len(self.children),
+                    self.config.host,
+                    self.config.port,
+                )
+        log.info("stopping: draining %d workers", len(self.children))
+        self._shutdown(grace=self.config.timeout + 10)
+        return 0
+
+    def _shutdown(self, grace: float) -> None:
+        for pid in self.children:
+            _kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while self.children and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.02)
+        for pid in list(self.children):
+            _kill(pid, signal.SIGKILL)
+        while self.children:
+            self._reap()
+            time.sleep(0.01)
+
+
+def _kill(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _resolve_port(config: ServingConfig) -> tuple[ServingConfig, socket.socket | None]:
+    """Port 0 means "any": pick one now so that every worker binds the same port."""
+    if config.port:
+        return config, None
+    from dataclasses import replace
+
+    from chainer_sagemaker_runtime.serving.worker import listen_socket
+
+    probe = listen_socket(config.host, 0)
+    port = probe.getsockname()[1]
+    return replace(config, port=port), probe
+
+
+def serve(config: ServingConfig, hooks: Hooks) -> int:
+    """Run the model server until SIGTERM; the exit code of ``serve``."""
+    config, probe = _resolve_port(config)
+    if probe is not None:
+        probe.close()
+    print(f"serve: {config.workers} workers on {config.host}:{config.port}", flush=True)
+    return _Master(config, hooks).run()
