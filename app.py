@@ -13,14 +13,14 @@ from pathlib import Path
 from aws_cdk import Acknowledgment, App, CfnOutput, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
-from constructs import Construct
-
 from chainer_sagemaker_cdk import (
     ChainerEstimator,
     SourceCode,
     TrainingInput,
     TrainingPipeline,
 )
+
+from constructs import Construct
 
 ROOT = Path(__file__).resolve().parent
 
@@ -31,25 +31,41 @@ class DigitsStack(Stack):
     def __init__(self, scope: Construct, id: str) -> None:
         super().__init__(scope, id, description="Chainer digits MLP on SageMaker")
         access_logs = s3.Bucket(
-            self, "AccessLogs", encryption=s3.BucketEncryption.S3_MANAGED, enforce_ssl=True,
-            versioned=True, block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
-            removal_policy=RemovalPolicy.RETAIN)
-        data_key = kms.Key(self, "DataKey", enable_key_rotation=True,
-                           description="Digits training data")
-        data = s3.Bucket(
-            self, "Data", encryption=s3.BucketEncryption.KMS, encryption_key=data_key,
-            bucket_key_enabled=True, enforce_ssl=True, versioned=True,
+            self,
+            "AccessLogs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            versioned=True,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            server_access_logs_bucket=access_logs, server_access_logs_prefix="data/",
-            removal_policy=RemovalPolicy.RETAIN)
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_PREFERRED,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        data_key = kms.Key(
+            self, "DataKey", enable_key_rotation=True, description="Digits training data"
+        )
+        data = s3.Bucket(
+            self,
+            "Data",
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=data_key,
+            bucket_key_enabled=True,
+            enforce_ssl=True,
+            versioned=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            server_access_logs_bucket=access_logs,
+            server_access_logs_prefix="data/",
+            removal_policy=RemovalPolicy.RETAIN,
+        )
         estimator = ChainerEstimator(
-            self, "Estimator",
+            self,
+            "Estimator",
             code=SourceCode.from_directory(ROOT / "examples" / "digits", "train.py"),
             instance_type="ml.m5.xlarge",
             hyperparameters={"epochs": 10, "batch-size": 64, "units": 1000},
-            channels={"train": TrainingInput(bucket=data, key_prefix="digits/train"),
-                      "test": TrainingInput(bucket=data, key_prefix="digits/test")},
+            channels={
+                "train": TrainingInput(bucket=data, key_prefix="digits/train"),
+                "test": TrainingInput(bucket=data, key_prefix="digits/test"),
+            },
             base_job_name="chainer-digits",
             metric_definitions={"validation:accuracy": r"validation/main/accuracy\s+([0-9.]+)"},
         )
@@ -58,9 +74,11 @@ class DigitsStack(Stack):
             cfn = artifacts.node.default_child
             assert isinstance(cfn, s3.CfnBucket)
             cfn.logging_configuration = s3.CfnBucket.LoggingConfigurationProperty(
-                destination_bucket_name=access_logs.bucket_name, log_file_prefix="artifacts/")
-        pipeline = TrainingPipeline(self, "Pipeline", estimator=estimator,
-                                    endpoint_name="chainer-digits")
+                destination_bucket_name=access_logs.bucket_name, log_file_prefix="artifacts/"
+            )
+        pipeline = TrainingPipeline(
+            self, "Pipeline", estimator=estimator, endpoint_name="chainer-digits"
+        )
         _acknowledge(access_logs, data, artifacts)
 
         CfnOutput(self, "StateMachineArn", value=pipeline.state_machine_arn)
@@ -72,20 +90,31 @@ class DigitsStack(Stack):
 def _acknowledge(access_logs: s3.IBucket, *buckets: s3.IBucket) -> None:
     """This example's deployment decisions (not the library's)."""
     for bucket in (access_logs, *buckets):
-        for finding in ("HIPAA.Security-S3BucketReplicationEnabled",
-                        "NIST.800.53.R5-S3BucketReplicationEnabled"):
-            Validations.of(bucket).acknowledge(Acknowledgment(
+        for finding in (
+            "HIPAA.Security-S3BucketReplicationEnabled",
+            "NIST.800.53.R5-S3BucketReplicationEnabled",
+        ):
+            Validations.of(bucket).acknowledge(
+                Acknowledgment(
+                    id=finding,
+                    reason="Single-region example: versioned and retained; cross-region "
+                    "replication is a choice for the deploying account.",
+                )
+            )
+    for finding in (
+        "AwsSolutions-S1",
+        "HIPAA.Security-S3BucketLoggingEnabled",
+        "NIST.800.53.R5-S3BucketLoggingEnabled",
+        "HIPAA.Security-S3DefaultEncryptionKMS",
+        "NIST.800.53.R5-S3DefaultEncryptionKMS",
+    ):
+        Validations.of(access_logs).acknowledge(
+            Acknowledgment(
                 id=finding,
-                reason="Single-region example: versioned and retained; cross-region "
-                       "replication is a choice for the deploying account."))
-    for finding in ("AwsSolutions-S1", "HIPAA.Security-S3BucketLoggingEnabled",
-                    "NIST.800.53.R5-S3BucketLoggingEnabled",
-                    "HIPAA.Security-S3DefaultEncryptionKMS",
-                    "NIST.800.53.R5-S3DefaultEncryptionKMS"):
-        Validations.of(access_logs).acknowledge(Acknowledgment(
-            id=finding,
-            reason="The access-log bucket itself: S3 server access logging delivers only to "
-                   "SSE-S3 buckets and must not log into itself."))
+                reason="The access-log bucket itself: S3 server access logging delivers only to "
+                "SSE-S3 buckets and must not log into itself.",
+            )
+        )
 
 
 def build_app(app: App | None = None) -> App:

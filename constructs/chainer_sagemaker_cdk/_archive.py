@@ -19,8 +19,21 @@ from pathlib import Path
 __all__ = ["EXCLUDED_DIRS", "build_source_archive", "is_excluded"]
 
 EXCLUDED_DIRS = frozenset(
-    {"__pycache__", ".git", ".hg", ".svn", ".venv", "venv", ".tox", ".mypy_cache",
-     ".pytest_cache", ".ruff_cache", "node_modules", "cdk.out", ".ipynb_checkpoints"}
+    {
+        "__pycache__",
+        ".git",
+        ".hg",
+        ".svn",
+        ".venv",
+        "venv",
+        ".tox",
+        ".mypy_cache",
+        ".pytest_cache",
+        ".ruff_cache",
+        "node_modules",
+        "cdk.out",
+        ".ipynb_checkpoints",
+    }
 )
 _EXCLUDED_SUFFIXES = (".pyc", ".pyo")
 
@@ -72,9 +85,7 @@ def _tar_info(name: str, path: Path) -> tarfile.TarInfo:
     return info
 
 
-def build_source_archive(
-    source_dir: Path, dependencies: Sequence[Path], destination: Path
-) -> str:
+def build_source_archive(source_dir: Path, dependencies: Sequence[Path], destination: Path) -> str:
     """Write the gzip tar of ``source_dir`` plus ``dependencies`` to ``destination``.
 
     Returns the SHA-256 of the archive bytes.

@@ -6,6 +6,7 @@ policies), through :class:`PolicyPrincipal`, which CDK's own ``grant*`` helpers 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,8 @@ from aws_cdk import Acknowledgment, ArnFormat, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
-from constructs import Construct
+
+from constructs import Construct, IValidation
 
 __all__ = [
     "PolicyPrincipal",
@@ -57,7 +59,9 @@ class PolicyPrincipal:
     def principal_account(self) -> str | None:
         return self._role.principal_account
 
-    def add_to_principal_policy(self, statement: iam.PolicyStatement) -> iam.AddToPrincipalPolicyResult:
+    def add_to_principal_policy(
+        self, statement: iam.PolicyStatement
+    ) -> iam.AddToPrincipalPolicyResult:
         self.policy.add_statements(statement)
         return iam.AddToPrincipalPolicyResult(statement_added=True, policy_dependable=self.policy)
 
@@ -67,11 +71,104 @@ class PolicyPrincipal:
     @staticmethod
     def for_role(scope: Construct, id: str, role: iam.IRole) -> PolicyPrincipal:
         policy = iam.ManagedPolicy(scope, id, roles=[role])
+        policy.node.add_validation(_AcknowledgeScopedWildcards(policy))
         return PolicyPrincipal(role, policy)
 
 
+def _render(value: Any) -> str:
+    """A resolved CloudFormation value as cdk-nag prints it in finding ids."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        ((fn, arg),) = value.items()
+        if fn == "Ref":
+            return f"<{arg}>"
+        if fn == "Fn::GetAtt":
+            return f"<{arg[0]}.{arg[1]}>"
+        if fn == "Fn::Join":
+            return str(arg[0]).join(_render(part) for part in arg[1])
+    return json.dumps(value, sort_keys=True)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def wildcard_reason(actions: Sequence[str], resource: str) -> str | None:
+    """Why a wildcard in one of this library's statements is needed, or None if it is not ours."""
+    if resource == "*":
+        if all(a.startswith(_UNSCOPABLE) for a in actions):
+            return (
+                f"{', '.join(sorted(actions))}: no resource-level permissions exist for "
+                "these actions (PutMetricData is limited by a namespace condition)"
+            )
+        return None
+    for marker, reason in _SCOPED_WILDCARDS:
+        if marker in resource:
+            return reason
+    return None
+
+
+_UNSCOPABLE = (
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+    "ec2:Describe",
+    "logs:CreateLogDelivery",
+    "logs:GetLogDelivery",
+    "logs:UpdateLogDelivery",
+    "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries",
+    "logs:PutResourcePolicy",
+    "logs:DescribeResourcePolicies",
+    "logs:DescribeLogGroups",
+    "xray:",
+)
+_SCOPED_WILDCARDS = (
+    (
+        ":log-group:/aws/sagemaker/",
+        "SageMaker's own log group for this resource type; "
+        "SageMaker names the streams (and endpoint groups) at run time",
+    ),
+    (":training-job/", "job names are generated per execution under this construct's prefix"),
+    (":model/", "models are named after each execution's training job, under the prefix"),
+    (":endpoint-config/", "endpoint configs are named after each execution's job (prefix)"),
+    (":network-interface/*", "SageMaker creates and deletes the job's ENIs at run time"),
+    ("/*", "objects under the one key prefix this job uses; object keys are generated at run time"),
+)
+_KMS_DATA_KEY = ("kms:GenerateDataKey*", "kms:ReEncrypt*")
+
+
+@jsii.implements(IValidation)
+class _AcknowledgeScopedWildcards:
+    """Acknowledge (cdk-nag AwsSolutions-IAM5) exactly the scoped wildcards this library writes.
+
+    Runs at synth, once the policy is complete; a wildcard it cannot explain stays a finding.
+    """
+
+    def __init__(self, policy: iam.ManagedPolicy) -> None:
+        self._policy = policy
+
+    def validate(self) -> list[str]:
+        document = Stack.of(self._policy).resolve(self._policy.document)
+        for statement in document.get("Statement", []):
+            actions = [str(a) for a in _as_list(statement.get("Action", []))]
+            for action in actions:
+                if action in _KMS_DATA_KEY:
+                    acknowledge(
+                        self._policy,
+                        [f"AwsSolutions-IAM5[Action::{action}]"],
+                        "KMS data-key actions of CDK's encrypt/decrypt grant, on one key ARN only",
+                    )
+            for resource in _as_list(statement.get("Resource", [])):
+                rendered = _render(resource)
+                reason = wildcard_reason(actions, rendered) if "*" in rendered else None
+                if reason:
+                    acknowledge(self._policy, [f"AwsSolutions-IAM5[Resource::{rendered}]"], reason)
+        return []
+
+
 def acknowledge(scope: Construct, findings: Sequence[str], reason: str) -> None:
-    """Acknowledge compliance findings on ``scope`` (each finding id individually), with a reason."""
+    """Acknowledge findings on ``scope`` (each finding id individually), with a reason."""
     for finding in findings:
         Validations.of(scope).acknowledge(Acknowledgment(id=finding, reason=reason))
 
@@ -147,8 +244,10 @@ def sagemaker_logs_and_metrics(scope: Construct, principal: iam.IPrincipal, kind
     stack = Stack.of(scope)
     group = f"/aws/sagemaker/{kind}"
     group_arn = stack.format_arn(
-        service="logs", resource="log-group", resource_name=group if kind == "TrainingJobs"
-        else f"{group}/*", arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        service="logs",
+        resource="log-group",
+        resource_name=group if kind == "TrainingJobs" else f"{group}/*",
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
     )
     principal.add_to_principal_policy(
         iam.PolicyStatement(
@@ -164,7 +263,11 @@ def sagemaker_logs_and_metrics(scope: Construct, principal: iam.IPrincipal, kind
     principal.add_to_principal_policy(
         iam.PolicyStatement(
             actions=["cloudwatch:PutMetricData"],
-            resources=["*"],  # PutMetricData has no resource type; the namespace condition scopes it
-            conditions={"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "aws/sagemaker/*"]}},
+            resources=[
+                "*"
+            ],  # PutMetricData has no resource type; the namespace condition scopes it
+            conditions={
+                "StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "aws/sagemaker/*"]}
+            },
         )
     )

@@ -8,6 +8,7 @@ from typing import Any
 from aws_cdk import Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+
 from constructs import Construct
 
 from ._validation import require
@@ -18,8 +19,14 @@ __all__ = ["VpcPlacement"]
 class VpcPlacement:
     """Subnets and security groups in a VPC, and the ENI rights SageMaker needs there."""
 
-    def __init__(self, scope: Construct, vpc: ec2.IVpc | None, subnets: ec2.SubnetSelection | None,
-                 groups: Sequence[ec2.ISecurityGroup] | None, description: str) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        vpc: ec2.IVpc | None,
+        subnets: ec2.SubnetSelection | None,
+        groups: Sequence[ec2.ISecurityGroup] | None,
+        description: str,
+    ) -> None:
         self.vpc = vpc
         self.subnet_ids: list[str] = []
         self.security_groups: list[ec2.ISecurityGroup] = []
@@ -31,8 +38,9 @@ class VpcPlacement:
         if groups:
             self.security_groups = list(groups)
             return
-        group = ec2.SecurityGroup(scope, "SecurityGroup", vpc=vpc, allow_all_outbound=True,
-                                  description=description)
+        group = ec2.SecurityGroup(
+            scope, "SecurityGroup", vpc=vpc, allow_all_outbound=True, description=description
+        )
         group.add_ingress_rule(group, ec2.Port.all_traffic(), "hosts of the same job (MPI)")
         self.security_groups = [group]
 
@@ -40,8 +48,10 @@ class VpcPlacement:
         """``VpcConfig`` for SageMaker, or None outside a VPC."""
         if self.vpc is None:
             return None
-        return {"SecurityGroupIds": [g.security_group_id for g in self.security_groups],
-                "Subnets": list(self.subnet_ids)}
+        return {
+            "SecurityGroupIds": [g.security_group_id for g in self.security_groups],
+            "Subnets": list(self.subnet_ids),
+        }
 
     def grant(self, scope: Construct, principal: iam.IPrincipal) -> None:
         """ENI rights, only in a VPC."""
@@ -49,25 +59,55 @@ class VpcPlacement:
             return
         stack = Stack.of(scope)
         eni = stack.format_arn(service="ec2", resource="network-interface", resource_name="*")
-        subnets = [stack.format_arn(service="ec2", resource="subnet", resource_name=s)
-                   for s in self.subnet_ids]
-        groups = [stack.format_arn(service="ec2", resource="security-group",
-                                   resource_name=g.security_group_id)
-                  for g in self.security_groups]
-        principal.add_to_principal_policy(iam.PolicyStatement(
-            actions=["ec2:CreateNetworkInterface"], resources=[eni, *subnets, *groups]))
-        principal.add_to_principal_policy(iam.PolicyStatement(
-            actions=["ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
-                     "ec2:DeleteNetworkInterfacePermission"], resources=[eni]))
-        principal.add_to_principal_policy(iam.PolicyStatement(
-            # Describe* calls have no resource-level permissions.
-            actions=["ec2:DescribeNetworkInterfaces", "ec2:DescribeVpcs", "ec2:DescribeSubnets",
-                     "ec2:DescribeSecurityGroups", "ec2:DescribeDhcpOptions"], resources=["*"]))
+        subnets = [
+            stack.format_arn(service="ec2", resource="subnet", resource_name=s)
+            for s in self.subnet_ids
+        ]
+        groups = [
+            stack.format_arn(
+                service="ec2", resource="security-group", resource_name=g.security_group_id
+            )
+            for g in self.security_groups
+        ]
+        principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["ec2:CreateNetworkInterface"], resources=[eni, *subnets, *groups]
+            )
+        )
+        principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ec2:CreateNetworkInterfacePermission",
+                    "ec2:DeleteNetworkInterface",
+                    "ec2:DeleteNetworkInterfacePermission",
+                ],
+                resources=[eni],
+            )
+        )
+        principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                # Describe* calls have no resource-level permissions.
+                actions=[
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeVpcs",
+                    "ec2:DescribeSubnets",
+                    "ec2:DescribeSecurityGroups",
+                    "ec2:DescribeDhcpOptions",
+                ],
+                resources=["*"],
+            )
+        )
 
 
 def _selection(subnets: ec2.SubnetSelection | None) -> dict[str, Any]:
     if subnets is None:
         return {}
-    fields = ("availability_zones", "one_per_az", "subnet_filters", "subnet_group_name",
-              "subnets", "subnet_type")
+    fields = (
+        "availability_zones",
+        "one_per_az",
+        "subnet_filters",
+        "subnet_group_name",
+        "subnets",
+        "subnet_type",
+    )
     return {f: getattr(subnets, f) for f in fields if getattr(subnets, f) is not None}

@@ -14,6 +14,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
+
 from constructs import Construct
 
 from . import _iam
@@ -94,85 +95,142 @@ class ChainerEndpoint(Construct):
         :param endpoint_name: left out, CloudFormation generates one.
         """
         super().__init__(scope, id)
-        require((model is None) != (variants is None), "model/variants",
-                "both" if model else "neither", "give exactly one of model or variants")
+        require(
+            (model is None) != (variants is None),
+            "model/variants",
+            "both" if model else "neither",
+            "give exactly one of model or variants",
+        )
         if model is not None:
-            variants = [EndpointVariant(model=model, instance_type=instance_type,
-                                        initial_instance_count=initial_instance_count)]
+            variants = [
+                EndpointVariant(
+                    model=model,
+                    instance_type=instance_type,
+                    initial_instance_count=initial_instance_count,
+                )
+            ]
         else:
-            require(instance_type is None, "instance_type", instance_type,
-                    "set instance_type on each EndpointVariant")
+            require(
+                instance_type is None,
+                "instance_type",
+                instance_type,
+                "set instance_type on each EndpointVariant",
+            )
         assert variants is not None
         require(len(variants) >= 1, "variants", [], "give at least one EndpointVariant")
-        require(endpoint_name is None or is_unresolved(endpoint_name)
-                or bool(_NAME.match(endpoint_name)), "endpoint_name", endpoint_name,
-                "use at most 63 letters, digits and hyphens")
+        require(
+            endpoint_name is None
+            or is_unresolved(endpoint_name)
+            or bool(_NAME.match(endpoint_name)),
+            "endpoint_name",
+            endpoint_name,
+            "use at most 63 letters, digits and hyphens",
+        )
         self.variants = list(variants)
-        self.variant_names = [v.variant_name or ("AllTraffic" if i == 0 else f"Variant{i + 1}")
-                              for i, v in enumerate(self.variants)]
-        require(len(set(self.variant_names)) == len(self.variant_names), "variants",
-                self.variant_names, "give each variant a distinct variant_name")
-        rendered = [self._variant(name, v) for name, v in zip(self.variant_names, self.variants,
-                                                                strict=True)]
+        self.variant_names = [
+            v.variant_name or ("AllTraffic" if i == 0 else f"Variant{i + 1}")
+            for i, v in enumerate(self.variants)
+        ]
+        require(
+            len(set(self.variant_names)) == len(self.variant_names),
+            "variants",
+            self.variant_names,
+            "give each variant a distinct variant_name",
+        )
+        rendered = [
+            self._variant(name, v)
+            for name, v in zip(self.variant_names, self.variants, strict=True)
+        ]
         self.kms_key: kms.IKey | None = None
         if encrypt_storage:
-            for v in rendered:
-                require(not has_instance_storage(v.instance_type), "encrypt_storage", True,
-                        f"{v.instance_type} has local NVMe storage, which SageMaker encrypts "
-                        "and which rejects KmsKeyId: set encrypt_storage=False")
-            self.kms_key = kms_key or kms.Key(self, "StorageKey", enable_key_rotation=True,
-                                              description="SageMaker endpoint storage volumes")
+            for prop in rendered:
+                kind = str(prop.instance_type)
+                require(
+                    not has_instance_storage(kind),
+                    "encrypt_storage",
+                    True,
+                    f"{kind} has local NVMe storage, which SageMaker encrypts "
+                    "and which rejects KmsKeyId: set encrypt_storage=False",
+                )
+            self.kms_key = kms_key or kms.Key(
+                self,
+                "StorageKey",
+                enable_key_rotation=True,
+                description="SageMaker endpoint storage volumes",
+            )
         else:
             require(kms_key is None, "kms_key", "given", "set encrypt_storage=True or leave it out")
         self.config = sagemaker.CfnEndpointConfig(
-            self, "EndpointConfig",
+            self,
+            "EndpointConfig",
             production_variants=rendered,
             kms_key_id=self.kms_key.key_arn if self.kms_key else None,
             data_capture_config=self._data_capture(data_capture),
         )
-        for v in self.variants:
-            self.config.node.add_dependency(v.model)
+        for variant in self.variants:
+            self.config.node.add_dependency(variant.model)
         self.resource = sagemaker.CfnEndpoint(
-            self, "Endpoint", endpoint_config_name=self.config.attr_endpoint_config_name,
+            self,
+            "Endpoint",
+            endpoint_config_name=self.config.attr_endpoint_config_name,
             endpoint_name=endpoint_name,
         )
         self.endpoint_name = self.resource.attr_endpoint_name
         self.endpoint_arn = Stack.of(self).format_arn(
-            service="sagemaker", resource="endpoint", resource_name=self.endpoint_name)
+            service="sagemaker", resource="endpoint", resource_name=self.endpoint_name
+        )
 
-    def _variant(self, name: str, variant: EndpointVariant
-                 ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
+    def _variant(
+        self, name: str, variant: EndpointVariant
+    ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
         instance_type = normalize_instance_type(
-            variant.instance_type or variant.model.instance_type, "instance_type")
-        require(is_unresolved(variant.initial_instance_count)
-                or variant.initial_instance_count >= 1, "initial_instance_count",
-                variant.initial_instance_count, "use 1 or more")
-        require(variant.initial_weight >= 0, "initial_weight", variant.initial_weight,
-                "use 0 or more")
+            variant.instance_type or variant.model.instance_type, "instance_type"
+        )
+        require(
+            is_unresolved(variant.initial_instance_count) or variant.initial_instance_count >= 1,
+            "initial_instance_count",
+            variant.initial_instance_count,
+            "use 1 or more",
+        )
+        require(
+            variant.initial_weight >= 0, "initial_weight", variant.initial_weight, "use 0 or more"
+        )
         return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
-            variant_name=name, model_name=variant.model.model_name,
+            variant_name=name,
+            model_name=variant.model.model_name,
             instance_type=instance_type,
             initial_instance_count=variant.initial_instance_count,
             initial_variant_weight=variant.initial_weight,
         )
 
-    def _data_capture(self, capture: DataCapture | None
-                      ) -> sagemaker.CfnEndpointConfig.DataCaptureConfigProperty | None:
+    def _data_capture(
+        self, capture: DataCapture | None
+    ) -> sagemaker.CfnEndpointConfig.DataCaptureConfigProperty | None:
         if capture is None:
             return None
-        require(0 <= capture.sampling_percentage <= 100, "sampling_percentage",
-                capture.sampling_percentage, "use 0 to 100")
-        require(capture.capture_input or capture.capture_output, "capture_input/capture_output",
-                False, "capture at least one of input or output")
+        require(
+            0 <= capture.sampling_percentage <= 100,
+            "sampling_percentage",
+            capture.sampling_percentage,
+            "use 0 to 100",
+        )
+        require(
+            capture.capture_input or capture.capture_output,
+            "capture_input/capture_output",
+            False,
+            "capture at least one of input or output",
+        )
         for v in self.variants:
             _iam.bucket_prefix_write(v.model.grant_principal, capture.bucket, capture.prefix)
             if capture.kms_key is not None:
                 _iam.key_use(v.model.grant_principal, capture.kms_key)
-        modes = [{"captureMode": m} for m, on in (("Input", capture.capture_input),
-                                                  ("Output", capture.capture_output)) if on]
+        modes = [
+            {"captureMode": m}
+            for m, on in (("Input", capture.capture_input), ("Output", capture.capture_output))
+            if on
+        ]
         return sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
-            capture_options=[sagemaker.CfnEndpointConfig.CaptureOptionProperty(**m)
-                             for m in modes],
+            capture_options=[sagemaker.CfnEndpointConfig.CaptureOptionProperty(**m) for m in modes],
             destination_s3_uri=capture.bucket.s3_url_for_object(capture.prefix.strip("/")),
             initial_sampling_percentage=capture.sampling_percentage,
             enable_capture=True,
@@ -183,8 +241,8 @@ class ChainerEndpoint(Construct):
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
         """Allow ``sagemaker:InvokeEndpoint`` on this endpoint only."""
         return iam.Grant.add_to_principal(
-            grantee=grantee, actions=["sagemaker:InvokeEndpoint"],
-            resource_arns=[self.endpoint_arn])
+            grantee=grantee, actions=["sagemaker:InvokeEndpoint"], resource_arns=[self.endpoint_arn]
+        )
 
     def scale_on_invocations(
         self,
@@ -201,33 +259,61 @@ class ChainerEndpoint(Construct):
         :param variant_name: left out, the first variant.
         """
         name = variant_name or self.variant_names[0]
-        require(name in self.variant_names, "variant_name", name,
-                f"use one of {', '.join(self.variant_names)}")
-        require(1 <= min_capacity <= max_capacity, "min_capacity/max_capacity",
-                (min_capacity, max_capacity), "use 1 <= min_capacity <= max_capacity")
-        require(invocations_per_instance >= 1, "invocations_per_instance",
-                invocations_per_instance, "use 1 or more invocations per minute")
+        require(
+            name in self.variant_names,
+            "variant_name",
+            name,
+            f"use one of {', '.join(self.variant_names)}",
+        )
+        require(
+            1 <= min_capacity <= max_capacity,
+            "min_capacity/max_capacity",
+            (min_capacity, max_capacity),
+            "use 1 <= min_capacity <= max_capacity",
+        )
+        require(
+            invocations_per_instance >= 1,
+            "invocations_per_instance",
+            invocations_per_instance,
+            "use 1 or more invocations per minute",
+        )
         target = appscaling.ScalableTarget(
-            self, f"Scaling{name}", service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
+            self,
+            f"Scaling{name}",
+            service_namespace=appscaling.ServiceNamespace.SAGEMAKER,
             resource_id=f"endpoint/{self.endpoint_name}/variant/{name}",
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
-            min_capacity=min_capacity, max_capacity=max_capacity,
+            min_capacity=min_capacity,
+            max_capacity=max_capacity,
         )
         target.node.add_dependency(self.resource)
         target.scale_to_track_metric(
-            "Invocations", target_value=invocations_per_instance,
+            "Invocations",
+            target_value=invocations_per_instance,
             predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
-            scale_in_cooldown=scale_in_cooldown, scale_out_cooldown=scale_out_cooldown,
+            scale_in_cooldown=scale_in_cooldown,
+            scale_out_cooldown=scale_out_cooldown,
         )
         return target
 
-    def metric(self, metric_name: str, *, variant_name: str | None = None,
-               namespace: str = "AWS/SageMaker", **props: Any) -> cloudwatch.Metric:
+    def metric(
+        self,
+        metric_name: str,
+        *,
+        variant_name: str | None = None,
+        namespace: str = "AWS/SageMaker",
+        **props: Any,
+    ) -> cloudwatch.Metric:
         """Any SageMaker endpoint metric for one variant (left out: the first)."""
         return cloudwatch.Metric(
-            namespace=namespace, metric_name=metric_name,
-            dimensions_map={"EndpointName": self.endpoint_name,
-                            "VariantName": variant_name or self.variant_names[0]}, **props)
+            namespace=namespace,
+            metric_name=metric_name,
+            dimensions_map={
+                "EndpointName": self.endpoint_name,
+                "VariantName": variant_name or self.variant_names[0],
+            },
+            **props,
+        )
 
     def metric_invocations(self, **props: Any) -> cloudwatch.Metric:
         """Requests per period (sum)."""
@@ -247,5 +333,6 @@ class ChainerEndpoint(Construct):
 
     def metric_cpu_utilization(self, **props: Any) -> cloudwatch.Metric:
         """CPU utilization of the instances (average)."""
-        return self.metric("CPUUtilization", namespace="/aws/sagemaker/Endpoints",
-                           statistic="Average", **props)
+        return self.metric(
+            "CPUUtilization", namespace="/aws/sagemaker/Endpoints", statistic="Average", **props
+        )

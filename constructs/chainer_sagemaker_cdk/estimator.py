@@ -12,6 +12,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
+
 from constructs import Construct
 
 from . import _iam
@@ -151,94 +152,172 @@ class ChainerEstimator(Construct):
         self.output_kms_key = output_kms_key
         self.volume_kms_key = volume_kms_key
         self.checkpoint_local_path = checkpoint_local_path
-        self.mpi = MpiOptions(use_mpi, num_processes, process_slots_per_host,
-                              additional_mpi_options)
-        self._validate(hyperparameters or {}, container_log_level, checkpoint_bucket,
-                       base_job_name)
+        self.mpi = MpiOptions(
+            use_mpi, num_processes, process_slots_per_host, additional_mpi_options
+        )
+        self._validate(hyperparameters or {}, container_log_level, checkpoint_bucket, base_job_name)
         self.gpus_per_instance = gpu_count(self.instance_type)
-        self.base_job_name = base_job_name or Names.unique_resource_name(
-            self, max_length=MAX_JOB_PREFIX, separator="-").lower()
+        self.base_job_name = (
+            base_job_name
+            or Names.unique_resource_name(self, max_length=MAX_JOB_PREFIX, separator="-").lower()
+        )
 
         self.role = role or iam.Role(
-            self, "ExecutionRole", assumed_by=iam.ServicePrincipal(_iam.SAGEMAKER),
+            self,
+            "ExecutionRole",
+            assumed_by=iam.ServicePrincipal(_iam.SAGEMAKER),
             description="SageMaker execution role of a Chainer training job",
         )
         self.grant_principal: iam.IPrincipal = _iam.PolicyPrincipal.for_role(
-            self, "ExecutionPolicy", self.role)  # type: ignore[assignment]
+            self, "ExecutionPolicy", self.role
+        )  # type: ignore[assignment]
         self.output_bucket = output_bucket or self._default_bucket()
         self.checkpoint_bucket = checkpoint_bucket
         self.checkpoint_prefix = checkpoint_prefix.strip("/")
         self.code: CodeConfig = code.bind(self, self.grant_principal)
         self.image_source = image or RuntimeImage.from_asset()
         self.image: ImageConfig = self.image_source.bind(
-            self, self.grant_principal, self.instance_type)
+            self, self.grant_principal, self.instance_type
+        )
         self.hyperparameters = encode_hyperparameters(hyperparameters or {})
         self.container_log_level = container_log_level
         self.enable_cloudwatch_metrics = enable_cloudwatch_metrics
         self.network = VpcPlacement(
-            self, vpc, vpc_subnets, security_groups,
-            "Chainer training hosts: traffic between the hosts of one job (MPI)")
+            self,
+            vpc,
+            vpc_subnets,
+            security_groups,
+            "Chainer training hosts: traffic between the hosts of one job (MPI)",
+        )
         self._grant_training()
 
     # -- validation ---------------------------------------------------------------------------
-    def _validate(self, hyperparameters: Mapping[str, Any], log_level: int,
-                  checkpoint_bucket: s3.IBucket | None, base_job_name: str | None) -> None:
-        require(is_unresolved(self.instance_count) or self.instance_count >= 1, "instance_count",
-                self.instance_count, "use 1 or more")
+    def _validate(
+        self,
+        hyperparameters: Mapping[str, Any],
+        log_level: int,
+        checkpoint_bucket: s3.IBucket | None,
+        base_job_name: str | None,
+    ) -> None:
+        require(
+            is_unresolved(self.instance_count) or self.instance_count >= 1,
+            "instance_count",
+            self.instance_count,
+            "use 1 or more",
+        )
         size = self.volume_size.to_gibibytes()
-        require(is_unresolved(size) or size >= 1, "volume_size", f"{size} GiB",
-                "use at least Size.gibibytes(1)")
+        require(
+            is_unresolved(size) or size >= 1,
+            "volume_size",
+            f"{size} GiB",
+            "use at least Size.gibibytes(1)",
+        )
         run = self.max_run.to_seconds()
-        require(is_unresolved(run) or 1 <= run <= MAX_RUNTIME.to_seconds(), "max_run",
-                f"{run} s", "use between 1 second and Duration.days(28)")
+        require(
+            is_unresolved(run) or 1 <= run <= MAX_RUNTIME.to_seconds(),
+            "max_run",
+            f"{run} s",
+            "use between 1 second and Duration.days(28)",
+        )
         if self.max_wait is not None:
-            require(self.use_spot_instances, "max_wait", self.max_wait.to_human_string(),
-                    "set use_spot_instances=True, or leave max_wait out")
+            require(
+                self.use_spot_instances,
+                "max_wait",
+                self.max_wait.to_human_string(),
+                "set use_spot_instances=True, or leave max_wait out",
+            )
             wait = self.max_wait.to_seconds()
-            require(is_unresolved(wait) or is_unresolved(run) or wait >= run, "max_wait",
-                    f"{wait} s", f"use at least max_run ({run} s)")
+            require(
+                is_unresolved(wait) or is_unresolved(run) or wait >= run,
+                "max_wait",
+                f"{wait} s",
+                f"use at least max_run ({run} s)",
+            )
         if self.checkpoint_local_path is not None:
-            require(checkpoint_bucket is not None, "checkpoint_local_path",
-                    self.checkpoint_local_path, "also give checkpoint_bucket")
-            require(self.checkpoint_local_path.startswith("/"), "checkpoint_local_path",
-                    self.checkpoint_local_path, "give an absolute path such as /opt/ml/checkpoints")
+            require(
+                checkpoint_bucket is not None,
+                "checkpoint_local_path",
+                self.checkpoint_local_path,
+                "also give checkpoint_bucket",
+            )
+            require(
+                self.checkpoint_local_path.startswith("/"),
+                "checkpoint_local_path",
+                self.checkpoint_local_path,
+                "give an absolute path such as /opt/ml/checkpoints",
+            )
         if base_job_name is not None and not is_unresolved(base_job_name):
-            require(bool(_JOB_PREFIX.match(base_job_name)) and len(base_job_name) <= MAX_JOB_PREFIX,
-                    "base_job_name", base_job_name,
-                    f"use at most {MAX_JOB_PREFIX} letters, digits and hyphens")
+            require(
+                bool(_JOB_PREFIX.match(base_job_name)) and len(base_job_name) <= MAX_JOB_PREFIX,
+                "base_job_name",
+                base_job_name,
+                f"use at most {MAX_JOB_PREFIX} letters, digits and hyphens",
+            )
         for key in hyperparameters:
-            require(not str(key).startswith(RESERVED_PREFIX) and key != TUNING_OBJECTIVE,
-                    "hyperparameters", key,
-                    "sagemaker_* keys are set by the estimator's own props (e.g. use_mpi)")
-        require(len(hyperparameters) <= 90, "hyperparameters", f"{len(hyperparameters)} keys",
-                "SageMaker takes 100 keys, some reserved: use at most 90")
-        require(log_level in _LOG_LEVELS, "container_log_level", log_level,
-                "use a logging level such as logging.INFO (20)")
+            require(
+                not str(key).startswith(RESERVED_PREFIX) and key != TUNING_OBJECTIVE,
+                "hyperparameters",
+                key,
+                "sagemaker_* keys are set by the estimator's own props (e.g. use_mpi)",
+            )
+        require(
+            len(hyperparameters) <= 90,
+            "hyperparameters",
+            f"{len(hyperparameters)} keys",
+            "SageMaker takes 100 keys, some reserved: use at most 90",
+        )
+        require(
+            log_level in _LOG_LEVELS,
+            "container_log_level",
+            log_level,
+            "use a logging level such as logging.INFO (20)",
+        )
         for name in self.channels:
             validate_channel_name(name)
         for name, regex in self.metric_definitions.items():
-            require(0 < len(name) <= 255 and 0 < len(regex) <= 500, "metric_definitions",
-                    {name: regex}, "use names up to 255 and regexes up to 500 characters")
-        require(len(self.metric_definitions) <= 40, "metric_definitions",
-                f"{len(self.metric_definitions)} metrics", "define at most 40 metrics")
+            require(
+                0 < len(name) <= 255 and 0 < len(regex) <= 500,
+                "metric_definitions",
+                {name: regex},
+                "use names up to 255 and regexes up to 500 characters",
+            )
+        require(
+            len(self.metric_definitions) <= 40,
+            "metric_definitions",
+            f"{len(self.metric_definitions)} metrics",
+            "define at most 40 metrics",
+        )
         for name in self.environment:
-            require(bool(_ENV_NAME.match(name)), "environment", name,
-                    "use variable names of letters, digits and _, not starting with a digit")
+            require(
+                bool(_ENV_NAME.match(name)),
+                "environment",
+                name,
+                "use variable names of letters, digits and _, not starting with a digit",
+            )
         require(len(self.tags) <= 50, "tags", f"{len(self.tags)} tags", "use at most 50 tags")
-        for prop, value in (("num_processes", self.mpi.num_processes),
-                            ("process_slots_per_host", self.mpi.process_slots_per_host),
-                            ("max_retry_attempts", self.max_retry_attempts)):
-            require(value is None or is_unresolved(value) or value >= 1, prop, value,
-                    "use 1 or more, or leave it out")
+        for prop, value in (
+            ("num_processes", self.mpi.num_processes),
+            ("process_slots_per_host", self.mpi.process_slots_per_host),
+            ("max_retry_attempts", self.max_retry_attempts),
+        ):
+            require(
+                value is None or is_unresolved(value) or value >= 1,
+                prop,
+                value,
+                "use 1 or more, or leave it out",
+            )
 
     # -- resources ------------------------------------------------------------------------------
     def _default_bucket(self) -> s3.IBucket:
         key = self.output_kms_key or kms.Key(
-            self, "ArtifactsKey", enable_key_rotation=True,
+            self,
+            "ArtifactsKey",
+            enable_key_rotation=True,
             description="Chainer training artifacts (model.tar.gz)",
         )
         return s3.Bucket(
-            self, "Artifacts",
+            self,
+            "Artifacts",
             encryption=s3.BucketEncryption.KMS,
             encryption_key=key,
             bucket_key_enabled=True,
@@ -274,24 +353,33 @@ class ChainerEstimator(Construct):
     def reserved_hyperparameters(self, job_name: str | None) -> dict[str, str]:
         """The encoded ``sagemaker_*`` keys; ``job_name`` None leaves ``sagemaker_job_name`` out."""
         return reserved_hyperparameters(
-            entry_point=self.code.entry_point, submit_directory=self.code.s3_url,
-            container_log_level=self.container_log_level, region=Stack.of(self).region,
-            job_name=job_name, enable_cloudwatch_metrics=self.enable_cloudwatch_metrics,
-            mpi=self.mpi)
+            entry_point=self.code.entry_point,
+            submit_directory=self.code.s3_url,
+            container_log_level=self.container_log_level,
+            region=Stack.of(self).region,
+            job_name=job_name,
+            enable_cloudwatch_metrics=self.enable_cloudwatch_metrics,
+            mpi=self.mpi,
+        )
 
     def training_job_request(self, job_name: str) -> dict[str, Any]:
         """CreateTrainingJob parameters for a job named ``job_name`` (tokens resolve at synth)."""
-        algorithm: dict[str, Any] = {"TrainingImage": self.image.image_uri,
-                                     "TrainingInputMode": self.input_mode.value}
+        algorithm: dict[str, Any] = {
+            "TrainingImage": self.image.image_uri,
+            "TrainingInputMode": self.input_mode.value,
+        }
         if self.metric_definitions:
             algorithm["MetricDefinitions"] = [
-                {"Name": name, "Regex": regex} for name, regex in self.metric_definitions.items()]
+                {"Name": name, "Regex": regex} for name, regex in self.metric_definitions.items()
+            ]
         output: dict[str, Any] = {"S3OutputPath": self.output_s3_url}
         if self.output_kms_key is not None:
             output["KmsKeyId"] = self.output_kms_key.key_arn
-        resources: dict[str, Any] = {"InstanceType": self.instance_type,
-                                     "InstanceCount": self.instance_count,
-                                     "VolumeSizeInGB": self.volume_size.to_gibibytes()}
+        resources: dict[str, Any] = {
+            "InstanceType": self.instance_type,
+            "InstanceCount": self.instance_count,
+            "VolumeSizeInGB": self.volume_size.to_gibibytes(),
+        }
         if self.volume_kms_key is not None:
             resources["VolumeKmsKeyId"] = self.volume_kms_key.key_arn
         stopping: dict[str, Any] = {"MaxRuntimeInSeconds": self.max_run.to_seconds()}
@@ -317,7 +405,8 @@ class ChainerEstimator(Construct):
         if self.checkpoint_bucket is not None:
             request["CheckpointConfig"] = {
                 "S3Uri": self.checkpoint_bucket.s3_url_for_object(self.checkpoint_prefix or None),
-                "LocalPath": self.checkpoint_local_path or "/opt/ml/checkpoints"}
+                "LocalPath": self.checkpoint_local_path or "/opt/ml/checkpoints",
+            }
         if self.environment:
             request["Environment"] = dict(self.environment)
         if self.max_retry_attempts is not None:
@@ -325,4 +414,3 @@ class ChainerEstimator(Construct):
         if self.tags:
             request["Tags"] = [{"Key": k, "Value": v} for k, v in self.tags.items()]
         return request
-

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
-    "MpiOptions",
     "RESERVED_PREFIX",
+    "MpiOptions",
     "encode_hyperparameters",
     "encode_value",
     "reserved_hyperparameters",
@@ -40,7 +40,7 @@ class MpiOptions:
 
 
 def encode_value(value: Any) -> str:
-    """``json.dumps`` of one value: ``1`` -> ``"1"``, ``True`` -> ``"true"``, ``"x"`` -> ``"\\"x\\""``."""
+    """``json.dumps`` of one value: ``1`` -> ``1``, ``True`` -> ``true``, ``x`` -> ``"x"``."""
     return json.dumps(value)
 
 

@@ -13,6 +13,7 @@ from aws_cdk import Aws, CfnMapping, Stack, Token
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
+
 from constructs import Construct
 
 from ._validation import require
@@ -63,8 +64,12 @@ def resolve_official_version(framework_version: str) -> str:
     if framework_version in OFFICIAL_VERSIONS:
         return framework_version
     matches = [v for v in OFFICIAL_VERSIONS if v.startswith(f"{framework_version}.")]
-    require(bool(matches) and framework_version.count(".") == 1, "framework_version",
-            framework_version, f"use one of {', '.join(OFFICIAL_VERSIONS)} (or 4.0, 4.1, 5.0)")
+    require(
+        bool(matches) and framework_version.count(".") == 1,
+        "framework_version",
+        framework_version,
+        f"use one of {', '.join(OFFICIAL_VERSIONS)} (or 4.0, 4.1, 5.0)",
+    )
     return max(matches, key=lambda v: tuple(int(p) for p in v.split(".")))
 
 
@@ -100,12 +105,19 @@ class RuntimeImage(ABC):
             (``gpu`` for ``g*``/``p*`` families, else ``cpu``).
         """
         args = dict(build_args or {})
-        for name, value in (("CHAINER_VERSION", chainer_version),
-                            ("PYTHON_VERSION", python_version), ("CUPY_PACKAGE", cupy_package)):
+        for name, value in (
+            ("CHAINER_VERSION", chainer_version),
+            ("PYTHON_VERSION", python_version),
+            ("CUPY_PACKAGE", cupy_package),
+        ):
             if value is not None:
                 args[name] = value
-        require("VARIANT" not in args, "build_args", dict(build_args or {}),
-                "leave VARIANT out: it follows the instance type")
+        require(
+            "VARIANT" not in args,
+            "build_args",
+            dict(build_args or {}),
+            "leave VARIANT out: it follows the instance type",
+        )
         return _AssetImage(Path(directory) if directory else default_runtime_directory(), args)
 
     @staticmethod
@@ -116,16 +128,19 @@ class RuntimeImage(ABC):
     @staticmethod
     def from_registry(image_uri: str) -> RuntimeImage:
         """Any image URI; an ECR URI also grants pull on that repository."""
-        require(Token.is_unresolved(image_uri) or bool(image_uri.strip()) and " " not in image_uri,
-                "image_uri", image_uri, "give a full image URI such as registry/name:tag")
+        require(
+            Token.is_unresolved(image_uri) or (bool(image_uri.strip()) and " " not in image_uri),
+            "image_uri",
+            image_uri,
+            "give a full image URI such as registry/name:tag",
+        )
         return _RegistryImage(image_uri)
 
     @staticmethod
     def official(framework_version: str = "5.0.0", py_version: str = "py3") -> RuntimeImage:
         """The old AWS ``sagemaker-chainer`` images (Chainer 4.0.0-5.0.0), region-aware."""
         version = resolve_official_version(framework_version)
-        require(py_version in OFFICIAL_PY_VERSIONS, "py_version", py_version,
-                "use py2 or py3")
+        require(py_version in OFFICIAL_PY_VERSIONS, "py_version", py_version, "use py2 or py3")
         return _OfficialImage(version, py_version)
 
     @abstractmethod
@@ -139,9 +154,13 @@ class _AssetImage(RuntimeImage):
         self.build_args = build_args
 
     def bind(self, scope: Construct, grantee: iam.IGrantable, instance_type: str) -> ImageConfig:
-        require((self.directory / "Dockerfile").is_file(), "directory", str(self.directory),
-                "give the build context that holds the runtime Dockerfile, or use "
-                "RuntimeImage.from_registry/from_ecr_repository")
+        require(
+            (self.directory / "Dockerfile").is_file(),
+            "directory",
+            str(self.directory),
+            "give the build context that holds the runtime Dockerfile, or use "
+            "RuntimeImage.from_registry/from_ecr_repository",
+        )
         variant = "gpu" if is_gpu_instance(instance_type) else "cpu"
         stack = Stack.of(scope)
         asset_id = f"ChainerRuntimeImage{variant.upper()}"
@@ -150,7 +169,9 @@ class _AssetImage(RuntimeImage):
             asset = existing
         else:
             asset = ecr_assets.DockerImageAsset(
-                stack, asset_id, directory=str(self.directory),
+                stack,
+                asset_id,
+                directory=str(self.directory),
                 build_args={"VARIANT": variant, **self.build_args},
                 platform=ecr_assets.Platform.LINUX_AMD64,
                 exclude=["**/__pycache__", "**/*.pyc", ".venv*", "**/.pytest_cache"],
@@ -177,8 +198,11 @@ class _RegistryImage(RuntimeImage):
         match = _ECR_URI.match(self.image_uri) if not Token.is_unresolved(self.image_uri) else None
         if match:
             arn = Stack.of(scope).format_arn(
-                service="ecr", account=match["account"], region=match["region"],
-                resource="repository", resource_name=match["repo"],
+                service="ecr",
+                account=match["account"],
+                region=match["region"],
+                resource="repository",
+                resource_name=match["repo"],
             )
             _grant_pull(grantee, arn)
         return ImageConfig(self.image_uri)
@@ -195,8 +219,11 @@ class _OfficialImage(RuntimeImage):
         mapping = stack.node.try_find_child("ChainerOfficialImageAccounts")
         if not isinstance(mapping, CfnMapping):
             mapping = CfnMapping(
-                stack, "ChainerOfficialImageAccounts",
-                mapping={region: {"account": account} for region, account in OFFICIAL_ACCOUNTS.items()},
+                stack,
+                "ChainerOfficialImageAccounts",
+                mapping={
+                    region: {"account": account} for region, account in OFFICIAL_ACCOUNTS.items()
+                },
             )
         return mapping.find_in_map(Aws.REGION, "account", _COMMERCIAL_ACCOUNT)
 
@@ -206,7 +233,8 @@ class _OfficialImage(RuntimeImage):
         variant = "gpu" if is_gpu_instance(instance_type) else "cpu"
         tag = f"{self.version}-{variant}-{self.py_version}"
         uri = f"{account}.dkr.ecr.{stack.region}.{stack.url_suffix}/sagemaker-chainer:{tag}"
-        arn = stack.format_arn(service="ecr", account=account, resource="repository",
-                               resource_name="sagemaker-chainer")
+        arn = stack.format_arn(
+            service="ecr", account=account, resource="repository", resource_name="sagemaker-chainer"
+        )
         _grant_pull(grantee, arn)
         return ImageConfig(uri)

@@ -34,8 +34,12 @@ def normalize_instance_type(value: str, prop: str = "instance_type") -> str:
     text = value.strip().lower()
     if not text.startswith("ml."):
         text = f"ml.{text}"
-    require(bool(_PATTERN.match(text)), prop, value,
-            "give a SageMaker instance type such as ml.m5.xlarge or ml.p3.2xlarge")
+    require(
+        bool(_PATTERN.match(text)),
+        prop,
+        value,
+        "give a SageMaker instance type such as ml.m5.xlarge or ml.p3.2xlarge",
+    )
     return text
 
 
@@ -65,5 +69,8 @@ def has_instance_storage(instance_type: str) -> bool:
     if is_unresolved(instance_type):
         return False
     family, _ = _family_and_size(instance_type)
-    return (family.endswith("d") or "dn" in family
-            or family in {"g5", "g6", "g6e", "g4ad", "p5", "p5e", "p5en"})
+    return (
+        family.endswith("d")
+        or "dn" in family
+        or family in {"g5", "g6", "g6e", "g4ad", "p5", "p5e", "p5en"}
+    )

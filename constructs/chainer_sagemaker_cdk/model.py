@@ -12,6 +12,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
+
 from constructs import Construct
 
 from . import _iam
@@ -19,7 +20,7 @@ from ._network import VpcPlacement
 from ._validation import is_unresolved, require
 from .image import RuntimeImage
 from .instance import normalize_instance_type
-from .source import SourceCode, ModelData
+from .source import ModelData, SourceCode
 
 __all__ = ["ChainerModel", "model_environment"]
 
@@ -92,44 +93,71 @@ class ChainerModel(Construct):
         """
         super().__init__(scope, id)
         self.instance_type = normalize_instance_type(instance_type)
-        require(model_server_workers is None or is_unresolved(model_server_workers)
-                or model_server_workers >= 1, "model_server_workers", model_server_workers,
-                "use 1 or more, or leave it out (one worker per CPU)")
-        require(container_log_level in _LOG_LEVELS, "container_log_level", container_log_level,
-                "use a logging level such as logging.INFO (20)")
-        require(model_name is None or is_unresolved(model_name) or bool(_NAME.match(model_name)),
-                "model_name", model_name, "use at most 63 letters, digits and hyphens")
+        require(
+            model_server_workers is None
+            or is_unresolved(model_server_workers)
+            or model_server_workers >= 1,
+            "model_server_workers",
+            model_server_workers,
+            "use 1 or more, or leave it out (one worker per CPU)",
+        )
+        require(
+            container_log_level in _LOG_LEVELS,
+            "container_log_level",
+            container_log_level,
+            "use a logging level such as logging.INFO (20)",
+        )
+        require(
+            model_name is None or is_unresolved(model_name) or bool(_NAME.match(model_name)),
+            "model_name",
+            model_name,
+            "use at most 63 letters, digits and hyphens",
+        )
         self.role = role or iam.Role(
-            self, "ExecutionRole", assumed_by=iam.ServicePrincipal(_iam.SAGEMAKER),
+            self,
+            "ExecutionRole",
+            assumed_by=iam.ServicePrincipal(_iam.SAGEMAKER),
             description="SageMaker execution role of a Chainer model",
         )
         self.grant_principal: iam.IPrincipal = _iam.PolicyPrincipal.for_role(
-            self, "ExecutionPolicy", self.role)  # type: ignore[assignment]
+            self, "ExecutionPolicy", self.role
+        )  # type: ignore[assignment]
         _iam.sagemaker_logs_and_metrics(self, self.grant_principal, "Endpoints")
         code_config = code.bind(self, self.grant_principal)
         data_config = model_data.bind(self, self.grant_principal)
         image_config = (image or RuntimeImage.from_asset()).bind(
-            self, self.grant_principal, self.instance_type)
-        self.network = VpcPlacement(self, vpc, vpc_subnets, security_groups,
-                                    "Chainer model containers")
+            self, self.grant_principal, self.instance_type
+        )
+        self.network = VpcPlacement(
+            self, vpc, vpc_subnets, security_groups, "Chainer model containers"
+        )
         self.network.grant(self, self.grant_principal)
         self.environment = model_environment(
-            entry_point=code_config.entry_point, submit_directory=code_config.s3_url,
-            region=Stack.of(self).region, container_log_level=container_log_level,
-            model_server_workers=model_server_workers, environment=environment)
-        container: dict[str, Any] = {"image": image_config.image_uri,
-                                     "modelDataUrl": data_config.s3_url,
-                                     "environment": self.environment}
+            entry_point=code_config.entry_point,
+            submit_directory=code_config.s3_url,
+            region=Stack.of(self).region,
+            container_log_level=container_log_level,
+            model_server_workers=model_server_workers,
+            environment=environment,
+        )
+        container: dict[str, Any] = {
+            "image": image_config.image_uri,
+            "modelDataUrl": data_config.s3_url,
+            "environment": self.environment,
+        }
         vpc_config = self.network.render()
         self.resource = sagemaker.CfnModel(
-            self, "Model",
+            self,
+            "Model",
             execution_role_arn=self.role.role_arn,
             primary_container=sagemaker.CfnModel.ContainerDefinitionProperty(**container),
             model_name=model_name,
             enable_network_isolation=enable_network_isolation or None,
             vpc_config=sagemaker.CfnModel.VpcConfigProperty(
-                security_group_ids=vpc_config["SecurityGroupIds"],
-                subnets=vpc_config["Subnets"]) if vpc_config else None,
+                security_group_ids=vpc_config["SecurityGroupIds"], subnets=vpc_config["Subnets"]
+            )
+            if vpc_config
+            else None,
         )
         # The role's policy must exist before SageMaker checks the model's access.
         self.resource.node.add_dependency(self.grant_principal.policy)  # type: ignore[attr-defined]
@@ -137,14 +165,16 @@ class ChainerModel(Construct):
         self.model_data_url = data_config.s3_url
 
     @classmethod
-    def from_training_job(cls, scope: Construct, id: str, *, training_job_name: str,
-                          code: SourceCode, **props: Any) -> ChainerModel:
+    def from_training_job(
+        cls, scope: Construct, id: str, *, training_job_name: str, code: SourceCode, **props: Any
+    ) -> ChainerModel:
         """Attach: a model from a finished training job's artifacts (looked up at deploy time).
 
         ``props`` are those of :class:`ChainerModel` (``instance_type``, ``image``, ...).
         """
-        return cls(scope, id, model_data=ModelData.from_training_job(training_job_name),
-                   code=code, **props)
+        return cls(
+            scope, id, model_data=ModelData.from_training_job(training_job_name), code=code, **props
+        )
 
     def grant_key(self, key: kms.IKey) -> None:
         """Let the model's role use ``key`` (e.g. the bucket key of the model data)."""

@@ -20,6 +20,7 @@ from aws_cdk import Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_stepfunctions as sfn
+
 from constructs import Construct
 
 from . import _iam
@@ -78,37 +79,68 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self.deploy = deploy
         self._partition = Stack.of(self).partition
         self.endpoint_name = endpoint_name or estimator.base_job_name
-        require(is_unresolved(self.endpoint_name) or bool(_ENDPOINT_NAME.match(self.endpoint_name)),
-                "endpoint_name", self.endpoint_name, "use at most 63 letters, digits and hyphens")
+        require(
+            is_unresolved(self.endpoint_name) or bool(_ENDPOINT_NAME.match(self.endpoint_name)),
+            "endpoint_name",
+            self.endpoint_name,
+            "use at most 63 letters, digits and hyphens",
+        )
         self.endpoint_instance_type = normalize_instance_type(
-            endpoint_instance_type, "endpoint_instance_type")
-        require(is_unresolved(endpoint_instance_count) or endpoint_instance_count >= 1,
-                "endpoint_instance_count", endpoint_instance_count, "use 1 or more")
+            endpoint_instance_type, "endpoint_instance_type"
+        )
+        require(
+            is_unresolved(endpoint_instance_count) or endpoint_instance_count >= 1,
+            "endpoint_instance_count",
+            endpoint_instance_count,
+            "use 1 or more",
+        )
         self.endpoint_kms_key: kms.IKey | None = None
         if deploy and encrypt_endpoint_storage:
-            require(not has_instance_storage(self.endpoint_instance_type),
-                    "encrypt_endpoint_storage", True,
-                    f"{self.endpoint_instance_type} has local NVMe storage, which rejects "
-                    "KmsKeyId: set encrypt_endpoint_storage=False")
+            require(
+                not has_instance_storage(self.endpoint_instance_type),
+                "encrypt_endpoint_storage",
+                True,
+                f"{self.endpoint_instance_type} has local NVMe storage, which rejects "
+                "KmsKeyId: set encrypt_endpoint_storage=False",
+            )
             self.endpoint_kms_key = endpoint_kms_key or kms.Key(
-                self, "EndpointStorageKey", enable_key_rotation=True,
-                description="SageMaker endpoint storage volumes")
+                self,
+                "EndpointStorageKey",
+                enable_key_rotation=True,
+                description="SageMaker endpoint storage volumes",
+            )
         self._poll = poll_interval or Duration.seconds(30)
 
         self.prepare_states = self._prepare()
-        self.train_task = self._custom("Train", "sagemaker:createTrainingJob.sync",
-                                       self._training_parameters(), "$.training",
-                                       {"TrainingJobName.$": "$.TrainingJobName",
-                                        "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts"})
+        self.train_task = self._custom(
+            "Train",
+            "sagemaker:createTrainingJob.sync",
+            self._training_parameters(),
+            "$.training",
+            {
+                "TrainingJobName.$": "$.TrainingJobName",
+                "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts",
+            },
+        )
         chain = self.prepare_states.next(self.train_task)
         self._end: sfn.INextable = self.train_task
         if deploy:
-            self._build_deploy(chain, endpoint_instance_count, model_server_workers,
-                               model_environment_variables or {})
+            self._build_deploy(
+                chain,
+                endpoint_instance_count,
+                model_server_workers,
+                model_environment_variables or {},
+            )
 
     # -- states -------------------------------------------------------------------------------
-    def _custom(self, id: str, integration: str, parameters: dict[str, Any], result_path: str,
-                selector: dict[str, str] | None = None) -> sfn.CustomState:
+    def _custom(
+        self,
+        id: str,
+        integration: str,
+        parameters: dict[str, Any],
+        result_path: str,
+        selector: dict[str, str] | None = None,
+    ) -> sfn.CustomState:
         state: dict[str, Any] = {
             "Type": "Task",
             "Resource": f"arn:{self._partition}:states:::{integration}",
@@ -121,30 +153,45 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
 
     def _prepare(self) -> sfn.Chain:
         est = self.estimator
-        defaults = sfn.Pass(self, "Defaults", parameters={
-            "defaults": {
-                "TrainingJobName": sfn.JsonPath.format("{}-{}", est.base_job_name,
-                                                       sfn.JsonPath.uuid()),
-                "Hyperparameters": dict(est.hyperparameters),
-                "Channels": {name: c.s3_uri for name, c in est.channels.items()},
+        defaults = sfn.Pass(
+            self,
+            "Defaults",
+            parameters={
+                "defaults": {
+                    "TrainingJobName": sfn.JsonPath.format(
+                        "{}-{}", est.base_job_name, sfn.JsonPath.uuid()
+                    ),
+                    "Hyperparameters": dict(est.hyperparameters),
+                    "Channels": {name: c.s3_uri for name, c in est.channels.items()},
+                },
+                "input.$": "$",
             },
-            "input.$": "$",
-        })
-        merge = sfn.Pass(self, "ApplyInput", parameters={
-            "merged.$": "States.JsonMerge($.defaults, $.input, false)",
-            "defaults.$": "$.defaults",
-        })
-        reserved = {**est.reserved_hyperparameters(None),
-                    "sagemaker_job_name.$": "States.JsonToString($.merged.TrainingJobName)"}
-        resolve = sfn.Pass(self, "ResolveConfig", parameters={
-            "config": {
-                "TrainingJobName.$": "$.merged.TrainingJobName",
-                "Hyperparameters.$": "States.JsonMerge($.defaults.Hyperparameters, "
-                                     "$.merged.Hyperparameters, false)",
-                "Channels.$": "States.JsonMerge($.defaults.Channels, $.merged.Channels, false)",
-                "ReservedHyperparameters": reserved,
-            }
-        })
+        )
+        merge = sfn.Pass(
+            self,
+            "ApplyInput",
+            parameters={
+                "merged.$": "States.JsonMerge($.defaults, $.input, false)",
+                "defaults.$": "$.defaults",
+            },
+        )
+        reserved = {
+            **est.reserved_hyperparameters(None),
+            "sagemaker_job_name.$": "States.JsonToString($.merged.TrainingJobName)",
+        }
+        resolve = sfn.Pass(
+            self,
+            "ResolveConfig",
+            parameters={
+                "config": {
+                    "TrainingJobName.$": "$.merged.TrainingJobName",
+                    "Hyperparameters.$": "States.JsonMerge($.defaults.Hyperparameters, "
+                    "$.merged.Hyperparameters, false)",
+                    "Channels.$": "States.JsonMerge($.defaults.Channels, $.merged.Channels, false)",
+                    "ReservedHyperparameters": reserved,
+                }
+            },
+        )
         return defaults.next(merge).next(resolve)
 
     def _training_parameters(self) -> dict[str, Any]:
@@ -152,84 +199,126 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         request = est.training_job_request("placeholder")
         del request["TrainingJobName"], request["HyperParameters"]
         request["TrainingJobName.$"] = "$.config.TrainingJobName"
-        request["HyperParameters.$"] = ("States.JsonMerge($.config.Hyperparameters, "
-                                        "$.config.ReservedHyperparameters, false)")
+        request["HyperParameters.$"] = (
+            "States.JsonMerge($.config.Hyperparameters, $.config.ReservedHyperparameters, false)"
+        )
         if est.channels:
             request["InputDataConfig"] = [
                 _dynamic_uri(channel.render(name), _channel_path(name))
-                for name, channel in est.channels.items()]
+                for name, channel in est.channels.items()
+            ]
         return request
 
-    def _build_deploy(self, chain: sfn.Chain, instance_count: int, workers: int | None,
-                      extra_env: dict[str, str]) -> None:
+    def _build_deploy(
+        self, chain: sfn.Chain, instance_count: int, workers: int | None, extra_env: dict[str, str]
+    ) -> None:
         est = self.estimator
         image = est.image_source.bind(est, est.grant_principal, self.endpoint_instance_type)
         _iam.sagemaker_logs_and_metrics(est, est.grant_principal, "Endpoints")
         env = model_environment(
-            entry_point=est.code.entry_point, submit_directory=est.code.s3_url,
-            region=Stack.of(self).region, container_log_level=est.container_log_level,
-            model_server_workers=workers, environment=extra_env)
+            entry_point=est.code.entry_point,
+            submit_directory=est.code.s3_url,
+            region=Stack.of(self).region,
+            container_log_level=est.container_log_level,
+            model_server_workers=workers,
+            environment=extra_env,
+        )
         model: dict[str, Any] = {
             "ModelName.$": "$.config.TrainingJobName",
             "ExecutionRoleArn": est.role.role_arn,
-            "PrimaryContainer": {"Image": image.image_uri, "Environment": env,
-                                 "ModelDataUrl.$": "$.training.ModelArtifacts"},
+            "PrimaryContainer": {
+                "Image": image.image_uri,
+                "Environment": env,
+                "ModelDataUrl.$": "$.training.ModelArtifacts",
+            },
         }
         vpc_config = est.network.render()
         if vpc_config is not None:
             model["VpcConfig"] = vpc_config
         if est.enable_network_isolation:
             model["EnableNetworkIsolation"] = True
-        self.create_model_task = self._custom("CreateModel", "sagemaker:createModel", model,
-                                              "$.model", {"ModelArn.$": "$.ModelArn"})
+        self.create_model_task = self._custom(
+            "CreateModel", "sagemaker:createModel", model, "$.model", {"ModelArn.$": "$.ModelArn"}
+        )
         config: dict[str, Any] = {
             "EndpointConfigName.$": "$.config.TrainingJobName",
-            "ProductionVariants": [{
-                "VariantName": "AllTraffic", "ModelName.$": "$.config.TrainingJobName",
-                "InstanceType": self.endpoint_instance_type,
-                "InitialInstanceCount": instance_count, "InitialVariantWeight": 1}],
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName.$": "$.config.TrainingJobName",
+                    "InstanceType": self.endpoint_instance_type,
+                    "InitialInstanceCount": instance_count,
+                    "InitialVariantWeight": 1,
+                }
+            ],
         }
         if self.endpoint_kms_key is not None:
             config["KmsKeyId"] = self.endpoint_kms_key.key_arn
         self.create_endpoint_config_task = self._custom(
-            "CreateEndpointConfig", "sagemaker:createEndpointConfig", config,
-            "$.endpointConfig", {"EndpointConfigArn.$": "$.EndpointConfigArn"})
-        endpoint = {"EndpointName": self.endpoint_name,
-                    "EndpointConfigName.$": "$.config.TrainingJobName"}
+            "CreateEndpointConfig",
+            "sagemaker:createEndpointConfig",
+            config,
+            "$.endpointConfig",
+            {"EndpointConfigArn.$": "$.EndpointConfigArn"},
+        )
+        endpoint = {
+            "EndpointName": self.endpoint_name,
+            "EndpointConfigName.$": "$.config.TrainingJobName",
+        }
         self.describe_existing_endpoint_task = self._custom(
-            "FindEndpoint", "aws-sdk:sagemaker:describeEndpoint",
-            {"EndpointName": self.endpoint_name}, "$.existing",
-            {"EndpointStatus.$": "$.EndpointStatus"})
+            "FindEndpoint",
+            "aws-sdk:sagemaker:describeEndpoint",
+            {"EndpointName": self.endpoint_name},
+            "$.existing",
+            {"EndpointStatus.$": "$.EndpointStatus"},
+        )
         self.create_endpoint_task = self._custom(
-            "CreateEndpoint", "sagemaker:createEndpoint", endpoint, "$.endpoint")
+            "CreateEndpoint", "sagemaker:createEndpoint", endpoint, "$.endpoint"
+        )
         self.update_endpoint_task = self._custom(
-            "UpdateEndpoint", "sagemaker:updateEndpoint", endpoint, "$.endpoint")
+            "UpdateEndpoint", "sagemaker:updateEndpoint", endpoint, "$.endpoint"
+        )
         # DescribeEndpoint fails (ValidationException) when the endpoint does not exist yet:
         # any failure of that lookup means "create"; CreateEndpoint then reports real problems.
         self.describe_existing_endpoint_task.add_catch(
-            self.create_endpoint_task, errors=["States.TaskFailed"], result_path="$.notFound")
+            self.create_endpoint_task, errors=["States.TaskFailed"], result_path="$.notFound"
+        )
         wait = sfn.Wait(self, "WaitForEndpoint", time=sfn.WaitTime.duration(self._poll))
         self.describe_endpoint_task = self._custom(
-            "DescribeEndpoint", "aws-sdk:sagemaker:describeEndpoint",
-            {"EndpointName": self.endpoint_name}, "$.status")
+            "DescribeEndpoint",
+            "aws-sdk:sagemaker:describeEndpoint",
+            {"EndpointName": self.endpoint_name},
+            "$.status",
+        )
         self.endpoint_in_service = sfn.Pass(self, "EndpointInService")
         self.deployment_failed = sfn.Fail(
-            self, "EndpointFailed", error="EndpointDeploymentFailed",
-            cause_path="$.status.FailureReason")
+            self,
+            "EndpointFailed",
+            error="EndpointDeploymentFailed",
+            cause_path="$.status.FailureReason",
+        )
         self.deployment_rolled_back = sfn.Fail(
-            self, "EndpointNotUpdated", error="EndpointDeploymentFailed",
+            self,
+            "EndpointNotUpdated",
+            error="EndpointDeploymentFailed",
             cause="The endpoint is not InService with this execution's endpoint config "
-                  "(update rolled back, or the endpoint is out of service)")
+            "(update rolled back, or the endpoint is out of service)",
+        )
         status = "$.status.EndpointStatus"
         check = (
             sfn.Choice(self, "EndpointStatus")
-            .when(sfn.Condition.or_(*[sfn.Condition.string_equals(status, s) for s in _WAITING]),
-                  wait)
-            .when(sfn.Condition.and_(
-                sfn.Condition.string_equals(status, "InService"),
-                sfn.Condition.string_equals_json_path("$.status.EndpointConfigName",
-                                                      "$.config.TrainingJobName")),
-                self.endpoint_in_service)
+            .when(
+                sfn.Condition.or_(*[sfn.Condition.string_equals(status, s) for s in _WAITING]), wait
+            )
+            .when(
+                sfn.Condition.and_(
+                    sfn.Condition.string_equals(status, "InService"),
+                    sfn.Condition.string_equals_json_path(
+                        "$.status.EndpointConfigName", "$.config.TrainingJobName"
+                    ),
+                ),
+                self.endpoint_in_service,
+            )
             .when(sfn.Condition.is_present("$.status.FailureReason"), self.deployment_failed)
             .otherwise(self.deployment_rolled_back)
         )
@@ -237,7 +326,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self.create_endpoint_task.next(wait)
         self.update_endpoint_task.next(wait)
         chain.next(self.create_model_task).next(self.create_endpoint_config_task).next(
-            self.describe_existing_endpoint_task).next(self.update_endpoint_task)
+            self.describe_existing_endpoint_task
+        ).next(self.update_endpoint_task)
         self._end = self.endpoint_in_service
 
     # -- StateMachineFragment -------------------------------------------------------------------
@@ -252,9 +342,15 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
     @property
     def tasks(self) -> list[sfn.CustomState]:
         """Every service task, for ``add_retry``/``add_catch`` in one loop."""
-        names = ("train_task", "create_model_task", "create_endpoint_config_task",
-                 "describe_existing_endpoint_task", "create_endpoint_task",
-                 "update_endpoint_task", "describe_endpoint_task")
+        names = (
+            "train_task",
+            "create_model_task",
+            "create_endpoint_config_task",
+            "describe_existing_endpoint_task",
+            "create_endpoint_task",
+            "update_endpoint_task",
+            "describe_endpoint_task",
+        )
         return [getattr(self, n) for n in names if hasattr(self, n)]
 
     # -- IAM ----------------------------------------------------------------------------------
@@ -268,36 +364,58 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
 
         jobs = arn("training-job", f"{prefix}*")
-        job_actions = ["sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob",
-                       "sagemaker:StopTrainingJob"]
+        job_actions = [
+            "sagemaker:CreateTrainingJob",
+            "sagemaker:DescribeTrainingJob",
+            "sagemaker:StopTrainingJob",
+        ]
         if self.estimator.tags:
             job_actions.append("sagemaker:AddTags")
-        principal.add_to_principal_policy(iam.PolicyStatement(actions=job_actions,
-                                                              resources=[jobs]))
-        principal.add_to_principal_policy(iam.PolicyStatement(
-            actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-            resources=[stack.format_arn(
-                service="events", resource="rule",
-                resource_name="StepFunctionsGetEventsForSageMakerTrainingJobsRule")]))
+        principal.add_to_principal_policy(
+            iam.PolicyStatement(actions=job_actions, resources=[jobs])
+        )
+        principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                resources=[
+                    stack.format_arn(
+                        service="events",
+                        resource="rule",
+                        resource_name="StepFunctionsGetEventsForSageMakerTrainingJobsRule",
+                    )
+                ],
+            )
+        )
         _iam.pass_role(principal, self.estimator.role)
         if not self.deploy:
             return
         endpoint = arn("endpoint", self.endpoint_name.lower())
         configs = arn("endpoint-config", f"{prefix}*")
-        principal.add_to_principal_policy(iam.PolicyStatement(
-            actions=["sagemaker:CreateModel"], resources=[arn("model", f"{prefix}*")]))
-        principal.add_to_principal_policy(iam.PolicyStatement(
-            actions=["sagemaker:CreateEndpointConfig"], resources=[configs]))
-        principal.add_to_principal_policy(iam.PolicyStatement(
-            actions=["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"],
-            resources=[endpoint, configs]))
-        principal.add_to_principal_policy(iam.PolicyStatement(
-            actions=["sagemaker:DescribeEndpoint"], resources=[endpoint]))
+        principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:CreateModel"], resources=[arn("model", f"{prefix}*")]
+            )
+        )
+        principal.add_to_principal_policy(
+            iam.PolicyStatement(actions=["sagemaker:CreateEndpointConfig"], resources=[configs])
+        )
+        principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"],
+                resources=[endpoint, configs],
+            )
+        )
+        principal.add_to_principal_policy(
+            iam.PolicyStatement(actions=["sagemaker:DescribeEndpoint"], resources=[endpoint])
+        )
         if self.endpoint_kms_key is not None:
-            principal.add_to_principal_policy(iam.PolicyStatement(
-                actions=["kms:CreateGrant", "kms:DescribeKey"],
-                resources=[self.endpoint_kms_key.key_arn],
-                conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}}))
+            principal.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["kms:CreateGrant", "kms:DescribeKey"],
+                    resources=[self.endpoint_kms_key.key_arn],
+                    conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+                )
+            )
 
 
 def _dynamic_uri(channel: dict[str, Any], path: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import custom_resources as cr
+
 from constructs import Construct
 
 from . import _archive
@@ -73,7 +74,10 @@ class _Staged:
         if isinstance(existing, s3_assets.Asset):
             return existing
         return s3_assets.Asset(
-            stack, archive_id, path=str(path), asset_hash=digest,
+            stack,
+            archive_id,
+            path=str(path),
+            asset_hash=digest,
             asset_hash_type=AssetHashType.CUSTOM,
         )
 
@@ -124,21 +128,37 @@ class SourceCode(ABC):
 
 def _check_entry_point(entry_point: str) -> None:
     require(
-        bool(entry_point) and not entry_point.startswith("/") and ".." not in entry_point.split("/"),
-        "entry_point", entry_point, "give a file name relative to the code directory, e.g. train.py",
+        bool(entry_point)
+        and not entry_point.startswith("/")
+        and ".." not in entry_point.split("/"),
+        "entry_point",
+        entry_point,
+        "give a file name relative to the code directory, e.g. train.py",
     )
 
 
 class _DirectorySource(SourceCode):
     def __init__(self, source_dir: Path, entry_point: str, dependencies: list[Path]) -> None:
-        require(source_dir.is_dir(), "source_dir", str(source_dir),
-                "give an existing directory that holds the entry point")
+        require(
+            source_dir.is_dir(),
+            "source_dir",
+            str(source_dir),
+            "give an existing directory that holds the entry point",
+        )
         _check_entry_point(entry_point)
-        require((source_dir / entry_point).is_file(), "entry_point", entry_point,
-                f"create {source_dir / entry_point} or name a file that exists in source_dir")
+        require(
+            (source_dir / entry_point).is_file(),
+            "entry_point",
+            entry_point,
+            f"create {source_dir / entry_point} or name a file that exists in source_dir",
+        )
         for dep in dependencies:
-            require(dep.exists(), "dependencies", str(dep),
-                    "list existing directories (or files) to copy to the archive root")
+            require(
+                dep.exists(),
+                "dependencies",
+                str(dep),
+                "list existing directories (or files) to copy to the archive root",
+            )
         self.source_dir = source_dir
         self.entry_point = entry_point
         self.dependencies = dependencies
@@ -155,8 +175,12 @@ class _DirectorySource(SourceCode):
 
 class _TarballSource(SourceCode):
     def __init__(self, path: Path, entry_point: str) -> None:
-        require(path.is_file() and path.name.endswith((".tar.gz", ".tgz")), "path", str(path),
-                "give an existing .tar.gz file")
+        require(
+            path.is_file() and path.name.endswith((".tar.gz", ".tgz")),
+            "path",
+            str(path),
+            "give an existing .tar.gz file",
+        )
         _check_entry_point(entry_point)
         self.path = path
         self.entry_point = entry_point
@@ -170,8 +194,12 @@ class _TarballSource(SourceCode):
 
 class _BucketSource(SourceCode):
     def __init__(self, bucket: s3.IBucket, key: str, entry_point: str) -> None:
-        require(bool(key) and not key.startswith("/"), "key", key,
-                "give the object key without a leading slash, e.g. code/sourcedir.tar.gz")
+        require(
+            bool(key) and not key.startswith("/"),
+            "key",
+            key,
+            "give the object key without a leading slash, e.g. code/sourcedir.tar.gz",
+        )
         _check_entry_point(entry_point)
         self.bucket = bucket
         self.key = key
@@ -198,16 +226,24 @@ class ModelData(ABC):
     @staticmethod
     def from_bucket(bucket: s3.IBucket, key: str) -> ModelData:
         """Use a ``model.tar.gz`` already in S3 (e.g. a training job's output)."""
-        require(bool(key) and not key.startswith("/"), "key", key,
-                "give the object key without a leading slash, e.g. job/output/model.tar.gz")
+        require(
+            bool(key) and not key.startswith("/"),
+            "key",
+            key,
+            "give the object key without a leading slash, e.g. job/output/model.tar.gz",
+        )
         return _BucketModelData(bucket, key)
 
     @staticmethod
     def from_s3_url(url: str) -> ModelData:
         """Use ``s3://bucket/key``; deploy-time tokens are split in CloudFormation."""
         if not is_unresolved(url):
-            require(_S3_URL.match(url) is not None, "model_data", url,
-                    "give an S3 URL such as s3://my-bucket/path/model.tar.gz")
+            require(
+                _S3_URL.match(url) is not None,
+                "model_data",
+                url,
+                "give an S3 URL such as s3://my-bucket/path/model.tar.gz",
+            )
         return _UrlModelData(url)
 
     @staticmethod
@@ -216,10 +252,13 @@ class ModelData(ABC):
 
         This adds a custom resource (a Lambda function) that calls DescribeTrainingJob.
         """
-        require(is_unresolved(training_job_name) or bool(
-            re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", training_job_name)),
-            "training_job_name", training_job_name,
-            "give an existing SageMaker training job name (letters, digits, hyphens, <= 63)")
+        require(
+            is_unresolved(training_job_name)
+            or bool(re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", training_job_name)),
+            "training_job_name",
+            training_job_name,
+            "give an existing SageMaker training job name (letters, digits, hyphens, <= 63)",
+        )
         return _TrainingJobModelData(training_job_name)
 
     @abstractmethod
@@ -229,8 +268,12 @@ class ModelData(ABC):
 
 class _DirectoryModelData(ModelData):
     def __init__(self, directory: Path) -> None:
-        require(directory.is_dir(), "directory", str(directory),
-                "give an existing directory holding the model files")
+        require(
+            directory.is_dir(),
+            "directory",
+            str(directory),
+            "give an existing directory holding the model files",
+        )
         self.directory = directory
         self._built: tuple[Path, str] | None = None
 
@@ -245,8 +288,12 @@ class _DirectoryModelData(ModelData):
 
 class _TarballModelData(ModelData):
     def __init__(self, path: Path) -> None:
-        require(path.is_file() and path.name.endswith((".tar.gz", ".tgz")), "path", str(path),
-                "give an existing model.tar.gz file")
+        require(
+            path.is_file() and path.name.endswith((".tar.gz", ".tgz")),
+            "path",
+            str(path),
+            "give an existing model.tar.gz file",
+        )
         self.path = path
 
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> ModelDataConfig:
@@ -285,20 +332,29 @@ class _TrainingJobModelData(ModelData):
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> ModelDataConfig:
         stack = Stack.of(scope)
         job_arn = stack.format_arn(
-            service="sagemaker", resource="training-job",
+            service="sagemaker",
+            resource="training-job",
             resource_name=self.training_job_name.lower(),
         )
         call = cr.AwsSdkCall(
-            service="SageMaker", action="describeTrainingJob",
+            service="SageMaker",
+            action="describeTrainingJob",
             parameters={"TrainingJobName": self.training_job_name},
             physical_resource_id=cr.PhysicalResourceId.of(self.training_job_name),
             output_paths=["ModelArtifacts.S3ModelArtifacts"],
         )
         lookup = cr.AwsCustomResource(
-            scope, "DescribeTrainingJob", on_create=call, on_update=call,
-            policy=cr.AwsCustomResourcePolicy.from_statements([
-                iam.PolicyStatement(actions=["sagemaker:DescribeTrainingJob"], resources=[job_arn])
-            ]),
+            scope,
+            "DescribeTrainingJob",
+            on_create=call,
+            on_update=call,
+            policy=cr.AwsCustomResourcePolicy.from_statements(
+                [
+                    iam.PolicyStatement(
+                        actions=["sagemaker:DescribeTrainingJob"], resources=[job_arn]
+                    )
+                ]
+            ),
             install_latest_aws_sdk=False,
         )
         url = lookup.get_response_field("ModelArtifacts.S3ModelArtifacts")

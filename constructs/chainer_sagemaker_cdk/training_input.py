@@ -84,5 +84,9 @@ class TrainingInput:
 
 
 def validate_channel_name(name: str) -> None:
-    require(is_unresolved(name) or bool(_CHANNEL.match(name)), "channels", name,
-            "name channels with 1-64 letters, digits, '.', '-' or '_' (e.g. train)")
+    require(
+        is_unresolved(name) or bool(_CHANNEL.match(name)),
+        "channels",
+        name,
+        "name channels with 1-64 letters, digits, '.', '-' or '_' (e.g. train)",
+    )

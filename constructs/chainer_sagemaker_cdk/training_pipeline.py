@@ -7,6 +7,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_stepfunctions as sfn
+
 from constructs import Construct
 
 from . import _iam
@@ -66,9 +67,14 @@ class TrainingPipeline(Construct):
         """
         super().__init__(scope, id)
         self.fragment = TrainingPipelineFragment(
-            self, "Pipeline", estimator=estimator, deploy=deploy, endpoint_name=endpoint_name,
+            self,
+            "Pipeline",
+            estimator=estimator,
+            deploy=deploy,
+            endpoint_name=endpoint_name,
             endpoint_instance_type=endpoint_instance_type,
-            endpoint_instance_count=endpoint_instance_count, endpoint_kms_key=endpoint_kms_key,
+            endpoint_instance_count=endpoint_instance_count,
+            endpoint_kms_key=endpoint_kms_key,
             encrypt_endpoint_storage=encrypt_endpoint_storage,
             model_server_workers=model_server_workers,
             model_environment_variables=model_environment_variables,
@@ -76,32 +82,47 @@ class TrainingPipeline(Construct):
         )
         stack = Stack.of(self)
         self.logs_key = logs_kms_key or kms.Key(
-            self, "LogsKey", enable_key_rotation=True,
-            description="Chainer training pipeline execution logs")
+            self,
+            "LogsKey",
+            enable_key_rotation=True,
+            description="Chainer training pipeline execution logs",
+        )
         self.logs_key.grant_encrypt_decrypt(
-            iam.ServicePrincipal(f"logs.{stack.region}.{stack.url_suffix}"))
+            iam.ServicePrincipal(f"logs.{stack.region}.{stack.url_suffix}")
+        )
         self.log_group = logs.LogGroup(
-            self, "Logs", encryption_key=self.logs_key, retention=log_retention,
-            removal_policy=RemovalPolicy.RETAIN)
+            self,
+            "Logs",
+            encryption_key=self.logs_key,
+            retention=log_retention,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
         self.role = role or iam.Role(
-            self, "Role", assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
-            description="Chainer training pipeline state machine")
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
+            description="Chainer training pipeline state machine",
+        )
         self.grant_principal: iam.IPrincipal = _iam.PolicyPrincipal.for_role(
-            self, "Policy", self.role)  # type: ignore[assignment]
+            self, "Policy", self.role
+        )  # type: ignore[assignment]
         self.fragment.grant_run(self.grant_principal)
         self._grant_observability()
         run = estimator.max_wait or estimator.max_run
         self.state_machine = sfn.StateMachine(
-            self, "StateMachine",
+            self,
+            "StateMachine",
             definition_body=sfn.DefinitionBody.from_chainable(self.fragment),
             state_machine_name=state_machine_name,
             # Grants are made above, into one managed policy; CDK's own additions are dropped.
-            role=self.role.without_policy_updates() if isinstance(self.role, iam.Role)
+            role=self.role.without_policy_updates()
+            if isinstance(self.role, iam.Role)
             else self.role,
             timeout=timeout or run.plus(Duration.hours(2)),
             tracing_enabled=True,
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL,
-                                include_execution_data=True),
+            logs=sfn.LogOptions(
+                destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
+            ),
         )
         self.state_machine.node.add_dependency(self.grant_principal.policy)  # type: ignore[attr-defined]
         self.state_machine_arn = self.state_machine.state_machine_arn
@@ -109,16 +130,32 @@ class TrainingPipeline(Construct):
 
     def _grant_observability(self) -> None:
         # Log delivery and X-Ray have no resource-level permissions (Step Functions docs).
-        self.grant_principal.add_to_principal_policy(iam.PolicyStatement(
-            actions=["logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery",
-                     "logs:DeleteLogDelivery", "logs:ListLogDeliveries",
-                     "logs:PutResourcePolicy", "logs:DescribeResourcePolicies",
-                     "logs:DescribeLogGroups"],
-            resources=["*"]))
-        self.grant_principal.add_to_principal_policy(iam.PolicyStatement(
-            actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords",
-                     "xray:GetSamplingRules", "xray:GetSamplingTargets"],
-            resources=["*"]))
+        self.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "logs:CreateLogDelivery",
+                    "logs:GetLogDelivery",
+                    "logs:UpdateLogDelivery",
+                    "logs:DeleteLogDelivery",
+                    "logs:ListLogDeliveries",
+                    "logs:PutResourcePolicy",
+                    "logs:DescribeResourcePolicies",
+                    "logs:DescribeLogGroups",
+                ],
+                resources=["*"],
+            )
+        )
+        self.grant_principal.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "xray:PutTraceSegments",
+                    "xray:PutTelemetryRecords",
+                    "xray:GetSamplingRules",
+                    "xray:GetSamplingTargets",
+                ],
+                resources=["*"],
+            )
+        )
 
     @property
     def tasks(self) -> list[sfn.CustomState]:
