@@ -31,9 +31,10 @@ unit: setup
 	$(PY) -m pytest
 
 # The runtime's Chainer tests again on NumPy 1.26 (Python 3.11) and on Python 3.12 (NumPy 2).
+COMPAT_TESTS := tests/runtime/test_chainer_compat.py tests/runtime/test_train_example.py
 compat: $(COMPAT_STAMP)
-	.venv-np1/bin/python -m pytest -m compat -p no:cacheprovider
-	.venv-py312/bin/python -m pytest -m compat -p no:cacheprovider
+	.venv-np1/bin/python -m pytest -m compat -p no:cacheprovider $(COMPAT_TESTS)
+	.venv-py312/bin/python -m pytest -m compat -p no:cacheprovider $(COMPAT_TESTS)
 
 test: lint typecheck unit compat
 

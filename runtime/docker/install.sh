@@ -15,6 +15,7 @@
 #   SYSTEM_PACKAGES  1: apt-get the Debian packages that are missing         (default: 1)
 #   SSH_ROOT         root directory under which to prepare sshd and root's SSH keys for
 #                    multi-host MPI; empty skips it                          (default: empty)
+#   STEPS            which steps to run, of: system python ssh              (default: all three)
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
@@ -27,13 +28,15 @@ RUNTIME_SRC=${RUNTIME_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 EDITABLE=${EDITABLE:-0}
 SYSTEM_PACKAGES=${SYSTEM_PACKAGES:-1}
 SSH_ROOT=${SSH_ROOT:-}
+STEPS=${STEPS:-system python ssh}
+step() { [[ " $STEPS " == *" $1 "* ]]; }
 
 say() { printf '[install] %s\n' "$*"; }
 
 case "$VARIANT" in cpu|gpu) ;; *) echo "VARIANT must be cpu or gpu, got '$VARIANT'" >&2; exit 2;; esac
 
 # 1. Debian packages: OpenMPI (mpirun, headers for mpi4py), OpenSSH (multi-host MPI), a compiler.
-if [ "$SYSTEM_PACKAGES" = 1 ]; then
+if step system && [ "$SYSTEM_PACKAGES" = 1 ]; then
   missing=()
   command -v mpirun >/dev/null 2>&1 || missing+=(openmpi-bin)
   [ -e /usr/include/x86_64-linux-gnu/openmpi ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include ] \
@@ -51,6 +54,7 @@ fi
 
 # 2. Python packages. Chainer's source build still imports pkg_resources, so its build runs
 #    with an old setuptools; the constraint applies to pip's isolated build environments too.
+if step python; then
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo 'setuptools<70' >"$constraints"
@@ -69,12 +73,18 @@ else
 fi
 "$PYTHON" - <<'PY'
 import chainer, numpy, mpi4py
+import os, sysconfig
 print(f"[install] chainer {chainer.__version__} on numpy {numpy.__version__}, mpi4py {mpi4py.__version__}")
+scripts = sysconfig.get_path("scripts")
+missing = [c for c in ("train", "serve") if not os.path.exists(os.path.join(scripts, c))]
+if missing:
+    raise SystemExit(f"[install] commands {missing} are missing from {scripts}")
 PY
+fi
 
 # 3. SSH for multi-host MPI: host keys, a root key pair trusted by every host of the cluster,
 #    and no strict host key checking between the cluster's hosts (algo-N are new every job).
-if [ -n "$SSH_ROOT" ]; then
+if step ssh && [ -n "$SSH_ROOT" ]; then
   say "preparing sshd under $SSH_ROOT"
   mkdir -p "$SSH_ROOT/etc/ssh" "$SSH_ROOT/root/.ssh" "$SSH_ROOT/run/sshd"
   chmod 700 "$SSH_ROOT/root/.ssh"

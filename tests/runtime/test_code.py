@@ -15,9 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BIN, JobTree
-
 from chainer_sagemaker_runtime.archive import UnsafeArchiveError, safe_extract
+from jobtree import BIN, JobTree
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
@@ -82,7 +81,9 @@ def _wheel(directory: Path, name: str) -> Path:
     files = {
         f"{name}.py": "GREETING = 'installed from requirements.txt'\n",
         f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
     }
     record = "".join(f"{n},,\n" for n in files) + f"{dist}/RECORD,,\n"
     with zipfile.ZipFile(path, "w") as zf:
@@ -97,7 +98,9 @@ def unique_package() -> Iterator[str]:
     name = f"cs_tiny_{uuid.uuid4().hex[:8]}"
     yield name
     subprocess.run(
-        [sys.executable, "-m", "pip", "uninstall", "-y", "-q", name], capture_output=True, check=False
+        [sys.executable, "-m", "pip", "uninstall", "-y", "-q", name],
+        capture_output=True,
+        check=False,
     )
 
 

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import JobTree
-
 from chainer_sagemaker_runtime.environment import (
     TrainingEnv,
     decode_hyperparameters,
@@ -17,6 +15,7 @@ from chainer_sagemaker_runtime.environment import (
     split_reserved,
 )
 from chainer_sagemaker_runtime.errors import ConfigError
+from jobtree import JobTree
 
 # (name, value the user gave the SDK, decoded value, SM_HP_ value, argv)
 HYPERPARAMETERS: list[tuple[str, Any, Any, str, list[str]]] = [
@@ -74,6 +73,14 @@ def test_env_value_format(value: Any, rendered: str) -> None:
     assert env_value(value) == rendered
 
 
+TRAINING_ENV_KEYS = """
+    additional_framework_parameters channel_input_dirs current_host framework_module hosts
+    hyperparameters input_config_dir input_data_config input_dir is_master job_name log_level
+    master_hostname model_dir module_dir module_name network_interface_name num_cpus num_gpus
+    output_data_dir output_dir output_intermediate_dir resource_config user_entry_point
+"""
+
+
 def test_multi_host_worker_view(job: JobTree) -> None:
     job.configure(
         {
@@ -123,13 +130,7 @@ def test_multi_host_worker_view(job: JobTree) -> None:
     assert json.loads(v["SM_RESOURCE_CONFIG"])["current_host"] == "algo-2"
     assert set(json.loads(v["SM_INPUT_DATA_CONFIG"])) == {"eval", "train"}
     training_env = json.loads(v["SM_TRAINING_ENV"])
-    assert sorted(training_env) == sorted(
-        "additional_framework_parameters channel_input_dirs current_host framework_module hosts "
-        "hyperparameters input_config_dir input_data_config input_dir is_master job_name "
-        "log_level master_hostname model_dir module_dir module_name network_interface_name "
-        "num_cpus num_gpus output_data_dir output_dir output_intermediate_dir resource_config "
-        "user_entry_point".split()
-    )
+    assert sorted(training_env) == sorted(TRAINING_ENV_KEYS.split())
     assert training_env["is_master"] is False
     assert training_env["master_hostname"] == "algo-1"
     assert training_env["job_name"] == "job-1"
@@ -158,4 +159,5 @@ def test_every_bad_config_file_is_reported_together(job: JobTree) -> None:
 
 def test_no_resource_config_means_one_host(tmp_path: Path) -> None:
     env = TrainingEnv.load({"SAGEMAKER_BASE_DIR": str(tmp_path)}, num_gpus=0)
-    assert env.hosts == ["algo-1"] and env.is_master
+    assert env.hosts == ["algo-1"]
+    assert env.is_master

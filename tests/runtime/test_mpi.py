@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from chainer_sagemaker_runtime.errors import ConfigError
 from chainer_sagemaker_runtime.training.mpi import (
     MpiSettings,
@@ -96,7 +95,8 @@ def test_one_slot_per_host_omits_the_count_and_nccl_debug_is_overridable() -> No
         nccl_debug="WARN",
     )
     assert argv[argv.index("--host") + 1] == "algo-1,algo-2"
-    assert "NCCL_DEBUG=WARN" in argv and "NCCL_SOCKET_IFNAME=ens5" in argv
+    assert "NCCL_DEBUG=WARN" in argv
+    assert "NCCL_SOCKET_IFNAME=ens5" in argv
 
 
 def test_single_host_never_depends_on_its_host_name_or_eth0() -> None:
@@ -108,7 +108,8 @@ def test_single_host_never_depends_on_its_host_name_or_eth0() -> None:
         command=["x"],
     )
     assert argv[argv.index("--host") + 1] == "localhost:2"
-    assert "algo-1" not in " ".join(argv) and "eth0" not in argv
+    assert "algo-1" not in " ".join(argv)
+    assert "eth0" not in argv
 
 
 def test_forwarded_variables_are_sm_pythonpath_and_credentials_when_set() -> None:
