@@ -15,7 +15,6 @@ import chainer.links as L
 import chainermn
 from chainer import serializers, training
 from chainer.training import extensions
-
 from train import MLP, load_channel, parse_args
 
 
@@ -24,12 +23,11 @@ def main(argv=None):
     use_gpu = args.num_gpus > 0
     comm = chainermn.create_communicator("pure_nccl" if use_gpu else "naive")
     print(
-        "rank {} of {} (intra rank {}, inter rank {}) on {}".format(
-            comm.rank, comm.size, comm.intra_rank, comm.inter_rank, socket.gethostname()
-        ),
+        f"rank {comm.rank} of {comm.size} (intra rank {comm.intra_rank}, "
+        f"inter rank {comm.inter_rank}) on {socket.gethostname()}",
         flush=True,
     )
-    device = chainer.get_device("@cupy:{}".format(comm.intra_rank) if use_gpu else "@numpy")
+    device = chainer.get_device(f"@cupy:{comm.intra_rank}" if use_gpu else "@numpy")
     device.use()
     model = L.Classifier(MLP(args.units, 10))
     model.to_device(device)
@@ -57,9 +55,9 @@ def main(argv=None):
     trainer.run()
 
     accuracy = float(trainer.observation["validation/main/accuracy"])
-    print("rank {} done".format(comm.rank), flush=True)
+    print(f"rank {comm.rank} done", flush=True)
     if comm.rank == 0:
-        print("test accuracy: {:.4f}".format(accuracy))
+        print(f"test accuracy: {accuracy:.4f}")
         os.makedirs(args.model_dir, exist_ok=True)
         serializers.save_npz(os.path.join(args.model_dir, "model.npz"), model.predictor)
         with open(os.path.join(args.model_dir, "model_config.json"), "w") as f:
