@@ -11,6 +11,7 @@ from aws_cdk import aws_iam as iam
 
 from constructs import Construct
 
+from ._iam import acknowledge
 from ._validation import require
 
 __all__ = ["VpcPlacement"]
@@ -26,7 +27,10 @@ class VpcPlacement:
         subnets: ec2.SubnetSelection | None,
         groups: Sequence[ec2.ISecurityGroup] | None,
         description: str,
+        *,
+        hosts_talk: bool = False,
     ) -> None:
+        """``hosts_talk``: a created group lets its members reach each other (multi-host MPI)."""
         self.vpc = vpc
         self.subnet_ids: list[str] = []
         self.security_groups: list[ec2.ISecurityGroup] = []
@@ -41,7 +45,17 @@ class VpcPlacement:
         group = ec2.SecurityGroup(
             scope, "SecurityGroup", vpc=vpc, allow_all_outbound=True, description=description
         )
-        group.add_ingress_rule(group, ec2.Port.all_traffic(), "hosts of the same job (MPI)")
+        if hosts_talk:
+            group.add_ingress_rule(group, ec2.Port.all_traffic(), "hosts of the same job (MPI)")
+            # cdk-nag reads any all-ports rule as open to the world; this one's source is the
+            # group itself.
+            for pack in ("HIPAA.Security", "NIST.800.53.R5"):
+                acknowledge(
+                    group,
+                    [f"{pack}-EC2RestrictedCommonPorts"],
+                    "The only ingress rule's source is this security group: the hosts "
+                    "of one training job reach each other (SSH, MPI); no CIDR is open.",
+                )
         self.security_groups = [group]
 
     def render(self) -> dict[str, Any] | None:

@@ -225,7 +225,7 @@ class ChainerEndpoint(Construct):
             if capture.kms_key is not None:
                 _iam.key_use(v.model.grant_principal, capture.kms_key)
         modes = [
-            {"captureMode": m}
+            {"capture_mode": m}
             for m, on in (("Input", capture.capture_input), ("Output", capture.capture_output))
             if on
         ]

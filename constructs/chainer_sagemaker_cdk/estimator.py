@@ -188,6 +188,7 @@ class ChainerEstimator(Construct):
             vpc_subnets,
             security_groups,
             "Chainer training hosts: traffic between the hosts of one job (MPI)",
+            hosts_talk=is_unresolved(self.instance_count) or self.instance_count > 1,
         )
         self._grant_training()
 

@@ -142,7 +142,7 @@ class ChainerModel(Construct):
         )
         container: dict[str, Any] = {
             "image": image_config.image_uri,
-            "modelDataUrl": data_config.s3_url,
+            "model_data_url": data_config.s3_url,
             "environment": self.environment,
         }
         vpc_config = self.network.render()

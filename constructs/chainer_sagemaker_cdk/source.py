@@ -53,6 +53,15 @@ def _grant_object_read(scope: Construct, grantee: iam.IGrantable, bucket: str, k
     )
 
 
+def _grant_bucket_object_read(grantee: iam.IGrantable, bucket: s3.IBucket, key: str) -> None:
+    """``s3:GetObject`` on one object (and decrypt with the bucket's key): nothing wider."""
+    grantee.grant_principal.add_to_principal_policy(
+        iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(key)])
+    )
+    if bucket.encryption_key is not None:
+        bucket.encryption_key.grant_decrypt(grantee)
+
+
 def _url_object_arn(scope: Construct, prop: str, url: str) -> str:
     """The S3 object ARN of ``s3://bucket/key``; deploy-time tokens are split in CloudFormation."""
     if is_unresolved(url):
@@ -206,7 +215,7 @@ class _BucketSource(SourceCode):
         self.entry_point = entry_point
 
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> CodeConfig:
-        self.bucket.grant_read(grantee, self.key)
+        _grant_bucket_object_read(grantee, self.bucket, self.key)
         return CodeConfig(self.bucket.s3_url_for_object(self.key), self.entry_point)
 
 
@@ -309,7 +318,7 @@ class _BucketModelData(ModelData):
         self.key = key
 
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> ModelDataConfig:
-        self.bucket.grant_read(grantee, self.key)
+        _grant_bucket_object_read(grantee, self.bucket, self.key)
         return ModelDataConfig(self.bucket.s3_url_for_object(self.key))
 
 

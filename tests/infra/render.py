@@ -53,8 +53,9 @@ def fill(value: Any) -> Any:
 
 def state_machine_definition(template: dict[str, Any]) -> dict[str, Any]:
     """The (first) state machine's definition as data."""
-    machines = [r for r in template["Resources"].values()
-                if r["Type"] == "AWS::StepFunctions::StateMachine"]
+    machines = [
+        r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"
+    ]
     assert machines, "no state machine in the template"
     return json.loads(fill(machines[0]["Properties"]["DefinitionString"]))  # type: ignore[no-any-return]
 
