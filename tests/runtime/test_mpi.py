@@ -121,3 +121,18 @@ def test_forwarded_variables_are_sm_pythonpath_and_credentials_when_set() -> Non
         "SMX": "no",
     }
     assert forwarded_env_names(environ) == ["AWS_SECRET_ACCESS_KEY", "PYTHONPATH", "SM_HPS"]
+
+
+def test_local_mode_runs_every_hosts_processes_on_this_machine() -> None:
+    argv = mpirun_argv(
+        hosts=["algo-1", "algo-2"],
+        settings=MpiSettings(True, 1, 2, ()),
+        interface="eth0",
+        forwarded=[],
+        command=["x"],
+        all_local=True,
+    )
+    assert argv[argv.index("--host") + 1] == "localhost:2"
+    assert argv[argv.index("-np") + 1] == "2"
+    assert "btl_tcp_if_include" in argv
+    assert argv[argv.index("btl_tcp_if_include") + 1] == "lo"

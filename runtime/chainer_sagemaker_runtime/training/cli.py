@@ -8,6 +8,7 @@ point (as a process, or under mpirun), forwards SIGTERM, and always ends with a 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from chainer_sagemaker_runtime.training.outcome import failure_reason, write_fai
 __all__ = ["main", "run_forwarding_signals"]
 
 DEFAULT_GRACE_SECONDS = 30.0
+LOCAL_HOSTS_ENV = "CHAINER_SAGEMAKER_LOCAL_HOSTS"
 
 
 def _log(message: str) -> None:
@@ -74,7 +76,9 @@ def _train(env: TrainingEnv) -> None:
     install_requirements(code_dir)
     settings = resolve_mpi(env.reserved, num_hosts=len(env.hosts), num_gpus=env.num_gpus)
     environ = child_environ(env, code_dir)
-    multi_host = len(env.hosts) > 1
+    # Local mode (CHAINER_SAGEMAKER_LOCAL_HOSTS=1) runs all hosts' processes on this machine.
+    all_local = os.environ.get(LOCAL_HOSTS_ENV) == "1"
+    multi_host = len(env.hosts) > 1 and not all_local
 
     if settings.enabled and multi_host and not env.is_master:
         _log(f"worker {env.current_host}: starting sshd, waiting for {env.master_hostname}")
@@ -105,6 +109,7 @@ def _train(env: TrainingEnv) -> None:
             forwarded=forwarded_env_names(environ),
             command=command,
             nccl_debug=environ.get("NCCL_DEBUG", "INFO"),
+            all_local=all_local,
         )
     _log(f"running: {format_command(command)}")
     try:

@@ -111,16 +111,18 @@ def mpirun_argv(
     command: Sequence[str],
     nccl_debug: str = "INFO",
     mpirun: str = "mpirun",
+    all_local: bool = False,
 ) -> list[str]:
     """The full mpirun command line (CONTRACT.md §2).
 
     A single-host job names ``localhost`` and the loopback interface instead of its SageMaker
     host name and ``eth0``, so it never depends on ``algo-1`` resolving or ``eth0`` existing.
+    ``all_local`` (local mode) runs every host's processes on this machine the same way.
     """
-    single = len(hosts) == 1
+    single = len(hosts) == 1 or all_local
     names = ["localhost"] if single else list(hosts)
     iface = "lo" if single else interface
-    slots = settings.processes_per_host
+    slots = settings.processes_per_host * (len(hosts) if all_local else 1)
     host_arg = ",".join(n if slots == 1 else f"{n}:{slots}" for n in names)
     argv = [
         mpirun,
