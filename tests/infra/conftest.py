@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import aws_cdk as cdk
 import cdk_nag
 import pytest
 from aws_cdk import assertions
-
 from chainer_sagemaker_cdk import RuntimeImage, SourceCode
 
 from .maximal import MaximalStack
@@ -25,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 def load_example_app() -> Any:
     """Import the repository's app.py (not on sys.path under every way of running pytest)."""
     spec = importlib.util.spec_from_file_location("chainer_example_app", REPO / "app.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -68,10 +67,10 @@ def example_template(example_assembly: cdk.cx_api.CloudAssembly) -> dict[str, An
 @pytest.fixture(scope="session")
 def maximal_assembly(
     tmp_path_factory: pytest.TempPathFactory, code_dir: Path
-) -> Iterator[cdk.cx_api.CloudAssembly]:
+) -> cdk.cx_api.CloudAssembly:
     app = nag_app(tmp_path_factory.mktemp("maximal-out"))
     MaximalStack(app, "ChainerMaximal", code_dir=code_dir)
-    yield app.synth()
+    return app.synth()
 
 
 @pytest.fixture(scope="session")

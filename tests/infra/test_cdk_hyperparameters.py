@@ -1,0 +1,89 @@
+"""Hyperparameters equal what the SageMaker Python SDK's Chainer estimator sends.
+
+The SDK (``Framework._json_encode_hyperparameters`` and ``Chainer.hyperparameters``) sends
+``{str(k): json.dumps(v)}`` for the user's values and its reserved keys, and drops falsy MPI
+options. Each row below is the literal map the SDK produces for the same inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from chainer_sagemaker_cdk import MpiOptions, encode_hyperparameters, reserved_hyperparameters
+
+USER_CASES: list[tuple[dict[Any, Any], dict[str, str]]] = [
+    ({"epochs": 10}, {"epochs": "10"}),
+    ({"lr": 0.01}, {"lr": "0.01"}),
+    ({"lr": 1e-05}, {"lr": "1e-05"}),
+    ({"flag": True, "off": False}, {"flag": "true", "off": "false"}),
+    ({"optimizer": "adam"}, {"optimizer": '"adam"'}),
+    ({"layers": [64, 32]}, {"layers": "[64, 32]"}),
+    ({"nested": {"a": 1, "b": "x"}}, {"nested": '{"a": 1, "b": "x"}'}),
+    ({"none": None}, {"none": "null"}),
+    ({"name": "caf\u00e9"}, {"name": '"caf\\u00e9"'}),
+    ({"batch-size": 64}, {"batch-size": "64"}),
+    ({1: "one"}, {"1": '"one"'}),
+]
+
+
+@pytest.mark.parametrize(("given", "sent"), USER_CASES)
+def test_user_hyperparameters(given: dict[Any, Any], sent: dict[str, str]) -> None:
+    assert encode_hyperparameters(given) == sent
+
+
+BASE = {
+    "sagemaker_program": '"train.py"',
+    "sagemaker_submit_directory": '"s3://bucket/job/source/sourcedir.tar.gz"',
+    "sagemaker_enable_cloudwatch_metrics": "false",
+    "sagemaker_container_log_level": "20",
+    "sagemaker_job_name": '"job-1"',
+    "sagemaker_region": '"us-west-2"',
+}
+
+MPI_CASES: list[tuple[MpiOptions, dict[str, str]]] = [
+    (MpiOptions(), {}),
+    (MpiOptions(use_mpi=True), {"sagemaker_use_mpi": "true"}),
+    (MpiOptions(use_mpi=False), {}),
+    (MpiOptions(num_processes=0, process_slots_per_host=0, additional_mpi_options=""), {}),
+    (
+        MpiOptions(use_mpi=True, num_processes=4, process_slots_per_host=2,
+                   additional_mpi_options="-x NCCL_DEBUG=WARN"),
+        {"sagemaker_use_mpi": "true", "sagemaker_num_processes": "4",
+         "sagemaker_process_slots_per_host": "2",
+         "sagemaker_additional_mpi_options": '"-x NCCL_DEBUG=WARN"'},
+    ),
+]
+
+
+@pytest.mark.parametrize(("mpi", "extra"), MPI_CASES)
+def test_reserved_keys_and_mpi_options(mpi: MpiOptions, extra: dict[str, str]) -> None:
+    sent = reserved_hyperparameters(
+        entry_point="train.py", submit_directory="s3://bucket/job/source/sourcedir.tar.gz",
+        container_log_level=logging.INFO, region="us-west-2", job_name="job-1", mpi=mpi)
+    assert sent == {**BASE, **extra}
+
+
+def test_log_level_and_metrics_flags() -> None:
+    sent = reserved_hyperparameters(
+        entry_point="train.py", submit_directory="s3://b/k", container_log_level=logging.DEBUG,
+        region="eu-west-1", job_name=None, enable_cloudwatch_metrics=True)
+    assert sent["sagemaker_container_log_level"] == "10"
+    assert sent["sagemaker_enable_cloudwatch_metrics"] == "true"
+    assert "sagemaker_job_name" not in sent  # filled per execution by the pipeline
+
+
+def test_pipeline_sends_the_same_map(example_definition: dict[str, Any]) -> None:
+    """The example app's job: user values as in the SDK, reserved keys beside them."""
+    config = example_definition["States"]["ResolveConfig"]["Parameters"]["config"]
+    defaults = example_definition["States"]["Defaults"]["Parameters"]["defaults"]
+    assert defaults["Hyperparameters"] == {"epochs": "10", "batch-size": "64", "units": "1000"}
+    reserved = config["ReservedHyperparameters"]
+    assert reserved["sagemaker_program"] == '"train.py"'
+    assert reserved["sagemaker_region"] == '"us-east-1"'
+    assert reserved["sagemaker_submit_directory"].startswith('"s3://')
+    assert reserved["sagemaker_job_name.$"] == "States.JsonToString($.merged.TrainingJobName)"
+    assert reserved["sagemaker_container_log_level"] == "20"
+    assert reserved["sagemaker_enable_cloudwatch_metrics"] == "false"
