@@ -136,6 +136,18 @@ _SCOPED_WILDCARDS = (
     ("/*", "objects under the one key prefix this job uses; object keys are generated at run time"),
 )
 _KMS_DATA_KEY = ("kms:GenerateDataKey*", "kms:ReEncrypt*")
+_KMS_REASON = "KMS data-key actions of CDK's encrypt/decrypt grant, on one key ARN only"
+
+
+def _merge(reasons: dict[str, str | None], finding: str, reason: str | None) -> None:
+    """Record why ``finding`` is fine; one unexplained statement makes it unexplained."""
+    if finding in reasons and reasons[finding] is None:
+        return
+    previous = reasons.get(finding)
+    if reason is None or not previous or reason in previous:
+        reasons[finding] = reason
+    else:
+        reasons[finding] = f"{previous}; {reason}"
 
 
 @jsii.implements(IValidation)
@@ -150,20 +162,23 @@ class _AcknowledgeScopedWildcards:
 
     def validate(self) -> list[str]:
         document = Stack.of(self._policy).resolve(self._policy.document)
+        # One finding id can come from several statements: acknowledge it only when every
+        # statement behind it is explained.
+        reasons: dict[str, str | None] = {}
         for statement in document.get("Statement", []):
             actions = [str(a) for a in _as_list(statement.get("Action", []))]
             for action in actions:
-                if action in _KMS_DATA_KEY:
-                    acknowledge(
-                        self._policy,
-                        [f"AwsSolutions-IAM5[Action::{action}]"],
-                        "KMS data-key actions of CDK's encrypt/decrypt grant, on one key ARN only",
-                    )
+                if "*" in action:
+                    finding = f"AwsSolutions-IAM5[Action::{action}]"
+                    _merge(reasons, finding, _KMS_REASON if action in _KMS_DATA_KEY else None)
             for resource in _as_list(statement.get("Resource", [])):
                 rendered = _render(resource)
-                reason = wildcard_reason(actions, rendered) if "*" in rendered else None
-                if reason:
-                    acknowledge(self._policy, [f"AwsSolutions-IAM5[Resource::{rendered}]"], reason)
+                if "*" in rendered:
+                    finding = f"AwsSolutions-IAM5[Resource::{rendered}]"
+                    _merge(reasons, finding, wildcard_reason(actions, rendered))
+        for finding, why in reasons.items():
+            if why:
+                acknowledge(self._policy, [finding], why)
         return []
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import aws_cdk as cdk
 import pytest
-
 from chainer_sagemaker_cdk import ChainerEstimator, RuntimeImage, SourceCode
 from chainer_sagemaker_cdk._archive import build_source_archive
 
@@ -61,8 +60,14 @@ def test_entries_are_sorted_normalized_and_filtered(tmp_path: Path) -> None:
     archive = tmp_path / "sourcedir.tar.gz"
     build_source_archive(source, [], archive)
     members = _members(archive)
-    assert list(members) == ["pkg", "pkg/__init__.py", "pkg/model.py", "requirements.txt",
-                             "run.sh", "train.py"]
+    assert list(members) == [
+        "pkg",
+        "pkg/__init__.py",
+        "pkg/model.py",
+        "requirements.txt",
+        "run.sh",
+        "train.py",
+    ]
     for info in members.values():
         assert (info.mtime, info.uid, info.gid, info.uname, info.gname) == (0, 0, 0, "", "")
     assert members["train.py"].mode == 0o644
@@ -94,12 +99,17 @@ def test_dependencies_land_at_the_archive_root(tmp_path: Path) -> None:
 def _code_asset(outdir: Path, source: Path) -> tuple[str, str]:
     app = cdk.App(outdir=str(outdir))
     stack = cdk.Stack(app, "Hash")
-    ChainerEstimator(stack, "Estimator", code=SourceCode.from_directory(source, "train.py"),
-                     image=RuntimeImage.from_registry("registry.example/chainer:1"))
+    ChainerEstimator(
+        stack,
+        "Estimator",
+        code=SourceCode.from_directory(source, "train.py"),
+        image=RuntimeImage.from_registry("registry.example/chainer:1"),
+    )
     assembly = app.synth()
     manifest = json.loads((outdir / "Hash.assets.json").read_text())
-    (file_hash,) = [h for h, f in manifest["files"].items()
-                    if f["source"]["path"].endswith(".tar.gz")]
+    (file_hash,) = [
+        h for h, f in manifest["files"].items() if f["source"]["path"].endswith(".tar.gz")
+    ]
     template = json.dumps(assembly.get_stack_by_name("Hash").template)
     return file_hash, template
 

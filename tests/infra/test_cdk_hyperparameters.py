@@ -11,7 +11,6 @@ import logging
 from typing import Any
 
 import pytest
-
 from chainer_sagemaker_cdk import MpiOptions, encode_hyperparameters, reserved_hyperparameters
 
 USER_CASES: list[tuple[dict[Any, Any], dict[str, str]]] = [
@@ -49,11 +48,18 @@ MPI_CASES: list[tuple[MpiOptions, dict[str, str]]] = [
     (MpiOptions(use_mpi=False), {}),
     (MpiOptions(num_processes=0, process_slots_per_host=0, additional_mpi_options=""), {}),
     (
-        MpiOptions(use_mpi=True, num_processes=4, process_slots_per_host=2,
-                   additional_mpi_options="-x NCCL_DEBUG=WARN"),
-        {"sagemaker_use_mpi": "true", "sagemaker_num_processes": "4",
-         "sagemaker_process_slots_per_host": "2",
-         "sagemaker_additional_mpi_options": '"-x NCCL_DEBUG=WARN"'},
+        MpiOptions(
+            use_mpi=True,
+            num_processes=4,
+            process_slots_per_host=2,
+            additional_mpi_options="-x NCCL_DEBUG=WARN",
+        ),
+        {
+            "sagemaker_use_mpi": "true",
+            "sagemaker_num_processes": "4",
+            "sagemaker_process_slots_per_host": "2",
+            "sagemaker_additional_mpi_options": '"-x NCCL_DEBUG=WARN"',
+        },
     ),
 ]
 
@@ -61,15 +67,25 @@ MPI_CASES: list[tuple[MpiOptions, dict[str, str]]] = [
 @pytest.mark.parametrize(("mpi", "extra"), MPI_CASES)
 def test_reserved_keys_and_mpi_options(mpi: MpiOptions, extra: dict[str, str]) -> None:
     sent = reserved_hyperparameters(
-        entry_point="train.py", submit_directory="s3://bucket/job/source/sourcedir.tar.gz",
-        container_log_level=logging.INFO, region="us-west-2", job_name="job-1", mpi=mpi)
+        entry_point="train.py",
+        submit_directory="s3://bucket/job/source/sourcedir.tar.gz",
+        container_log_level=logging.INFO,
+        region="us-west-2",
+        job_name="job-1",
+        mpi=mpi,
+    )
     assert sent == {**BASE, **extra}
 
 
 def test_log_level_and_metrics_flags() -> None:
     sent = reserved_hyperparameters(
-        entry_point="train.py", submit_directory="s3://b/k", container_log_level=logging.DEBUG,
-        region="eu-west-1", job_name=None, enable_cloudwatch_metrics=True)
+        entry_point="train.py",
+        submit_directory="s3://b/k",
+        container_log_level=logging.DEBUG,
+        region="eu-west-1",
+        job_name=None,
+        enable_cloudwatch_metrics=True,
+    )
     assert sent["sagemaker_container_log_level"] == "10"
     assert sent["sagemaker_enable_cloudwatch_metrics"] == "true"
     assert "sagemaker_job_name" not in sent  # filled per execution by the pipeline

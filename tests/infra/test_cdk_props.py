@@ -13,7 +13,6 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-
 from chainer_sagemaker_cdk import (
     ChainerEstimator,
     InputMode,
@@ -34,13 +33,20 @@ def _bucket(stack: cdk.Stack) -> s3.IBucket:
 
 def _key(stack: cdk.Stack) -> kms.IKey:
     return kms.Key.from_key_arn(
-        stack, "GivenKey", "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555")
+        stack,
+        "GivenKey",
+        "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555",
+    )
 
 
 def _vpc(stack: cdk.Stack) -> ec2.IVpc:
     return ec2.Vpc.from_vpc_attributes(
-        stack, "Vpc", vpc_id="vpc-1", availability_zones=["us-east-1a"],
-        private_subnet_ids=["subnet-1"])
+        stack,
+        "Vpc",
+        vpc_id="vpc-1",
+        availability_zones=["us-east-1a"],
+        private_subnet_ids=["subnet-1"],
+    )
 
 
 KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
@@ -48,36 +54,89 @@ KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555
 # (prop, value factory, path in the Train state's Parameters or in the definition, expected)
 ESTIMATOR_ROWS: list[tuple[str, Fixture, tuple[str, ...], Any]] = [
     ("instance_type", lambda s: "p3.2xlarge", ("ResourceConfig", "InstanceType"), "ml.p3.2xlarge"),
-    ("instance_type", lambda s: "ml.p3.2xlarge", ("ResourceConfig", "InstanceType"), "ml.p3.2xlarge"),
+    (
+        "instance_type",
+        lambda s: "ml.p3.2xlarge",
+        ("ResourceConfig", "InstanceType"),
+        "ml.p3.2xlarge",
+    ),
     ("instance_count", lambda s: 3, ("ResourceConfig", "InstanceCount"), 3),
-    ("input_mode", lambda s: InputMode.PIPE, ("AlgorithmSpecification", "TrainingInputMode"), "Pipe"),
-    ("image", lambda s: RuntimeImage.from_registry("registry.example/x:2"),
-     ("AlgorithmSpecification", "TrainingImage"), "registry.example/x:2"),
+    (
+        "input_mode",
+        lambda s: InputMode.PIPE,
+        ("AlgorithmSpecification", "TrainingInputMode"),
+        "Pipe",
+    ),
+    (
+        "image",
+        lambda s: RuntimeImage.from_registry("registry.example/x:2"),
+        ("AlgorithmSpecification", "TrainingImage"),
+        "registry.example/x:2",
+    ),
     ("output_bucket", _bucket, ("OutputDataConfig", "S3OutputPath"), "s3://given-bucket/models"),
-    ("output_prefix", lambda s: "out/put/", ("OutputDataConfig", "S3OutputPath"), "s3://{bucket}/out/put"),
+    (
+        "output_prefix",
+        lambda s: "out/put/",
+        ("OutputDataConfig", "S3OutputPath"),
+        "s3://{bucket}/out/put",
+    ),
     ("output_kms_key", _key, ("OutputDataConfig", "KmsKeyId"), KEY_ARN),
     ("volume_size", lambda s: cdk.Size.gibibytes(50), ("ResourceConfig", "VolumeSizeInGB"), 50),
     ("volume_kms_key", _key, ("ResourceConfig", "VolumeKmsKeyId"), KEY_ARN),
-    ("max_run", lambda s: cdk.Duration.hours(2), ("StoppingCondition",), {"MaxRuntimeInSeconds": 7200}),
+    (
+        "max_run",
+        lambda s: cdk.Duration.hours(2),
+        ("StoppingCondition",),
+        {"MaxRuntimeInSeconds": 7200},
+    ),
     ("use_spot_instances", lambda s: True, ("EnableManagedSpotTraining",), True),
     ("use_spot_instances", lambda s: True, ("StoppingCondition", "MaxWaitTimeInSeconds"), 86400),
-    ("checkpoint_bucket", _bucket, ("CheckpointConfig",),
-     {"S3Uri": "s3://given-bucket/checkpoints", "LocalPath": "/opt/ml/checkpoints"}),
-    ("encrypt_inter_container_traffic", lambda s: True, ("EnableInterContainerTrafficEncryption",), True),
+    (
+        "checkpoint_bucket",
+        _bucket,
+        ("CheckpointConfig",),
+        {"S3Uri": "s3://given-bucket/checkpoints", "LocalPath": "/opt/ml/checkpoints"},
+    ),
+    (
+        "encrypt_inter_container_traffic",
+        lambda s: True,
+        ("EnableInterContainerTrafficEncryption",),
+        True,
+    ),
     ("enable_network_isolation", lambda s: True, ("EnableNetworkIsolation",), True),
-    ("metric_definitions", lambda s: {"loss": "loss=([0-9.]+)"},
-     ("AlgorithmSpecification", "MetricDefinitions"), [{"Name": "loss", "Regex": "loss=([0-9.]+)"}]),
+    (
+        "metric_definitions",
+        lambda s: {"loss": "loss=([0-9.]+)"},
+        ("AlgorithmSpecification", "MetricDefinitions"),
+        [{"Name": "loss", "Regex": "loss=([0-9.]+)"}],
+    ),
     ("environment", lambda s: {"A": "1"}, ("Environment",), {"A": "1"}),
     ("tags", lambda s: {"team": "ml"}, ("Tags",), [{"Key": "team", "Value": "ml"}]),
     ("max_retry_attempts", lambda s: 2, ("RetryStrategy",), {"MaximumRetryAttempts": 2}),
-    ("role", lambda s: iam.Role.from_role_arn(s, "R", "arn:aws:iam::123456789012:role/given"),
-     ("RoleArn",), "arn:aws:iam::123456789012:role/given"),
+    (
+        "role",
+        lambda s: iam.Role.from_role_arn(s, "R", "arn:aws:iam::123456789012:role/given"),
+        ("RoleArn",),
+        "arn:aws:iam::123456789012:role/given",
+    ),
     ("vpc", _vpc, ("VpcConfig", "Subnets"), ["subnet-1"]),
-    ("channels", lambda s: {"train": TrainingInput(bucket=_bucket(s), key_prefix="d/train")},
-     ("InputDataConfig",),
-     [{"ChannelName": "train", "DataSource": {"S3DataSource": {
-         "S3DataType": "S3Prefix", "S3DataDistributionType": "FullyReplicated",
-         "S3Uri.$": "$.config.Channels.train"}}}]),
+    (
+        "channels",
+        lambda s: {"train": TrainingInput(bucket=_bucket(s), key_prefix="d/train")},
+        ("InputDataConfig",),
+        [
+            {
+                "ChannelName": "train",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3DataDistributionType": "FullyReplicated",
+                        "S3Uri.$": "$.config.Channels.train",
+                    }
+                },
+            }
+        ],
+    ),
 ]
 
 # Props that land in the pipeline's prepare states: (prop, value, state, path, expected)
@@ -97,19 +156,36 @@ def _dig(data: Any, path: tuple[str, ...]) -> Any:
     return data
 
 
-def _pipeline(stack: cdk.Stack, code: SourceCode, default_image: RuntimeImage,
-              deploy: bool = False, pipeline_props: dict[str, Any] | None = None,
-              **props: Any) -> dict[str, Any]:
+def _pipeline(
+    stack: cdk.Stack,
+    code: SourceCode,
+    default_image: RuntimeImage,
+    deploy: bool = False,
+    pipeline_props: dict[str, Any] | None = None,
+    **props: Any,
+) -> dict[str, Any]:
     props.setdefault("image", default_image)
     estimator = ChainerEstimator(stack, "Estimator", code=code, **props)
-    TrainingPipeline(stack, "Pipeline", estimator=estimator, deploy=deploy, **(pipeline_props or {}))
+    TrainingPipeline(
+        stack, "Pipeline", estimator=estimator, deploy=deploy, **(pipeline_props or {})
+    )
     return cdk.assertions.Template.from_stack(stack).to_json()  # type: ignore[no-any-return]
 
 
-@pytest.mark.parametrize(("prop", "factory", "path", "expected"), ESTIMATOR_ROWS,
-                         ids=[f"{r[0]}-{i}" for i, r in enumerate(ESTIMATOR_ROWS)])
-def test_estimator_prop(stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage,
-                        prop: str, factory: Fixture, path: tuple[str, ...], expected: Any) -> None:
+@pytest.mark.parametrize(
+    ("prop", "factory", "path", "expected"),
+    ESTIMATOR_ROWS,
+    ids=[f"{r[0]}-{i}" for i, r in enumerate(ESTIMATOR_ROWS)],
+)
+def test_estimator_prop(
+    stack: cdk.Stack,
+    code: SourceCode,
+    registry_image: RuntimeImage,
+    prop: str,
+    factory: Fixture,
+    path: tuple[str, ...],
+    expected: Any,
+) -> None:
     template = _pipeline(stack, code, registry_image, **{prop: factory(stack)})
     train = state_machine_definition(template)["States"]["Train"]["Parameters"]
     if isinstance(expected, str) and "{bucket}" in expected:
@@ -118,54 +194,96 @@ def test_estimator_prop(stack: cdk.Stack, code: SourceCode, registry_image: Runt
     assert _dig(train, path) == expected
 
 
-def test_estimator_prop_defaults(stack: cdk.Stack, code: SourceCode,
-                                 registry_image: RuntimeImage) -> None:
+def test_estimator_prop_defaults(
+    stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage
+) -> None:
     train = state_machine_definition(_pipeline(stack, code, registry_image))["States"]["Train"]
     params = train["Parameters"]
-    assert params["ResourceConfig"] == {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1,
-                                        "VolumeSizeInGB": 30}
+    assert params["ResourceConfig"] == {
+        "InstanceType": "ml.m5.xlarge",
+        "InstanceCount": 1,
+        "VolumeSizeInGB": 30,
+    }
     assert params["StoppingCondition"] == {"MaxRuntimeInSeconds": 86400}
-    for absent in ("VpcConfig", "CheckpointConfig", "Environment", "Tags", "RetryStrategy",
-                   "InputDataConfig"):
+    for absent in (
+        "VpcConfig",
+        "CheckpointConfig",
+        "Environment",
+        "Tags",
+        "RetryStrategy",
+        "InputDataConfig",
+    ):
         assert absent not in params
     assert train["Resource"] == "arn:aws:states:::sagemaker:createTrainingJob.sync"
 
 
 @pytest.mark.parametrize(("prop", "value", "key", "expected"), RESERVED_ROWS)
-def test_reserved_hyperparameter_prop(stack: cdk.Stack, code: SourceCode,
-                                      registry_image: RuntimeImage, prop: str, value: Any,
-                                      key: str, expected: str) -> None:
+def test_reserved_hyperparameter_prop(
+    stack: cdk.Stack,
+    code: SourceCode,
+    registry_image: RuntimeImage,
+    prop: str,
+    value: Any,
+    key: str,
+    expected: str,
+) -> None:
     definition = state_machine_definition(_pipeline(stack, code, registry_image, **{prop: value}))
     config = definition["States"]["ResolveConfig"]["Parameters"]["config"]
     assert config["ReservedHyperparameters"][key] == expected
 
 
-def test_hyperparameters_and_base_job_name(stack: cdk.Stack, code: SourceCode,
-                                           registry_image: RuntimeImage) -> None:
-    definition = state_machine_definition(_pipeline(
-        stack, code, registry_image, hyperparameters={"lr": 0.1, "opt": "sgd"},
-        base_job_name="my-job"))
+def test_hyperparameters_and_base_job_name(
+    stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage
+) -> None:
+    definition = state_machine_definition(
+        _pipeline(
+            stack,
+            code,
+            registry_image,
+            hyperparameters={"lr": 0.1, "opt": "sgd"},
+            base_job_name="my-job",
+        )
+    )
     defaults = definition["States"]["Defaults"]["Parameters"]["defaults"]
     assert defaults["Hyperparameters"] == {"lr": "0.1", "opt": '"sgd"'}
     assert defaults["TrainingJobName.$"] == "States.Format('{}-{}', 'my-job', States.UUID())"
 
 
-def test_checkpoint_prefix_and_local_path(stack: cdk.Stack, code: SourceCode,
-                                          registry_image: RuntimeImage) -> None:
-    definition = state_machine_definition(_pipeline(
-        stack, code, registry_image, checkpoint_bucket=_bucket(stack), checkpoint_prefix="ck",
-        checkpoint_local_path="/opt/ml/ck"))
+def test_checkpoint_prefix_and_local_path(
+    stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage
+) -> None:
+    definition = state_machine_definition(
+        _pipeline(
+            stack,
+            code,
+            registry_image,
+            checkpoint_bucket=_bucket(stack),
+            checkpoint_prefix="ck",
+            checkpoint_local_path="/opt/ml/ck",
+        )
+    )
     assert definition["States"]["Train"]["Parameters"]["CheckpointConfig"] == {
-        "S3Uri": "s3://given-bucket/ck", "LocalPath": "/opt/ml/ck"}
+        "S3Uri": "s3://given-bucket/ck",
+        "LocalPath": "/opt/ml/ck",
+    }
 
 
-def test_max_wait_and_vpc_groups(stack: cdk.Stack, code: SourceCode,
-                                 registry_image: RuntimeImage) -> None:
+def test_max_wait_and_vpc_groups(
+    stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage
+) -> None:
     group = ec2.SecurityGroup.from_security_group_id(stack, "Sg", "sg-123")
-    definition = state_machine_definition(_pipeline(
-        stack, code, registry_image, use_spot_instances=True, max_wait=cdk.Duration.hours(30),
-        vpc=_vpc(stack), vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-        security_groups=[group]))
+    definition = state_machine_definition(
+        _pipeline(
+            stack,
+            code,
+            registry_image,
+            use_spot_instances=True,
+            max_wait=cdk.Duration.hours(30),
+            vpc=_vpc(stack),
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            security_groups=[group],
+        )
+    )
     params = definition["States"]["Train"]["Parameters"]
     assert params["StoppingCondition"]["MaxWaitTimeInSeconds"] == 108000
     assert params["VpcConfig"] == {"SecurityGroupIds": ["sg-123"], "Subnets": ["subnet-1"]}
@@ -174,11 +292,17 @@ def test_max_wait_and_vpc_groups(stack: cdk.Stack, code: SourceCode,
 def test_channel_options(stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage) -> None:
     from chainer_sagemaker_cdk import Compression, DataDistribution
 
-    channel = TrainingInput(bucket=_bucket(stack), key_prefix="x", content_type="text/csv",
-                            distribution=DataDistribution.SHARDED_BY_S3_KEY,
-                            compression=Compression.GZIP, input_mode=InputMode.FAST_FILE)
-    definition = state_machine_definition(_pipeline(
-        stack, code, registry_image, channels={"my-data": channel}))
+    channel = TrainingInput(
+        bucket=_bucket(stack),
+        key_prefix="x",
+        content_type="text/csv",
+        distribution=DataDistribution.SHARDED_BY_S3_KEY,
+        compression=Compression.GZIP,
+        input_mode=InputMode.FAST_FILE,
+    )
+    definition = state_machine_definition(
+        _pipeline(stack, code, registry_image, channels={"my-data": channel})
+    )
     (rendered,) = definition["States"]["Train"]["Parameters"]["InputDataConfig"]
     assert rendered["ContentType"] == "text/csv"
     assert rendered["CompressionType"] == "Gzip"
@@ -190,62 +314,131 @@ def test_channel_options(stack: cdk.Stack, code: SourceCode, registry_image: Run
 
 
 # -- pipeline props ------------------------------------------------------------------------------
-def _deployed(stack: cdk.Stack, code: SourceCode, image: RuntimeImage,
-              **pipeline_props: Any) -> dict[str, Any]:
+def _deployed(
+    stack: cdk.Stack, code: SourceCode, image: RuntimeImage, **pipeline_props: Any
+) -> dict[str, Any]:
     deploy = pipeline_props.pop("deploy", True)
     return _pipeline(stack, code, image, deploy=deploy, pipeline_props=pipeline_props)
 
 
 PIPELINE_ROWS: list[tuple[str, Fixture, Callable[[dict[str, Any], dict[str, Any]], Any], Any]] = [
-    ("endpoint_name", lambda s: "my-endpoint",
-     lambda d, t: d["States"]["CreateEndpoint"]["Parameters"]["EndpointName"], "my-endpoint"),
-    ("endpoint_instance_type", lambda s: "c5.2xlarge",
-     lambda d, t: d["States"]["CreateEndpointConfig"]["Parameters"]["ProductionVariants"][0]
-     ["InstanceType"], "ml.c5.2xlarge"),
-    ("endpoint_instance_count", lambda s: 3,
-     lambda d, t: d["States"]["CreateEndpointConfig"]["Parameters"]["ProductionVariants"][0]
-     ["InitialInstanceCount"], 3),
-    ("endpoint_kms_key", _key,
-     lambda d, t: d["States"]["CreateEndpointConfig"]["Parameters"]["KmsKeyId"], KEY_ARN),
-    ("encrypt_endpoint_storage", lambda s: False,
-     lambda d, t: "KmsKeyId" in d["States"]["CreateEndpointConfig"]["Parameters"], False),
-    ("model_server_workers", lambda s: 4,
-     lambda d, t: d["States"]["CreateModel"]["Parameters"]["PrimaryContainer"]["Environment"]
-     ["SAGEMAKER_MODEL_SERVER_WORKERS"], "4"),
-    ("model_environment_variables", lambda s: {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "90"},
-     lambda d, t: d["States"]["CreateModel"]["Parameters"]["PrimaryContainer"]["Environment"]
-     ["SAGEMAKER_MODEL_SERVER_TIMEOUT"], "90"),
-    ("poll_interval", lambda s: cdk.Duration.minutes(2),
-     lambda d, t: d["States"]["WaitForEndpoint"]["Seconds"], 120),
+    (
+        "endpoint_name",
+        lambda s: "my-endpoint",
+        lambda d, t: d["States"]["CreateEndpoint"]["Parameters"]["EndpointName"],
+        "my-endpoint",
+    ),
+    (
+        "endpoint_instance_type",
+        lambda s: "c5.2xlarge",
+        lambda d, t: d["States"]["CreateEndpointConfig"]["Parameters"]["ProductionVariants"][0][
+            "InstanceType"
+        ],
+        "ml.c5.2xlarge",
+    ),
+    (
+        "endpoint_instance_count",
+        lambda s: 3,
+        lambda d, t: d["States"]["CreateEndpointConfig"]["Parameters"]["ProductionVariants"][0][
+            "InitialInstanceCount"
+        ],
+        3,
+    ),
+    (
+        "endpoint_kms_key",
+        _key,
+        lambda d, t: d["States"]["CreateEndpointConfig"]["Parameters"]["KmsKeyId"],
+        KEY_ARN,
+    ),
+    (
+        "encrypt_endpoint_storage",
+        lambda s: False,
+        lambda d, t: "KmsKeyId" in d["States"]["CreateEndpointConfig"]["Parameters"],
+        False,
+    ),
+    (
+        "model_server_workers",
+        lambda s: 4,
+        lambda d, t: d["States"]["CreateModel"]["Parameters"]["PrimaryContainer"]["Environment"][
+            "SAGEMAKER_MODEL_SERVER_WORKERS"
+        ],
+        "4",
+    ),
+    (
+        "model_environment_variables",
+        lambda s: {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "90"},
+        lambda d, t: d["States"]["CreateModel"]["Parameters"]["PrimaryContainer"]["Environment"][
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT"
+        ],
+        "90",
+    ),
+    (
+        "poll_interval",
+        lambda s: cdk.Duration.minutes(2),
+        lambda d, t: d["States"]["WaitForEndpoint"]["Seconds"],
+        120,
+    ),
     ("timeout", lambda s: cdk.Duration.hours(5), lambda d, t: d["TimeoutSeconds"], 18000),
-    ("state_machine_name", lambda s: "my-pipeline",
-     lambda d, t: next(iter(resources_of_type(t, "AWS::StepFunctions::StateMachine").values()))
-     ["Properties"]["StateMachineName"], "my-pipeline"),
-    ("log_retention", lambda s: logs.RetentionDays.ONE_MONTH,
-     lambda d, t: next(iter(resources_of_type(t, "AWS::Logs::LogGroup").values()))
-     ["Properties"]["RetentionInDays"], 30),
-    ("logs_kms_key", _key,
-     lambda d, t: next(iter(resources_of_type(t, "AWS::Logs::LogGroup").values()))
-     ["Properties"]["KmsKeyId"], KEY_ARN),
-    ("role", lambda s: iam.Role.from_role_arn(s, "SmRole", "arn:aws:iam::123456789012:role/sm"),
-     lambda d, t: next(iter(resources_of_type(t, "AWS::StepFunctions::StateMachine").values()))
-     ["Properties"]["RoleArn"], "arn:aws:iam::123456789012:role/sm"),
-    ("deploy", lambda s: False, lambda d, t: sorted(d["States"]),
-     ["ApplyInput", "Defaults", "ResolveConfig", "Train"]),
+    (
+        "state_machine_name",
+        lambda s: "my-pipeline",
+        lambda d, t: next(iter(resources_of_type(t, "AWS::StepFunctions::StateMachine").values()))[
+            "Properties"
+        ]["StateMachineName"],
+        "my-pipeline",
+    ),
+    (
+        "log_retention",
+        lambda s: logs.RetentionDays.ONE_MONTH,
+        lambda d, t: next(iter(resources_of_type(t, "AWS::Logs::LogGroup").values()))["Properties"][
+            "RetentionInDays"
+        ],
+        30,
+    ),
+    (
+        "logs_kms_key",
+        _key,
+        lambda d, t: next(iter(resources_of_type(t, "AWS::Logs::LogGroup").values()))["Properties"][
+            "KmsKeyId"
+        ],
+        KEY_ARN,
+    ),
+    (
+        "role",
+        lambda s: iam.Role.from_role_arn(s, "SmRole", "arn:aws:iam::123456789012:role/sm"),
+        lambda d, t: next(iter(resources_of_type(t, "AWS::StepFunctions::StateMachine").values()))[
+            "Properties"
+        ]["RoleArn"],
+        "arn:aws:iam::123456789012:role/sm",
+    ),
+    (
+        "deploy",
+        lambda s: False,
+        lambda d, t: sorted(d["States"]),
+        ["ApplyInput", "Defaults", "ResolveConfig", "Train"],
+    ),
 ]
 
 
-@pytest.mark.parametrize(("prop", "factory", "extract", "expected"), PIPELINE_ROWS,
-                         ids=[r[0] for r in PIPELINE_ROWS])
-def test_pipeline_prop(stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage,
-                       prop: str, factory: Fixture,
-                       extract: Callable[[dict[str, Any], dict[str, Any]], Any],
-                       expected: Any) -> None:
+@pytest.mark.parametrize(
+    ("prop", "factory", "extract", "expected"), PIPELINE_ROWS, ids=[r[0] for r in PIPELINE_ROWS]
+)
+def test_pipeline_prop(
+    stack: cdk.Stack,
+    code: SourceCode,
+    registry_image: RuntimeImage,
+    prop: str,
+    factory: Fixture,
+    extract: Callable[[dict[str, Any], dict[str, Any]], Any],
+    expected: Any,
+) -> None:
     template = _deployed(stack, code, registry_image, **{prop: factory(stack)})
     assert extract(state_machine_definition(template), template) == expected
 
 
-def test_pipeline_defaults(stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage) -> None:
+def test_pipeline_defaults(
+    stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage
+) -> None:
     template = _deployed(stack, code, registry_image)
     definition = state_machine_definition(template)
     states = definition["States"]
