@@ -232,7 +232,10 @@ class _OfficialImage(RuntimeImage):
         account = self._account(stack)
         variant = "gpu" if is_gpu_instance(instance_type) else "cpu"
         tag = f"{self.version}-{variant}-{self.py_version}"
-        uri = f"{account}.dkr.ecr.{stack.region}.{stack.url_suffix}/sagemaker-chainer:{tag}"
+        suffix = stack.url_suffix
+        if not Token.is_unresolved(stack.region):
+            suffix = "amazonaws.com.cn" if stack.region.startswith("cn-") else "amazonaws.com"
+        uri = f"{account}.dkr.ecr.{stack.region}.{suffix}/sagemaker-chainer:{tag}"
         arn = stack.format_arn(
             service="ecr", account=account, resource="repository", resource_name="sagemaker-chainer"
         )

@@ -21,8 +21,11 @@ SAMPLES: dict[str, Any] = {
     "EndpointConfigName": JOB,
     "S3Uri": "s3://data-bucket/digits/train",
     "ModelDataUrl": f"s3://artifacts/models/{JOB}/output/model.tar.gz",
-    "HyperParameters": {"epochs": "10", "sagemaker_program": '"train.py"',
-                        "sagemaker_job_name": f'"{JOB}"'},
+    "HyperParameters": {
+        "epochs": "10",
+        "sagemaker_program": '"train.py"',
+        "sagemaker_job_name": f'"{JOB}"',
+    },
 }
 OPERATIONS = {
     "sagemaker:createTrainingJob.sync": "CreateTrainingJob",
@@ -112,7 +115,8 @@ def test_state_machine_parameters(request: pytest.FixtureRequest, name: str) -> 
 def test_the_job_name_default_fits_the_api(example_definition: dict[str, Any]) -> None:
     """'<base_job_name>-<uuid>' must fit TrainingJobName (63 chars, its pattern)."""
     expression = example_definition["States"]["Defaults"]["Parameters"]["defaults"][
-        "TrainingJobName.$"]
+        "TrainingJobName.$"
+    ]
     base = re.search(r"'([^']+)', States.UUID\(\)", expression)
     assert base is not None
     name = f"{base.group(1)}-0f8fad5b-d9cb-469f-a165-70867728950e"

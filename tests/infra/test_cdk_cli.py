@@ -16,12 +16,21 @@ CDK = REPO / "node_modules" / ".bin" / "cdk"
 
 @pytest.mark.skipif(not CDK.exists(), reason="npm aws-cdk not installed (make setup)")
 def test_cdk_synth_of_app_py(tmp_path: Path) -> None:
-    env = {**os.environ, "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
-           "CDK_DISABLE_CLI_TELEMETRY": "true"}
+    env = {
+        **os.environ,
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+        "CDK_DISABLE_CLI_TELEMETRY": "true",
+    }
     out = tmp_path / "cdk.out"
     result = subprocess.run(
         [str(CDK), "synth", "--no-notices", "--quiet", "--output", str(out)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     template = json.loads((out / "ChainerDigits.template.json").read_text())
     outputs = template["Outputs"]

@@ -36,7 +36,8 @@ def _check(name: str, template: dict[str, Any]) -> None:
         path.write_text(current)
     assert path.is_file(), f"no snapshot {path}: run with UPDATE_SNAPSHOTS=1"
     assert json.loads(current) == json.loads(path.read_text()), (
-        f"{name} changed; review the diff, then UPDATE_SNAPSHOTS=1")
+        f"{name} changed; review the diff, then UPDATE_SNAPSHOTS=1"
+    )
 
 
 def test_example_stack_snapshot(example_template: dict[str, Any]) -> None:
