@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import aws_cdk as cdk
@@ -32,7 +33,7 @@ def test_flow(example_definition: dict[str, Any]) -> None:
         "DescribeEndpoint",
         "EndpointStatus",
     ]
-    for here, after in zip(order, order[1:], strict=False):
+    for here, after in itertools.pairwise(order):
         if here != "EndpointStatus":
             assert states[here]["Next"] == after, here
     assert states["FindEndpoint"]["Catch"] == [
