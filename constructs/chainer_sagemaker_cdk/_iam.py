@@ -7,7 +7,7 @@ policies), through :class:`PolicyPrincipal`, which CDK's own ``grant*`` helpers 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jsii
@@ -21,6 +21,7 @@ from constructs import Construct, IValidation
 __all__ = [
     "PolicyPrincipal",
     "acknowledge",
+    "acknowledge_each",
     "bucket_prefix_read",
     "bucket_prefix_write",
     "key_use",
@@ -176,16 +177,21 @@ class _AcknowledgeScopedWildcards:
                 if "*" in rendered:
                     finding = f"AwsSolutions-IAM5[Resource::{rendered}]"
                     _merge(reasons, finding, wildcard_reason(actions, rendered))
-        for finding, why in reasons.items():
-            if why:
-                acknowledge(self._policy, [finding], why)
+        acknowledge_each(self._policy, {f: why for f, why in reasons.items() if why})
         return []
 
 
 def acknowledge(scope: Construct, findings: Sequence[str], reason: str) -> None:
     """Acknowledge findings on ``scope`` (each finding id individually), with a reason."""
-    for finding in findings:
-        Validations.of(scope).acknowledge(Acknowledgment(id=finding, reason=reason))
+    acknowledge_each(scope, {finding: reason for finding in findings})
+
+
+def acknowledge_each(scope: Construct, reasons: Mapping[str, str]) -> None:
+    """Acknowledge several findings on ``scope`` at once, each with its own reason."""
+    if reasons:
+        Validations.of(scope).acknowledge(
+            *[Acknowledgment(id=finding, reason=why) for finding, why in reasons.items()]
+        )
 
 
 def _prefix(key_prefix: str) -> str:

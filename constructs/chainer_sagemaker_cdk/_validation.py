@@ -20,8 +20,16 @@ class ChainerValidationError(ValueError):
 
 
 def is_unresolved(value: Any) -> bool:
-    """True for CDK tokens (deploy-time values) that cannot be checked at synth time."""
-    return isinstance(value, (str, int, float)) and Token.is_unresolved(value)
+    """True for CDK tokens (deploy-time values) that cannot be checked at synth time.
+
+    Plain values are recognized here, without a round trip to the CDK kernel: CDK encodes
+    string tokens as ``${Token[...]}`` and number tokens as doubles near -1.888e289.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return False
+    if isinstance(value, str):
+        return ("${Token[" in value or "#{Token[" in value) and Token.is_unresolved(value)
+    return abs(value) > 1e288 and Token.is_unresolved(value)
 
 
 def require(condition: bool, prop: str, value: Any, fix: str) -> None:
