@@ -22,8 +22,10 @@ __all__ = [
     "PolicyPrincipal",
     "acknowledge",
     "acknowledge_each",
+    "add",
     "bucket_prefix_read",
     "bucket_prefix_write",
+    "key_decrypt",
     "key_use",
     "pass_role",
     "sagemaker_logs_and_metrics",
@@ -194,6 +196,15 @@ def acknowledge_each(scope: Construct, reasons: Mapping[str, str]) -> None:
         )
 
 
+def add(principal: iam.IPrincipal, *statements: iam.PolicyStatement) -> None:
+    """Add statements in one call where the principal is ours (fewer kernel round trips)."""
+    if isinstance(principal, PolicyPrincipal):
+        principal.policy.add_statements(*statements)
+    else:
+        for statement in statements:
+            principal.add_to_principal_policy(statement)
+
+
 def _prefix(key_prefix: str) -> str:
     return key_prefix.strip("/")
 
@@ -213,49 +224,75 @@ def _list(bucket: s3.IBucket, key_prefix: str) -> iam.PolicyStatement:
     )
 
 
+# What SageMaker does with a customer key: decrypt inputs, encrypt outputs, data keys for
+# volumes and S3 objects. Named actions, no ``kms:*Encrypt*`` wildcards.
+KMS_DECRYPT = ["kms:Decrypt"]
+KMS_ENCRYPT_DECRYPT = [
+    "kms:Decrypt",
+    "kms:Encrypt",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+]
+
+
+def _key_statement(key: kms.IKey, actions: list[str]) -> iam.PolicyStatement:
+    return iam.PolicyStatement(actions=actions, resources=[key.key_arn])
+
+
 def bucket_prefix_read(principal: iam.IPrincipal, bucket: s3.IBucket, key_prefix: str) -> None:
     """List and read the objects under ``key_prefix`` (and decrypt them with the bucket key)."""
-    principal.add_to_principal_policy(_list(bucket, key_prefix))
-    principal.add_to_principal_policy(
-        iam.PolicyStatement(actions=["s3:GetObject"], resources=[_objects(bucket, key_prefix)])
-    )
-    if bucket.encryption_key is not None:
-        bucket.encryption_key.grant_decrypt(principal)
+    statements = [
+        _list(bucket, key_prefix),
+        iam.PolicyStatement(actions=["s3:GetObject"], resources=[_objects(bucket, key_prefix)]),
+    ]
+    key = bucket.encryption_key
+    if key is not None:
+        statements.append(_key_statement(key, KMS_DECRYPT))
+    add(principal, *statements)
 
 
 def bucket_prefix_write(principal: iam.IPrincipal, bucket: s3.IBucket, key_prefix: str) -> None:
     """List, read, write and delete the objects under ``key_prefix``."""
-    principal.add_to_principal_policy(_list(bucket, key_prefix))
-    principal.add_to_principal_policy(
+    statements = [
+        _list(bucket, key_prefix),
         iam.PolicyStatement(
             actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
             resources=[_objects(bucket, key_prefix)],
-        )
-    )
-    if bucket.encryption_key is not None:
-        bucket.encryption_key.grant_encrypt_decrypt(principal)
+        ),
+    ]
+    key = bucket.encryption_key
+    if key is not None:
+        statements.append(_key_statement(key, KMS_ENCRYPT_DECRYPT))
+    add(principal, *statements)
 
 
 def key_use(principal: iam.IPrincipal, key: kms.IKey) -> None:
     """What SageMaker needs to use a customer key on the role's behalf (volumes, outputs)."""
-    key.grant_encrypt_decrypt(principal)
-    principal.add_to_principal_policy(
+    add(
+        principal,
+        _key_statement(key, KMS_ENCRYPT_DECRYPT),
         iam.PolicyStatement(
             actions=["kms:CreateGrant", "kms:DescribeKey"],
             resources=[key.key_arn],
             conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
-        )
+        ),
     )
+
+
+def key_decrypt(principal: iam.IPrincipal, key: kms.IKey) -> None:
+    """Decrypt only (objects read from an encrypted bucket)."""
+    add(principal, _key_statement(key, KMS_DECRYPT))
 
 
 def pass_role(principal: iam.IPrincipal, role: iam.IRole) -> None:
     """``iam:PassRole`` on ``role``, only towards SageMaker."""
-    principal.add_to_principal_policy(
+    add(
+        principal,
         iam.PolicyStatement(
             actions=["iam:PassRole"],
             resources=[role.role_arn],
             conditions={"StringEquals": {"iam:PassedToService": SAGEMAKER}},
-        )
+        ),
     )
 
 
@@ -270,25 +307,21 @@ def sagemaker_logs_and_metrics(scope: Construct, principal: iam.IPrincipal, kind
         resource_name=group if kind == "TrainingJobs" else f"{group}/*",
         arn_format=ArnFormat.COLON_RESOURCE_NAME,
     )
-    principal.add_to_principal_policy(
+    add(
+        principal,
         iam.PolicyStatement(
             actions=["logs:CreateLogGroup", "logs:DescribeLogStreams"], resources=[group_arn]
-        )
-    )
-    principal.add_to_principal_policy(
+        ),
         iam.PolicyStatement(
             actions=["logs:CreateLogStream", "logs:PutLogEvents"],
             resources=[f"{group_arn}:log-stream:*"],
-        )
-    )
-    principal.add_to_principal_policy(
+        ),
+        # PutMetricData has no resource type; the namespace condition scopes it.
         iam.PolicyStatement(
             actions=["cloudwatch:PutMetricData"],
-            resources=[
-                "*"
-            ],  # PutMetricData has no resource type; the namespace condition scopes it
+            resources=["*"],
             conditions={
                 "StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "aws/sagemaker/*"]}
             },
-        )
+        ),
     )

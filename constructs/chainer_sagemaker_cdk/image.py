@@ -16,6 +16,7 @@ from aws_cdk import aws_iam as iam
 
 from constructs import Construct
 
+from ._iam import add
 from ._validation import require
 from .instance import is_gpu_instance
 
@@ -74,11 +75,11 @@ def resolve_official_version(framework_version: str) -> str:
 
 
 def _grant_pull(grantee: iam.IGrantable, repository_arn: str) -> None:
-    grantee.grant_principal.add_to_principal_policy(
-        iam.PolicyStatement(actions=_ECR_PULL, resources=[repository_arn])
-    )
-    grantee.grant_principal.add_to_principal_policy(
-        iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"])
+    add(
+        grantee.grant_principal,
+        iam.PolicyStatement(actions=_ECR_PULL, resources=[repository_arn]),
+        # GetAuthorizationToken has no resource type.
+        iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]),
     )
 
 

@@ -14,6 +14,7 @@ fresh ones; the endpoint keeps its name and is updated in place.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from aws_cdk import Duration, Stack
@@ -359,6 +360,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         principal = grantee.grant_principal
         stack = Stack.of(self)
         prefix = self.estimator.base_job_name.lower()
+        statements: list[iam.PolicyStatement] = []
 
         def arn(resource: str, name: str) -> str:
             return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
@@ -371,10 +373,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         ]
         if self.estimator.tags:
             job_actions.append("sagemaker:AddTags")
-        principal.add_to_principal_policy(
-            iam.PolicyStatement(actions=job_actions, resources=[jobs])
-        )
-        principal.add_to_principal_policy(
+        statements.append(iam.PolicyStatement(actions=job_actions, resources=[jobs]))
+        statements.append(
             iam.PolicyStatement(
                 actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
                 resources=[
@@ -387,35 +387,42 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             )
         )
         _iam.pass_role(principal, self.estimator.role)
-        if not self.deploy:
-            return
+        if self.deploy:
+            statements += self._deploy_statements(arn, prefix)
+        _iam.add(principal, *statements)
+
+    def _deploy_statements(
+        self, arn: Callable[[str, str], str], prefix: str
+    ) -> list[iam.PolicyStatement]:
+        statements: list[iam.PolicyStatement] = []
         endpoint = arn("endpoint", self.endpoint_name.lower())
         configs = arn("endpoint-config", f"{prefix}*")
-        principal.add_to_principal_policy(
+        statements.append(
             iam.PolicyStatement(
                 actions=["sagemaker:CreateModel"], resources=[arn("model", f"{prefix}*")]
             )
         )
-        principal.add_to_principal_policy(
+        statements.append(
             iam.PolicyStatement(actions=["sagemaker:CreateEndpointConfig"], resources=[configs])
         )
-        principal.add_to_principal_policy(
+        statements.append(
             iam.PolicyStatement(
                 actions=["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"],
                 resources=[endpoint, configs],
             )
         )
-        principal.add_to_principal_policy(
+        statements.append(
             iam.PolicyStatement(actions=["sagemaker:DescribeEndpoint"], resources=[endpoint])
         )
         if self.endpoint_kms_key is not None:
-            principal.add_to_principal_policy(
+            statements.append(
                 iam.PolicyStatement(
                     actions=["kms:CreateGrant", "kms:DescribeKey"],
                     resources=[self.endpoint_kms_key.key_arn],
                     conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
                 )
             )
+        return statements
 
 
 def _dynamic_uri(channel: dict[str, Any], path: str) -> dict[str, Any]:

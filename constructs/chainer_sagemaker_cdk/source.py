@@ -18,7 +18,7 @@ from aws_cdk import custom_resources as cr
 
 from constructs import Construct
 
-from . import _archive
+from . import _archive, _iam
 from ._validation import is_unresolved, require
 
 __all__ = ["CodeConfig", "ModelData", "ModelDataConfig", "SourceCode"]
@@ -59,7 +59,7 @@ def _grant_bucket_object_read(grantee: iam.IGrantable, bucket: s3.IBucket, key: 
         iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(key)])
     )
     if bucket.encryption_key is not None:
-        bucket.encryption_key.grant_decrypt(grantee)
+        _iam.key_decrypt(grantee.grant_principal, bucket.encryption_key)
 
 
 def _url_object_arn(scope: Construct, prop: str, url: str) -> str:

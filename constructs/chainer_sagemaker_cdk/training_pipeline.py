@@ -130,7 +130,8 @@ class TrainingPipeline(Construct):
 
     def _grant_observability(self) -> None:
         # Log delivery and X-Ray have no resource-level permissions (Step Functions docs).
-        self.grant_principal.add_to_principal_policy(
+        _iam.add(
+            self.grant_principal,
             iam.PolicyStatement(
                 actions=[
                     "logs:CreateLogDelivery",
@@ -143,9 +144,7 @@ class TrainingPipeline(Construct):
                     "logs:DescribeLogGroups",
                 ],
                 resources=["*"],
-            )
-        )
-        self.grant_principal.add_to_principal_policy(
+            ),
             iam.PolicyStatement(
                 actions=[
                     "xray:PutTraceSegments",
@@ -154,7 +153,7 @@ class TrainingPipeline(Construct):
                     "xray:GetSamplingTargets",
                 ],
                 resources=["*"],
-            )
+            ),
         )
 
     @property
