@@ -1,0 +1,243 @@
+"""The example model served from its model.tar.gz by a real ``serve`` process, real clients."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from chainer_sagemaker_runtime.serving import codecs
+from servetools import EXAMPLE, Server, from_npy, npy, npy_with_header
+
+NPY, JSON, CSV = "application/x-npy", "application/json", "text/csv"
+
+
+@pytest.fixture(scope="module")
+def test_set(digits_model: dict[str, Path]) -> np.ndarray:
+    x = np.load(digits_model["test"] / "test.npz")["x"]
+    return (x.astype(np.float32) / 255.0)[:64]
+
+
+@pytest.fixture(scope="module")
+def in_process(digits_model: dict[str, Path], test_set: np.ndarray) -> np.ndarray:
+    """The same model loaded in this process: what the server must answer."""
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        import chainer
+        import train
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    model = train.model_fn(str(digits_model["dir"]))
+    with chainer.using_config("train", False), chainer.no_backprop_mode():
+        return np.asarray(model(test_set).array)
+
+
+def _encode(ctype: str, x: np.ndarray) -> bytes:
+    return {NPY: codecs.encode_npy, JSON: codecs.encode_json, CSV: codecs.encode_csv}[ctype](x)
+
+
+def _decode(ctype: str, body: bytes) -> np.ndarray:
+    if ctype == NPY:
+        return np.asarray(from_npy(body))
+    if ctype == JSON:
+        return np.asarray(json.loads(body), dtype=np.float32)
+    return codecs.decode_csv(body)
+
+
+def test_ping_and_execution_parameters(digits_server: Server) -> None:
+    status, _, body = digits_server.request("GET", "/ping")
+    assert (status, body) == (200, b"")
+    status, headers, body = digits_server.request("GET", "/execution-parameters")
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {
+        "MaxConcurrentTransforms": 2,
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": 6,
+    }
+
+
+def test_predictions_equal_the_in_process_model(
+    digits_server: Server, test_set: np.ndarray, in_process: np.ndarray
+) -> None:
+    status, headers, body = digits_server.invoke(npy(test_set), NPY, NPY)
+    assert status == 200
+    assert headers["content-type"] == NPY
+    got = from_npy(body)
+    assert got.dtype == np.float32
+    assert got.shape == (64, 10)
+    np.testing.assert_allclose(got, in_process, rtol=1e-5, atol=1e-5)
+    assert (got.argmax(1) == in_process.argmax(1)).all()
+
+
+@pytest.mark.parametrize("ctype", [NPY, JSON, CSV])
+@pytest.mark.parametrize("accept", [NPY, JSON, CSV])
+def test_every_content_type_with_every_accept(
+    digits_server: Server, test_set: np.ndarray, in_process: np.ndarray, ctype: str, accept: str
+) -> None:
+    status, headers, body = digits_server.invoke(_encode(ctype, test_set[:5]), ctype, accept)
+    assert status == 200, body
+    assert headers["content-type"] == accept
+    np.testing.assert_allclose(_decode(accept, body), in_process[:5], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, JSON),
+        ("*/*", JSON),
+        ("", JSON),
+        ("text/csv; q=0.9", CSV),
+        ("image/png, application/x-npy, application/json", NPY),
+        ("text/*", CSV),
+        ("application/x-npy;q=1", NPY),
+    ],
+)
+def test_accept_negotiation(
+    digits_server: Server, test_set: np.ndarray, accept: str | None, expected: str
+) -> None:
+    status, headers, _ = digits_server.invoke(npy(test_set[:1]), NPY, accept)
+    assert (status, headers["content-type"]) == (200, expected)
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    ["application/json; charset=utf-8", "Application/JSON", None, "application/json;charset=UTF-8"],
+)
+def test_content_type_parameters_and_default(
+    digits_server: Server, test_set: np.ndarray, ctype: str | None
+) -> None:
+    status, _, body = digits_server.invoke(json.dumps(test_set[:2].tolist()), ctype, JSON)
+    assert status == 200, body
+    assert np.asarray(json.loads(body)).shape == (2, 10)
+
+
+def test_contenttype_header_of_other_aws_services(
+    digits_server: Server, test_set: np.ndarray
+) -> None:
+    body = npy(test_set[:1])
+    status, _, _ = digits_server.request("POST", "/invocations", body, {"ContentType": NPY})
+    assert status == 200
+
+
+@pytest.mark.parametrize("shape", [(3, 784), (3, 28, 28), (3, 1, 28, 28)])
+def test_image_shaped_inputs(
+    digits_server: Server, test_set: np.ndarray, shape: tuple[int, ...]
+) -> None:
+    status, _, body = digits_server.invoke(npy(test_set[:3].reshape(shape)), NPY, NPY)
+    assert status == 200
+    assert from_npy(body).shape == (3, 10)
+
+
+def test_keep_alive_connection_serves_many_requests(
+    digits_server: Server, test_set: np.ndarray
+) -> None:
+    conn = digits_server.connect()
+    try:
+        for i in range(20):
+            status, _, body = digits_server.invoke(npy(test_set[i : i + 1]), NPY, NPY, conn=conn)
+            assert status == 200
+            assert from_npy(body).shape == (1, 10)
+    finally:
+        conn.close()
+
+
+def test_concurrent_clients_get_their_own_answers(
+    digits_server: Server, test_set: np.ndarray, in_process: np.ndarray
+) -> None:
+    """Server-side batching stacks concurrent requests; each reply must still be its own rows."""
+    errors: list[str] = []
+
+    def client(offset: int) -> None:
+        conn = digits_server.connect()
+        try:
+            for i in range(offset, 64, 8):
+                rows = test_set[i : i + 1 + i % 3]
+                status, _, body = digits_server.invoke(npy(rows), NPY, NPY, conn=conn)
+                got = from_npy(body) if status == 200 else None
+                want = in_process[i : i + 1 + i % 3]
+                if got is None or got.shape != want.shape or not np.allclose(got, want, atol=1e-4):
+                    errors.append(f"request {i}: status {status}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+BAD_INPUTS: dict[str, tuple[bytes, str | None, str | None, int]] = {
+    "truncated npy": (npy(np.ones((2, 784), np.float32))[:-7], NPY, None, 400),
+    "object dtype npy": (
+        npy_with_header("{'descr': '|O', 'fortran_order': False, 'shape': (1,), }", b"\0" * 8),
+        NPY,
+        None,
+        400,
+    ),
+    "pickled object array": (
+        pickle.dumps(np.ones(3)),
+        NPY,
+        None,
+        400,
+    ),
+    "wrong magic": (b"\x93NUMPX" + npy(np.ones(3))[6:], NPY, None, 400),
+    "huge header": (b"\x93NUMPY\x02\x00\xff\xff\xff\x7f{", NPY, None, 400),
+    "ragged json": (b"[[1, 2], [3]]", JSON, None, 400),
+    "json object": (b'{"instances": [[0.5]]}', JSON, None, 400),
+    "invalid json": (b"[[0.1, 0.2", JSON, None, 400),
+    "non-numeric csv": (b"a,b,c\n1,2,3\n", CSV, None, 400),
+    "empty body npy": (b"", NPY, None, 400),
+    "empty body json": (b"", JSON, None, 400),
+    "empty body csv": (b"", CSV, None, 400),
+    "unsupported content type": (b"<x/>", "application/xml", None, 415),
+    "unsupported accept": (npy(np.ones((1, 784), np.float32)), NPY, "image/png", 406),
+    "wrong types for the model": (npy(np.ones((1, 5), np.float32)), NPY, None, 500),
+    "non-utf8 csv": (b"\xff\xfe1,2", CSV, None, 400),
+}
+
+
+@pytest.fixture
+def healthy(digits_server: Server) -> Iterator[Server]:
+    yield digits_server
+    assert digits_server.request("GET", "/ping")[0] == 200
+    assert digits_server.proc.poll() is None
+
+
+@pytest.mark.parametrize("name", sorted(BAD_INPUTS))
+def test_bad_input_corpus(healthy: Server, name: str) -> None:
+    body, ctype, accept, expected = BAD_INPUTS[name]
+    status, headers, reply = healthy.invoke(body, ctype, accept)
+    assert status == expected, reply
+    assert headers["content-type"] == "application/json"
+    error = json.loads(reply)
+    assert set(error) == {"error", "message"}
+    assert error["message"]
+
+
+def test_seven_megabyte_body_is_413_and_connection_still_usable(
+    healthy: Server, test_set: np.ndarray
+) -> None:
+    conn = healthy.connect()
+    try:
+        big = b"0" * (7 * 1024 * 1024)
+        status, _, reply = healthy.invoke(big, JSON, conn=conn)
+        assert status == 413
+        assert json.loads(reply)["error"] == "payload_too_large"
+        status, _, _ = healthy.invoke(npy(test_set[:1]), NPY, conn=conn)
+        assert status == 200
+    finally:
+        conn.close()
+
+
+def test_unknown_route_and_wrong_method(healthy: Server) -> None:
+    assert healthy.request("GET", "/nope")[0] == 404
+    assert healthy.request("GET", "/invocations")[0] == 405
+    assert healthy.request("POST", "/ping", b"")[0] == 405
