@@ -11,6 +11,12 @@ from chainer_sagemaker_cdk.client.serializers import (
     NumpyDeserializer,
     NumpySerializer,
 )
+from chainer_sagemaker_cdk.client.training_run import (
+    TrainingRun,
+    TrainingRunError,
+    execution_input,
+    fit,
+)
 
 __all__ = [
     "CSVSerializer",
@@ -19,4 +25,8 @@ __all__ = [
     "NumpySerializer",
     "Predictor",
     "PredictorError",
+    "TrainingRun",
+    "TrainingRunError",
+    "execution_input",
+    "fit",
 ]
