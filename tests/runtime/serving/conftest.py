@@ -55,8 +55,8 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
     def start(
-        code: Path,
-        program: str = "inference.py",
+        code: Path | str | None,
+        program: str | None = "inference.py",
         *,
         model_tarball: Path | None = None,
         env: dict[str, str] | None = None,

@@ -45,21 +45,26 @@ def from_npy(body: bytes) -> Any:
 class Server:
     """``serve`` started as SageMaker would start it, with its output kept in a log file."""
 
-    def __init__(self, base: Path, code: Path | str, program: str, env: dict[str, str]) -> None:
+    def __init__(
+        self, base: Path, code: Path | str | None, program: str | None, env: dict[str, str]
+    ) -> None:
         self.base = base
         self.port = free_port()
         self.log_path = base / "serve.log"
         full_env = {
             **os.environ,
             "SAGEMAKER_BASE_DIR": str(base),
-            "SAGEMAKER_PROGRAM": program,
-            "SAGEMAKER_SUBMIT_DIRECTORY": str(code),
             "SAGEMAKER_BIND_TO_PORT": str(self.port),
             "CHAINER_SAGEMAKER_BIND_HOST": "127.0.0.1",
             "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             **env,
         }
+        for name, value in (("SAGEMAKER_PROGRAM", program), ("SAGEMAKER_SUBMIT_DIRECTORY", code)):
+            if value is None:
+                full_env.pop(name, None)
+            else:
+                full_env[name] = str(value)
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [SERVE], env=full_env, stdout=self._log, stderr=subprocess.STDOUT, cwd=base
