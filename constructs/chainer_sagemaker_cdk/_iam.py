@@ -7,6 +7,7 @@ policies), through :class:`PolicyPrincipal`, which CDK's own ``grant*`` helpers 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 
-from constructs import Construct, IValidation
+from constructs import Construct, IConstruct, IValidation
 
 __all__ = [
     "PolicyPrincipal",
@@ -109,6 +110,8 @@ def wildcard_reason(actions: Sequence[str], resource: str) -> str | None:
     for marker, reason in _SCOPED_WILDCARDS:
         if marker in resource:
             return reason
+    if _S3_OBJECTS.match(resource):
+        return _S3_REASON
     return None
 
 
@@ -136,8 +139,13 @@ _SCOPED_WILDCARDS = (
     (":model/", "models are named after each execution's training job, under the prefix"),
     (":endpoint-config/", "endpoint configs are named after each execution's job (prefix)"),
     (":network-interface/*", "SageMaker creates and deletes the job's ENIs at run time"),
-    ("/*", "objects under the one key prefix this job uses; object keys are generated at run time"),
+    (
+        ":log-group:/aws/lambda/*",
+        "the deploy-time lookup function's own log group, named after its generated name",
+    ),
 )
+_S3_OBJECTS = re.compile(r"^(arn:(<AWS::Partition>|aws[a-z-]*):s3:::[^/]+|<[^>]+\.Arn>)/.*\*$")
+_S3_REASON = "objects under the one key prefix this job uses; object keys are generated at run time"
 _KMS_DATA_KEY = ("kms:GenerateDataKey*", "kms:ReEncrypt*")
 _KMS_REASON = "KMS data-key actions of CDK's encrypt/decrypt grant, on one key ARN only"
 
@@ -183,12 +191,12 @@ class _AcknowledgeScopedWildcards:
         return []
 
 
-def acknowledge(scope: Construct, findings: Sequence[str], reason: str) -> None:
+def acknowledge(scope: IConstruct, findings: Sequence[str], reason: str) -> None:
     """Acknowledge findings on ``scope`` (each finding id individually), with a reason."""
     acknowledge_each(scope, {finding: reason for finding in findings})
 
 
-def acknowledge_each(scope: Construct, reasons: Mapping[str, str]) -> None:
+def acknowledge_each(scope: IConstruct, reasons: Mapping[str, str]) -> None:
     """Acknowledge several findings on ``scope`` at once, each with its own reason."""
     if reasons:
         Validations.of(scope).acknowledge(

@@ -181,3 +181,23 @@ def test_eni_rights_only_with_a_vpc(
 ) -> None:
     assert "ec2:CreateNetworkInterface" not in json.dumps(example_template)
     assert "ec2:CreateNetworkInterface" in json.dumps(maximal_template)
+
+
+def test_attach_to_a_training_job_is_compliant_too(tmp_path: Path, code_dir: Path) -> None:
+    """The deploy-time lookup: own role and managed policy, its Lambda findings acknowledged."""
+    from chainer_sagemaker_cdk import ChainerEndpoint, ChainerModel
+
+    app = nag_app(tmp_path)
+    stack = cdk.Stack(app, "Attach")
+    model = ChainerModel.from_training_job(
+        stack,
+        "Model",
+        training_job_name="chainer-digits-1",
+        code=SourceCode.from_directory(code_dir, "train.py"),
+        image=RuntimeImage.from_registry("registry.example/chainer:1"),
+    )
+    ChainerEndpoint(stack, "Endpoint", model=model)
+    template = app.synth().get_stack_by_name("Attach").template
+    assert ":iam::aws:policy/" not in json.dumps(template)
+    assert resources_of_type(template, "AWS::IAM::Policy") == {}
+    assert resources_of_type(template, "Custom::AWS")
