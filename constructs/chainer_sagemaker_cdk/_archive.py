@@ -16,7 +16,7 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["EXCLUDED_DIRS", "build_source_archive", "is_excluded"]
+__all__ = ["EXCLUDED_DIRS", "build_model_archive", "build_source_archive", "extract", "is_excluded"]
 
 EXCLUDED_DIRS = frozenset(
     {
@@ -55,18 +55,17 @@ def _walk(root: Path) -> Iterator[Path]:
         yield from (base / f for f in sorted(filenames) if not is_excluded(base / f))
 
 
-def _members(source_dir: Path, dependencies: Sequence[Path]) -> dict[str, Path]:
-    """Archive name -> file on disk; dependency directories land at the archive root."""
-    members: dict[str, Path] = {}
+def _members(source_dir: Path, dependencies: Sequence[Path], under: str = "") -> dict[str, Path]:
+    """Archive name -> file on disk; dependency directories land next to the source files."""
+    root = Path(under) if under else Path()
+    members: dict[str, Path] = {under: source_dir} if under else {}
     for path in _walk(source_dir):
-        members[path.relative_to(source_dir).as_posix()] = path
+        members[(root / path.relative_to(source_dir)).as_posix()] = path
     for dep in dependencies:
-        if dep.is_file():
-            members[dep.name] = dep
-            continue
-        members[dep.name] = dep
-        for path in _walk(dep):
-            members[(Path(dep.name) / path.relative_to(dep)).as_posix()] = path
+        members[(root / dep.name).as_posix()] = dep
+        if dep.is_dir():
+            for path in _walk(dep):
+                members[(root / dep.name / path.relative_to(dep)).as_posix()] = path
     return members
 
 
@@ -90,9 +89,23 @@ def build_source_archive(source_dir: Path, dependencies: Sequence[Path], destina
 
     Returns the SHA-256 of the archive bytes.
     """
+    return _write(_members(source_dir, dependencies), destination)
+
+
+def build_model_archive(
+    model_dir: Path, code_dir: Path, dependencies: Sequence[Path], destination: Path
+) -> str:
+    """``model.tar.gz`` with the serving code under ``code/`` (as the SageMaker SDK repacks it
+    for network-isolated models, which cannot download code). Returns the SHA-256."""
+    members = _members(model_dir, [])
+    members.update(_members(code_dir, dependencies, under="code"))
+    return _write(members, destination)
+
+
+def _write(members: dict[str, Path], destination: Path) -> str:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, path in sorted(_members(source_dir, dependencies).items()):
+        for name, path in sorted(members.items()):
             info = _tar_info(name, path)
             if info.isdir():
                 tar.addfile(info)
@@ -105,3 +118,10 @@ def build_source_archive(source_dir: Path, dependencies: Sequence[Path], destina
     tmp.write_bytes(data)
     tmp.replace(destination)
     return hashlib.sha256(data).hexdigest()
+
+
+def extract(archive: Path, destination: Path) -> Path:
+    """Unpack a ``.tar.gz`` for repacking; only regular files and directories, no links."""
+    with tarfile.open(archive, "r:*") as tar:
+        tar.extractall(destination, filter="data")
+    return destination

@@ -36,6 +36,8 @@ _JOB_PREFIX = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 MAX_JOB_PREFIX = 26  # leaves room for "-" and a 36-character UUID in a 63-character job name
 MAX_RUNTIME = Duration.days(28)
+CODE_CHANNEL = "code"
+ISOLATED_CODE_DIR = f"/opt/ml/input/data/{CODE_CHANNEL}"
 _LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
 
 
@@ -275,6 +277,12 @@ class ChainerEstimator(Construct):
         )
         for name in self.channels:
             validate_channel_name(name)
+        require(
+            not (self.enable_network_isolation and CODE_CHANNEL in self.channels),
+            "channels",
+            CODE_CHANNEL,
+            "with enable_network_isolation the code arrives as the 'code' channel: rename yours",
+        )
         for name, regex in self.metric_definitions.items():
             require(
                 0 < len(name) <= 255 and 0 < len(regex) <= 500,
@@ -351,11 +359,28 @@ class ChainerEstimator(Construct):
         """Let jobs read another prefix (e.g. channels overridden per pipeline execution)."""
         _iam.bucket_prefix_read(self.grant_principal, bucket, key_prefix)
 
+    def code_channel(self) -> dict[str, Any]:
+        """The ``code`` channel of a network-isolated job (the SDK's layout)."""
+        return {
+            "ChannelName": CODE_CHANNEL,
+            "DataSource": {
+                "S3DataSource": {
+                    "S3DataType": "S3Prefix",
+                    "S3Uri": self.code.s3_url,
+                    "S3DataDistributionType": "FullyReplicated",
+                }
+            },
+            "InputMode": "File",
+        }
+
     def reserved_hyperparameters(self, job_name: str | None) -> dict[str, str]:
         """The encoded ``sagemaker_*`` keys; ``job_name`` None leaves ``sagemaker_job_name`` out."""
         return reserved_hyperparameters(
             entry_point=self.code.entry_point,
-            submit_directory=self.code.s3_url,
+            # Isolated containers cannot reach S3: the code arrives as the "code" channel.
+            submit_directory=f"{ISOLATED_CODE_DIR}/{self.code.object_name}"
+            if self.enable_network_isolation
+            else self.code.s3_url,
             container_log_level=self.container_log_level,
             region=Stack.of(self).region,
             job_name=job_name,
@@ -398,8 +423,11 @@ class ChainerEstimator(Construct):
             "EnableInterContainerTrafficEncryption": self.encrypt_inter_container_traffic,
             "EnableManagedSpotTraining": self.use_spot_instances,
         }
-        if self.channels:
-            request["InputDataConfig"] = [c.render(n) for n, c in self.channels.items()]
+        channels = [c.render(n) for n, c in self.channels.items()]
+        if self.enable_network_isolation:
+            channels.append(self.code_channel())
+        if channels:
+            request["InputDataConfig"] = channels
         vpc_config = self.network.render()
         if vpc_config is not None:
             request["VpcConfig"] = vpc_config

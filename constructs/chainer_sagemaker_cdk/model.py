@@ -20,10 +20,11 @@ from ._network import VpcPlacement
 from ._validation import is_unresolved, require
 from .image import RuntimeImage
 from .instance import normalize_instance_type
-from .source import ModelData, SourceCode
+from .source import CodeConfig, ModelData, SourceCode
 
 __all__ = ["ChainerModel", "model_environment"]
 
+ISOLATED_MODEL_CODE_DIR = "/opt/ml/model/code"
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
 
@@ -123,8 +124,13 @@ class ChainerModel(Construct):
             self, "ExecutionPolicy", self.role
         )  # type: ignore[assignment]
         _iam.sagemaker_logs_and_metrics(self, self.grant_principal, "Endpoints")
-        code_config = code.bind(self, self.grant_principal)
-        data_config = model_data.bind(self, self.grant_principal)
+        if enable_network_isolation:
+            # No network: the code travels inside model.tar.gz (as the SageMaker SDK repacks it).
+            data_config = model_data.bind_with_code(self, self.grant_principal, code)
+            code_config = CodeConfig(ISOLATED_MODEL_CODE_DIR, code.entry_point)
+        else:
+            code_config = code.bind(self, self.grant_principal)
+            data_config = model_data.bind(self, self.grant_principal)
         image_config = (image or RuntimeImage.from_asset()).bind(
             self, self.grant_principal, self.instance_type
         )

@@ -28,7 +28,7 @@ from . import _iam
 from ._validation import is_unresolved, require
 from .estimator import ChainerEstimator
 from .instance import has_instance_storage, normalize_instance_type
-from .model import model_environment
+from .model import ISOLATED_MODEL_CODE_DIR, model_environment
 
 __all__ = ["TrainingPipelineFragment"]
 
@@ -59,6 +59,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         model_server_workers: int | None = None,
         model_environment_variables: dict[str, str] | None = None,
         poll_interval: Duration | None = None,
+        isolate_model: bool = False,
     ) -> None:
         """Define the states.
 
@@ -74,6 +75,10 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         :param model_server_workers: ``SAGEMAKER_MODEL_SERVER_WORKERS``; left out, one per CPU.
         :param model_environment_variables: extra model container variables; left out, none.
         :param poll_interval: between DescribeEndpoint calls; left out, 30 seconds.
+        :param isolate_model: run the model without network access. An isolated container
+            cannot download its code, so it reads ``/opt/ml/model/code``: the training script
+            must copy its code to ``$SM_MODEL_DIR/code``. Left out, False (the model downloads
+            the code from S3), also when the training job itself was isolated.
         """
         super().__init__(scope, id)
         self.estimator = estimator
@@ -111,6 +116,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 description="SageMaker endpoint storage volumes",
             )
         self._poll = poll_interval or Duration.seconds(30)
+        self.isolate_model = isolate_model
 
         self.prepare_states = self._prepare()
         self.train_task = self._custom(
@@ -203,11 +209,10 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         request["HyperParameters.$"] = (
             "States.JsonMerge($.config.Hyperparameters, $.config.ReservedHyperparameters, false)"
         )
-        if est.channels:
-            request["InputDataConfig"] = [
-                _dynamic_uri(channel.render(name), _channel_path(name))
-                for name, channel in est.channels.items()
-            ]
+        for channel in request.get("InputDataConfig", []):
+            name = channel["ChannelName"]
+            if name in est.channels:  # the code channel keeps its fixed URL
+                _dynamic_uri(channel, _channel_path(name))
         return request
 
     def _build_deploy(
@@ -218,7 +223,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         _iam.sagemaker_logs_and_metrics(est, est.grant_principal, "Endpoints")
         env = model_environment(
             entry_point=est.code.entry_point,
-            submit_directory=est.code.s3_url,
+            submit_directory=ISOLATED_MODEL_CODE_DIR if self.isolate_model else est.code.s3_url,
             region=Stack.of(self).region,
             container_log_level=est.container_log_level,
             model_server_workers=workers,
@@ -236,7 +241,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         vpc_config = est.network.render()
         if vpc_config is not None:
             model["VpcConfig"] = vpc_config
-        if est.enable_network_isolation:
+        if self.isolate_model:
             model["EnableNetworkIsolation"] = True
         self.create_model_task = self._custom(
             "CreateModel", "sagemaker:createModel", model, "$.model", {"ModelArn.$": "$.ModelArn"}

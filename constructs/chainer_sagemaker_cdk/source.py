@@ -6,7 +6,7 @@ import hashlib
 import re
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,8 @@ class CodeConfig:
 
     s3_url: str
     entry_point: str
+    object_name: str = "sourcedir.tar.gz"
+    """The file name of the archive (the last part of its S3 key)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,10 @@ def _url_object_arn(scope: Construct, prop: str, url: str) -> str:
     return _object_arn(scope, match.group(1), match.group(2))
 
 
+def _basename(key: str) -> str:
+    return key if is_unresolved(key) else key.rsplit("/", 1)[-1]
+
+
 class _Staged:
     """One deterministic archive per (scope, content), shared by every bind in a stack."""
 
@@ -92,11 +98,21 @@ class _Staged:
 
 
 def _build(source_dir: Path, dependencies: Sequence[Path]) -> tuple[Path, str]:
+    return _stage(
+        # ".tgz": the S3 key of a file asset is "<hash><extension>", and a code channel file
+        # must look like a tarball to the runtime ("<hash>.gz" would not).
+        "sourcedir.tgz",
+        lambda target: _archive.build_source_archive(source_dir, dependencies, target),
+    )
+
+
+def _stage(name: str, write: Callable[[Path], str]) -> tuple[Path, str]:
+    """Write an archive once per content, under a directory named by its hash."""
     staging = Path(tempfile.mkdtemp(prefix="chainer-sagemaker-cdk-"))
-    target = staging / "sourcedir.tar.gz"
-    digest = _archive.build_source_archive(source_dir, dependencies, target)
+    target = staging / name
+    digest = write(target)
     final_dir = Path(tempfile.gettempdir()) / "chainer-sagemaker-cdk" / digest
-    final = final_dir / "sourcedir.tar.gz"
+    final = final_dir / name
     if not final.exists():
         final_dir.mkdir(parents=True, exist_ok=True)
         target.replace(final)
@@ -108,6 +124,12 @@ def _build(source_dir: Path, dependencies: Sequence[Path]) -> tuple[Path, str]:
 
 class SourceCode(ABC):
     """The user's code: packed as SageMaker expects (``sourcedir.tar.gz`` with the entry point)."""
+
+    entry_point: str
+
+    def local_tree(self) -> tuple[Path, list[Path]] | None:
+        """The code as files on this machine (to pack into a model), or None if it is in S3."""
+        return None
 
     @staticmethod
     def from_directory(
@@ -173,13 +195,16 @@ class _DirectorySource(SourceCode):
         self.dependencies = dependencies
         self._built: tuple[Path, str] | None = None
 
+    def local_tree(self) -> tuple[Path, list[Path]] | None:
+        return self.source_dir, list(self.dependencies)
+
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> CodeConfig:
         if self._built is None:
             self._built = _build(self.source_dir, self.dependencies)
         path, digest = self._built
         asset = _Staged.file_asset(scope, f"ChainerCode{digest[:16]}", path, digest)
         _grant_object_read(scope, grantee, asset.s3_bucket_name, asset.s3_object_key)
-        return CodeConfig(asset.s3_object_url, self.entry_point)
+        return CodeConfig(asset.s3_object_url, self.entry_point, _basename(asset.s3_object_key))
 
 
 class _TarballSource(SourceCode):
@@ -194,11 +219,15 @@ class _TarballSource(SourceCode):
         self.path = path
         self.entry_point = entry_point
 
+    def local_tree(self) -> tuple[Path, list[Path]] | None:
+        target = Path(tempfile.mkdtemp(prefix="chainer-sagemaker-cdk-code-"))
+        return _archive.extract(self.path, target), []
+
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> CodeConfig:
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
         asset = _Staged.file_asset(scope, f"ChainerCode{digest[:16]}", self.path, digest)
         _grant_object_read(scope, grantee, asset.s3_bucket_name, asset.s3_object_key)
-        return CodeConfig(asset.s3_object_url, self.entry_point)
+        return CodeConfig(asset.s3_object_url, self.entry_point, _basename(asset.s3_object_key))
 
 
 class _BucketSource(SourceCode):
@@ -216,7 +245,9 @@ class _BucketSource(SourceCode):
 
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> CodeConfig:
         _grant_bucket_object_read(grantee, self.bucket, self.key)
-        return CodeConfig(self.bucket.s3_url_for_object(self.key), self.entry_point)
+        return CodeConfig(
+            self.bucket.s3_url_for_object(self.key), self.entry_point, _basename(self.key)
+        )
 
 
 _LOOKUP_FUNCTION_ID = "AWS679f53fac002430cb0da5b7982bd2287"  # AwsCustomResource's singleton
@@ -297,6 +328,35 @@ class ModelData(ABC):
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> ModelDataConfig:
         """Create what is needed on first use and let ``grantee`` read the artifacts."""
 
+    def local_model_dir(self) -> Path | None:
+        """The model files on this machine (to repack with code), or None."""
+        return None
+
+    def bind_with_code(
+        self, scope: Construct, grantee: iam.IGrantable, code: SourceCode
+    ) -> ModelDataConfig:
+        """``model.tar.gz`` with the code under ``code/``, for network-isolated models."""
+        model_dir = self.local_model_dir()
+        tree = code.local_tree()
+        require(
+            model_dir is not None and tree is not None,
+            "enable_network_isolation",
+            True,
+            "an isolated model cannot download its code: use ModelData.from_directory or "
+            "from_tarball with SourceCode.from_directory or from_tarball, so the code is packed "
+            "into model.tar.gz under code/ at synth time",
+        )
+        assert model_dir is not None
+        assert tree is not None
+        code_dir, dependencies = tree
+        path, digest = _stage(
+            "model.tar.gz",
+            lambda target: _archive.build_model_archive(model_dir, code_dir, dependencies, target),
+        )
+        asset = _Staged.file_asset(scope, f"ChainerModelData{digest[:16]}", path, digest)
+        _grant_object_read(scope, grantee, asset.s3_bucket_name, asset.s3_object_key)
+        return ModelDataConfig(asset.s3_object_url)
+
 
 class _DirectoryModelData(ModelData):
     def __init__(self, directory: Path) -> None:
@@ -308,6 +368,9 @@ class _DirectoryModelData(ModelData):
         )
         self.directory = directory
         self._built: tuple[Path, str] | None = None
+
+    def local_model_dir(self) -> Path | None:
+        return self.directory
 
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> ModelDataConfig:
         if self._built is None:
@@ -327,6 +390,10 @@ class _TarballModelData(ModelData):
             "give an existing model.tar.gz file",
         )
         self.path = path
+
+    def local_model_dir(self) -> Path | None:
+        target = Path(tempfile.mkdtemp(prefix="chainer-sagemaker-cdk-model-"))
+        return _archive.extract(self.path, target)
 
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> ModelDataConfig:
         digest = hashlib.sha256(self.path.read_bytes()).hexdigest()

@@ -39,6 +39,7 @@ class TrainingPipeline(Construct):
         model_server_workers: int | None = None,
         model_environment_variables: dict[str, str] | None = None,
         poll_interval: Duration | None = None,
+        isolate_model: bool = False,
         state_machine_name: str | None = None,
         timeout: Duration | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
@@ -57,6 +58,7 @@ class TrainingPipeline(Construct):
         :param model_server_workers: left out, one worker per CPU.
         :param model_environment_variables: left out, none.
         :param poll_interval: left out, 30 seconds.
+        :param isolate_model: left out, False (see :class:`TrainingPipelineFragment`).
         :param state_machine_name: left out, CloudFormation generates one.
         :param timeout: the execution's limit; left out, the job's ``max_wait`` (or
             ``max_run``) plus 2 hours for deployment.
@@ -79,6 +81,7 @@ class TrainingPipeline(Construct):
             model_server_workers=model_server_workers,
             model_environment_variables=model_environment_variables,
             poll_interval=poll_interval,
+            isolate_model=isolate_model,
         )
         stack = Stack.of(self)
         self.logs_key = logs_kms_key or kms.Key(

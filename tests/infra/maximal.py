@@ -137,7 +137,7 @@ class MaximalStack(cdk.Stack):
         model_a = ChainerModel(
             self,
             "ModelA",
-            model_data=ModelData.from_bucket(data, "artifacts/job/output/model.tar.gz"),
+            model_data=ModelData.from_directory(code_dir),
             code=code,
             instance_type="ml.c5.large",
             image=RuntimeImage.official("5.0", "py3"),

@@ -108,7 +108,7 @@ def _code_asset(outdir: Path, source: Path) -> tuple[str, str]:
     assembly = app.synth()
     manifest = json.loads((outdir / "Hash.assets.json").read_text())
     (file_hash,) = [
-        h for h, f in manifest["files"].items() if f["source"]["path"].endswith(".tar.gz")
+        h for h, f in manifest["files"].items() if f["source"]["path"].endswith(".tgz")
     ]
     template = json.dumps(assembly.get_stack_by_name("Hash").template)
     return file_hash, template
@@ -122,7 +122,7 @@ def test_asset_hash_is_identical_across_synths_in_different_directories(tmp_path
     hash_b, template_b = _code_asset(tmp_path / "out-b", second)
     assert hash_a == hash_b
     assert template_a == template_b
-    assert f"{hash_a}.gz" in template_a  # the template refers to the content-addressed object
+    assert f"{hash_a}.tgz" in template_a  # the template refers to the content-addressed object
 
 
 def test_a_code_change_changes_the_hash(tmp_path: Path) -> None:

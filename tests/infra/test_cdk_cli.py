@@ -37,6 +37,6 @@ def test_cdk_synth_of_app_py(tmp_path: Path) -> None:
     assert {"StateMachineArn", "EndpointName", "ModelDataPrefix"} <= set(outputs)
     assets = json.loads((out / "ChainerDigits.assets.json").read_text())
     assert assets["dockerImages"], "the runtime image is staged as an asset, not built"
-    (code,) = [f for f in assets["files"].values() if f["source"]["path"].endswith(".tar.gz")]
+    (code,) = [f for f in assets["files"].values() if f["source"]["path"].endswith(".tgz")]
     assert (out / code["source"]["path"]).is_file()
     shutil.rmtree(out)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import tarfile
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -11,6 +14,7 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk.assertions import Match, Template
 from chainer_sagemaker_cdk import (
     ChainerEndpoint,
@@ -88,7 +92,6 @@ MODEL_ROWS: list[tuple[str, Any, dict[str, Any]]] = [
         {"PrimaryContainer": {"Environment": Match.object_like({"EXTRA": "1"})}},
     ),
     ("model_name", "my-model", {"ModelName": "my-model"}),
-    ("enable_network_isolation", True, {"EnableNetworkIsolation": True}),
     (
         "image",
         RuntimeImage.from_registry("other.example/x:1"),
@@ -315,3 +318,46 @@ def test_autoscaling_grant_invoke_and_metrics(stack: cdk.Stack, code: SourceCode
     assert endpoint.metric_invocation_5xx_errors().metric_name == "Invocation5XXErrors"
     assert endpoint.metric_invocation_4xx_errors().metric_name == "Invocation4XXErrors"
     assert endpoint.metric_cpu_utilization().namespace == "/aws/sagemaker/Endpoints"
+
+
+def test_isolated_model_carries_its_code(
+    stack: cdk.Stack, code: SourceCode, tmp_path: Path
+) -> None:
+    """As the SageMaker SDK repacks it: code under code/ in model.tar.gz, read from there."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.npz").write_bytes(b"weights")
+    ChainerModel(
+        stack,
+        "Isolated",
+        model_data=ModelData.from_directory(model_dir),
+        code=code,
+        image=IMAGE,
+        enable_network_isolation=True,
+    )
+    template = Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::SageMaker::Model",
+        {
+            "EnableNetworkIsolation": True,
+            "PrimaryContainer": Match.object_like(
+                {
+                    "Environment": Match.object_like(
+                        {"SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
+                    )
+                }
+            ),
+        },
+    )
+    (asset,) = [c for c in stack.node.children if isinstance(c, s3_assets.Asset)]
+    digest = asset.node.id.removeprefix("ChainerModelData")  # staged under its content hash
+    (archive,) = (Path(tempfile.gettempdir()) / "chainer-sagemaker-cdk").glob(
+        f"{digest}*/model.tar.gz"
+    )
+    with tarfile.open(archive) as tar:
+        assert sorted(tar.getnames()) == [
+            "code",
+            "code/requirements.txt",
+            "code/train.py",
+            "model.npz",
+        ]

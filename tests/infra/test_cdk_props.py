@@ -456,3 +456,40 @@ def test_pipeline_defaults(
     (group,) = resources_of_type(template, "AWS::Logs::LogGroup").values()
     assert group["Properties"]["RetentionInDays"] == 365
     assert "KmsKeyId" in group["Properties"]
+
+
+def test_isolated_training_gets_its_code_as_a_channel(
+    stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage
+) -> None:
+    """The SDK's layout: a "code" channel and sagemaker_submit_directory inside it."""
+    definition = state_machine_definition(
+        _pipeline(
+            stack,
+            code,
+            registry_image,
+            enable_network_isolation=True,
+            channels={"train": TrainingInput(bucket=_bucket(stack), key_prefix="t")},
+        )
+    )
+    channels = definition["States"]["Train"]["Parameters"]["InputDataConfig"]
+    assert [c["ChannelName"] for c in channels] == ["train", "code"]
+    assert channels[1]["DataSource"]["S3DataSource"]["S3Uri"].startswith("s3://")
+    reserved = definition["States"]["ResolveConfig"]["Parameters"]["config"][
+        "ReservedHyperparameters"
+    ]
+    code_url = channels[1]["DataSource"]["S3DataSource"]["S3Uri"]
+    # the runtime finds the archive in the channel under its S3 file name, a .tgz
+    assert code_url.endswith(".tgz")
+    assert reserved["sagemaker_submit_directory"] == (
+        f'"/opt/ml/input/data/code/{code_url.rsplit("/", 1)[-1]}"')
+
+
+def test_isolate_model(stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage) -> None:
+    definition = state_machine_definition(
+        _pipeline(stack, code, registry_image, deploy=True, pipeline_props={"isolate_model": True})
+    )
+    model = definition["States"]["CreateModel"]["Parameters"]
+    assert model["EnableNetworkIsolation"] is True
+    assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == (
+        "/opt/ml/model/code"
+    )

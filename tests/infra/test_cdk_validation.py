@@ -67,6 +67,19 @@ ESTIMATOR_CASES: list[tuple[dict[str, Any], str, str, str]] = [
     ({"process_slots_per_host": -1}, "process_slots_per_host", "-1", "1 or more"),
     ({"max_retry_attempts": 0}, "max_retry_attempts", "0", "1 or more"),
     ({"vpc_subnets": ec2.SubnetSelection()}, "vpc_subnets", "given", "also give vpc"),
+    (
+        {
+            "enable_network_isolation": True,
+            "channels": {
+                "code": TrainingInput(
+                    bucket=s3.Bucket.from_bucket_name(cdk.Stack(), "C", "code-bucket")
+                )
+            },
+        },
+        "channels",
+        "code",
+        "rename yours",
+    ),
 ]
 
 
@@ -188,6 +201,12 @@ HOSTING_CASES: list[tuple[Callable[[cdk.Stack, SourceCode], Any], str, str, str]
     (lambda s, c: _model(s, c, model_name="bad_name"), "model_name", "bad_name", "63 letters"),
     (lambda s, c: _model(s, c, container_log_level=3), "container_log_level", "3", "logging"),
     (lambda s, c: ChainerEndpoint(s, "E"), "model/variants", "neither", "exactly one"),
+    (
+        lambda s, c: _model(s, c, enable_network_isolation=True),
+        "enable_network_isolation",
+        "True",
+        "ModelData.from_directory",
+    ),
     (
         lambda s, c: ChainerEndpoint(s, "E", model=_model(s, c), instance_type="ml.g5.xlarge"),
         "encrypt_storage",
