@@ -107,9 +107,7 @@ def _code_asset(outdir: Path, source: Path) -> tuple[str, str]:
     )
     assembly = app.synth()
     manifest = json.loads((outdir / "Hash.assets.json").read_text())
-    (file_hash,) = [
-        h for h, f in manifest["files"].items() if f["source"]["path"].endswith(".tgz")
-    ]
+    (file_hash,) = [h for h, f in manifest["files"].items() if f["source"]["path"].endswith(".tgz")]
     template = json.dumps(assembly.get_stack_by_name("Hash").template)
     return file_hash, template
 

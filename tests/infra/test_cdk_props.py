@@ -481,7 +481,8 @@ def test_isolated_training_gets_its_code_as_a_channel(
     # the runtime finds the archive in the channel under its S3 file name, a .tgz
     assert code_url.endswith(".tgz")
     assert reserved["sagemaker_submit_directory"] == (
-        f'"/opt/ml/input/data/code/{code_url.rsplit("/", 1)[-1]}"')
+        f'"/opt/ml/input/data/code/{code_url.rsplit("/", 1)[-1]}"'
+    )
 
 
 def test_isolate_model(stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage) -> None:
