@@ -384,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=3, help="A B pairs per scenario (>= 3)")
     parser.add_argument("--quick", action="store_true", help="1 s runs: a smoke test, not a result")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument(
+        "--only", help="run only the scenarios whose name contains this text (no table)"
+    )
     args = parser.parse_args(argv)
     for tool in ("wrk", "nginx"):
         if shutil.which(tool) is None and not Path("/usr/sbin/nginx").exists():
@@ -393,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         # nginx workers run as nobody and must reach the gunicorn socket
         os.chmod(tmp, 0o755)  # noqa: S103
         bench = Bench(Path(tmp), duration, args.pairs)
+        if args.only:
+            global SCENARIOS
+            SCENARIOS = [sc for sc in SCENARIOS if args.only in sc.name]
+            bench.scenarios()
+            return 0
         print("start to first 200 on /invocations (A B A B A B):", flush=True)
         startup = bench.startup()
         print("wrk scenarios (A B A B A B):", flush=True)

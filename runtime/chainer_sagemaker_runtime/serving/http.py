@@ -90,6 +90,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.in_flight = 0  # requests handed over and not yet answered
         self.closing = False  # answer with Connection: close from now on (draining)
+        self.last_active = time.monotonic()
 
     # asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,6 +103,7 @@ class Connection(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
         if self._discard:
             dropped = min(self._discard, len(data))
             self._discard -= dropped
@@ -115,6 +117,11 @@ class Connection(asyncio.Protocol):
     def idle(self) -> bool:
         """Nothing in flight and no partial request: safe to close while draining."""
         return self.in_flight == 0 and self._pending is None and not self._buf and not self._discard
+
+    @property
+    def partial(self) -> bool:
+        """A request has started arriving but is not complete."""
+        return self._pending is not None or bool(self._buf) or bool(self._discard)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -145,6 +152,7 @@ class Connection(asyncio.Protocol):
             head.append(b"Connection: close\r\n")
         head.append(b"\r\n")
         self.transport.write(b"".join(head) + body)
+        self.last_active = time.monotonic()
         if not keep:
             self.transport.close()
             self.transport = None

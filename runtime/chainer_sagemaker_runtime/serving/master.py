@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import mmap
 import os
@@ -66,6 +67,10 @@ def _worker_main(config: ServingConfig, hooks: Hooks, pipe: int, ready: mmap.mma
     except OSError as exc:
         os.write(pipe, _FAILED + f"cannot listen on {config.host}:{config.port}: {exc}".encode())
         return _MODEL_LOAD_EXIT
+    # Everything alive now (Chainer's modules, the model) lives as long as the worker: move it
+    # out of the collector's sight, so that full collections stay short (p99 latency).
+    gc.collect()
+    gc.freeze()
     os.write(pipe, _READY)
     Worker(config, Handler(hooks, model, config.default_accept), ready).run(sock)
     return 0
@@ -106,6 +111,7 @@ class _Master:
         self.selector.register(read_end, selectors.EVENT_READ, pid)
 
     def _become_child(self) -> None:
+        _die_with_parent()
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
@@ -224,6 +230,20 @@ class _Master:
         while self.children:
             self._reap()
             time.sleep(0.01)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker if the parent dies (even by SIGKILL): no orphan keeps
+    serving on the port after ``serve`` is gone."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent's SIGTERM is all there is
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _kill(pid: int, signum: int) -> None:

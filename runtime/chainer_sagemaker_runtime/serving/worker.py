@@ -38,6 +38,8 @@ __all__ = ["Worker", "listen_socket"]
 log = logging.getLogger(__name__)
 
 _DRAIN_POLL = 0.05
+_SWEEP_EVERY = 5.0
+_IDLE_KEEPALIVE = 300.0  # an idle keep-alive connection is closed after this many seconds
 _NOT_READY = ServingError("the model server is starting: not every worker has loaded the model")
 _NOT_READY.status = 503
 
@@ -103,6 +105,7 @@ class Worker:
             )
         )
         self._server = server
+        loop.call_later(_SWEEP_EVERY, self._sweep)
         try:
             loop.run_forever()
         finally:
@@ -130,6 +133,21 @@ class Worker:
                 loop.call_later(_DRAIN_POLL, check)
 
         check()
+
+    def _sweep(self) -> None:
+        """Close connections that stalled mid-request (slow clients holding a worker's sockets)
+        or sat idle for a long time; a request being served is never cut."""
+        now = time.monotonic()
+        stalled_after = max(self.config.timeout, 60.0)
+        for conn in list(self._connections):
+            quiet = now - conn.last_active
+            if conn.in_flight:
+                continue
+            if (conn.partial and quiet > stalled_after) or quiet > _IDLE_KEEPALIVE:
+                conn.close()
+        assert self._loop is not None
+        if not self._stopping:
+            self._loop.call_later(_SWEEP_EVERY, self._sweep)
 
     # request queue -----------------------------------------------------------------------
     def _submit(self, request: Request) -> None:

@@ -246,3 +246,23 @@ def model_fn(model_dir):
         time.sleep(0.05)
     assert 503 in seen  # a loaded worker answered, but not every worker was ready
     assert 200 in seen
+
+
+def test_workers_exit_when_the_parent_is_killed(tmp_path: Path, start_server: StartServer) -> None:
+    server = start_server(_code(tmp_path, HOOKS), env={"SAGEMAKER_MODEL_SERVER_WORKERS": "2"})
+    workers = [int(p) for p in (server.base / "model" / "model_fn_calls").read_text().split()]
+    server.proc.kill()
+    server.wait_exit(10)
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and not _zombie(pid)]
+        time.sleep(0.05)
+    assert alive == []
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
