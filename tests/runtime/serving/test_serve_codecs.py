@@ -15,6 +15,8 @@ from chainer_sagemaker_runtime.serving.errors import (
     UnsupportedMediaType,
 )
 
+pytestmark = pytest.mark.compat
+
 
 def _npy(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
