@@ -7,8 +7,9 @@ from .hyperparameters import MpiOptions, encode_hyperparameters, reserved_hyperp
 from .image import ImageConfig, RuntimeImage
 from .instance import gpu_count, is_gpu_instance, normalize_instance_type
 from .model import ChainerModel, model_environment
+from .model_data import ModelData, ModelDataConfig
 from .pipeline import TrainingPipelineFragment
-from .source import CodeConfig, ModelData, ModelDataConfig, SourceCode
+from .source import CodeConfig, SourceCode
 from .training_input import Compression, DataDistribution, InputMode, TrainingInput
 from .training_pipeline import TrainingPipeline
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Duration, Names, Size, Stack
+from aws_cdk import Annotations, Duration, Names, Size, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -89,6 +89,7 @@ class ChainerEstimator(Construct):
         process_slots_per_host: int | None = None,
         additional_mpi_options: str | None = None,
         max_retry_attempts: int | None = None,
+        extra_request_fields: Mapping[str, Any] | None = None,
     ) -> None:
         """Define the training job.
 
@@ -134,6 +135,9 @@ class ChainerEstimator(Construct):
         :param process_slots_per_host: left out, the host's GPU count (1 without GPUs).
         :param additional_mpi_options: extra ``mpirun`` options; left out, none.
         :param max_retry_attempts: retries on internal errors; left out, none.
+        :param extra_request_fields: further CreateTrainingJob parameters the props do not cover
+            (e.g. ``TensorBoardOutputConfig``, ``ExperimentConfig``), added as given; names are
+            checked against botocore's SageMaker model. Left out, none.
         """
         super().__init__(scope, id)
         self.instance_type = normalize_instance_type(instance_type)
@@ -150,6 +154,7 @@ class ChainerEstimator(Construct):
         self.environment = dict(environment or {})
         self.tags = dict(tags or {})
         self.max_retry_attempts = max_retry_attempts
+        self.extra_request_fields = dict(extra_request_fields or {})
         self.output_prefix = output_prefix.strip("/")
         self.output_kms_key = output_kms_key
         self.volume_kms_key = volume_kms_key
@@ -159,6 +164,8 @@ class ChainerEstimator(Construct):
         )
         self._validate(hyperparameters or {}, container_log_level, checkpoint_bucket, base_job_name)
         self.gpus_per_instance = gpu_count(self.instance_type)
+        self._check_extra_fields()
+        self._warn_about_mpi_slots()
         self.base_job_name = (
             base_job_name
             or Names.unique_resource_name(self, max_length=MAX_JOB_PREFIX, separator="-").lower()
@@ -316,6 +323,47 @@ class ChainerEstimator(Construct):
                 "use 1 or more, or leave it out",
             )
 
+    def _check_extra_fields(self) -> None:
+        if not self.extra_request_fields:
+            return
+        import botocore.session  # only when used: loading the service model takes a moment
+
+        model = botocore.session.get_session().get_service_model("sagemaker")
+        shape = model.operation_model("CreateTrainingJob").input_shape
+        known = set(shape.members) if shape is not None else set()
+        for name in self.extra_request_fields:
+            require(
+                name in known,
+                "extra_request_fields",
+                name,
+                "use a CreateTrainingJob parameter name, e.g. TensorBoardOutputConfig",
+            )
+
+    def _warn_about_mpi_slots(self) -> None:
+        slots = self.mpi.process_slots_per_host
+        if (
+            self.gpus_per_instance
+            and slots
+            and not is_unresolved(slots)
+            and (slots > self.gpus_per_instance)
+        ):
+            Annotations.of(self).add_warning_v2(
+                "chainer-sagemaker-cdk:mpi-slots",
+                f"process_slots_per_host={slots} exceeds the {self.gpus_per_instance} GPU(s) "
+                f"of {self.instance_type}: GPU ranks will share devices",
+            )
+
+    @property
+    def mpi_slots_per_host(self) -> int:
+        """MPI processes per host: the prop, else the instance's GPUs (1 without GPUs), as the
+        runtime computes it."""
+        return self.mpi.process_slots_per_host or max(self.gpus_per_instance, 1)
+
+    @property
+    def mpi_num_processes(self) -> int:
+        """Total MPI processes: the prop, else slots per host times hosts."""
+        return self.mpi.num_processes or self.mpi_slots_per_host * self.instance_count
+
     # -- resources ------------------------------------------------------------------------------
     def _default_bucket(self) -> s3.IBucket:
         key = self.output_kms_key or kms.Key(
@@ -442,4 +490,12 @@ class ChainerEstimator(Construct):
             request["RetryStrategy"] = {"MaximumRetryAttempts": self.max_retry_attempts}
         if self.tags:
             request["Tags"] = [{"Key": k, "Value": v} for k, v in self.tags.items()]
+        for name, value in self.extra_request_fields.items():
+            require(
+                name not in request,
+                "extra_request_fields",
+                name,
+                f"{name} is set by the estimator's props: use those",
+            )
+            request[name] = value
         return request

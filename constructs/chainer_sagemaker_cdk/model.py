@@ -20,7 +20,8 @@ from ._network import VpcPlacement
 from ._validation import is_unresolved, require
 from .image import RuntimeImage
 from .instance import normalize_instance_type
-from .source import CodeConfig, ModelData, SourceCode
+from .model_data import ModelData
+from .source import CodeConfig, SourceCode
 
 __all__ = ["ChainerModel", "model_environment"]
 
