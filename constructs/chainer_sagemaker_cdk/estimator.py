@@ -37,6 +37,27 @@ _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 MAX_JOB_PREFIX = 26  # leaves room for "-" and a 36-character UUID in a 63-character job name
 MAX_RUNTIME = Duration.days(28)
 CODE_CHANNEL = "code"
+# The CreateTrainingJob fields the props render (extra_request_fields may not replace them).
+PROP_FIELDS = frozenset(
+    {
+        "TrainingJobName",
+        "AlgorithmSpecification",
+        "RoleArn",
+        "HyperParameters",
+        "InputDataConfig",
+        "OutputDataConfig",
+        "ResourceConfig",
+        "StoppingCondition",
+        "EnableNetworkIsolation",
+        "EnableInterContainerTrafficEncryption",
+        "EnableManagedSpotTraining",
+        "VpcConfig",
+        "CheckpointConfig",
+        "Environment",
+        "RetryStrategy",
+        "Tags",
+    }
+)
 ISOLATED_CODE_DIR = f"/opt/ml/input/data/{CODE_CHANNEL}"
 _LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
 
@@ -333,6 +354,12 @@ class ChainerEstimator(Construct):
         known = set(shape.members) if shape is not None else set()
         for name in self.extra_request_fields:
             require(
+                name not in PROP_FIELDS,
+                "extra_request_fields",
+                name,
+                f"{name} is set by the estimator's props: use those",
+            )
+            require(
                 name in known,
                 "extra_request_fields",
                 name,
@@ -490,12 +517,5 @@ class ChainerEstimator(Construct):
             request["RetryStrategy"] = {"MaximumRetryAttempts": self.max_retry_attempts}
         if self.tags:
             request["Tags"] = [{"Key": k, "Value": v} for k, v in self.tags.items()]
-        for name, value in self.extra_request_fields.items():
-            require(
-                name not in request,
-                "extra_request_fields",
-                name,
-                f"{name} is set by the estimator's props: use those",
-            )
-            request[name] = value
+        request.update(self.extra_request_fields)
         return request

@@ -162,3 +162,10 @@ def test_cloudformation_properties(maximal_template: dict[str, Any], kind: str) 
         if kind == "AWS::SageMaker::Endpoint":
             params["EndpointConfigName"] = "endpointconfig"
         assert _validate(operation, params) == [], logical_id
+
+
+def test_prop_fields_are_create_training_job_parameters() -> None:
+    from chainer_sagemaker_cdk.estimator import PROP_FIELDS
+
+    shape = MODEL.operation_model("CreateTrainingJob").input_shape
+    assert PROP_FIELDS <= set(shape.members)

@@ -494,3 +494,60 @@ def test_isolate_model(stack: cdk.Stack, code: SourceCode, registry_image: Runti
     assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == (
         "/opt/ml/model/code"
     )
+
+
+def test_extra_request_fields(
+    stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage
+) -> None:
+    tensorboard = {"S3OutputPath": "s3://given-bucket/tb", "LocalPath": "/opt/ml/output/tb"}
+    definition = state_machine_definition(
+        _pipeline(
+            stack,
+            code,
+            registry_image,
+            extra_request_fields={"TensorBoardOutputConfig": tensorboard},
+        )
+    )
+    assert definition["States"]["Train"]["Parameters"]["TensorBoardOutputConfig"] == tensorboard
+
+
+def test_mpi_defaults_follow_the_gpus(
+    stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage
+) -> None:
+    gpu = ChainerEstimator(
+        stack,
+        "Gpu",
+        code=code,
+        image=registry_image,
+        instance_type="ml.p3.8xlarge",
+        instance_count=2,
+    )
+    cpu = ChainerEstimator(
+        stack,
+        "Cpu",
+        code=code,
+        image=registry_image,
+        instance_type="ml.c5.xlarge",
+        instance_count=3,
+    )
+    assert (gpu.gpus_per_instance, gpu.mpi_slots_per_host, gpu.mpi_num_processes) == (4, 4, 8)
+    assert (cpu.gpus_per_instance, cpu.mpi_slots_per_host, cpu.mpi_num_processes) == (0, 1, 3)
+    # not sent: the SDK leaves unset MPI options out, and the runtime computes the same
+    assert "sagemaker_process_slots_per_host" not in gpu.reserved_hyperparameters(None)
+
+
+def test_more_slots_than_gpus_warns(
+    stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage
+) -> None:
+    ChainerEstimator(
+        stack,
+        "Gpu",
+        code=code,
+        image=registry_image,
+        instance_type="ml.p3.2xlarge",
+        process_slots_per_host=4,
+    )
+    warnings = cdk.assertions.Annotations.from_stack(stack).find_warning(
+        "*", cdk.assertions.Match.string_like_regexp("exceeds the 1 GPU")
+    )
+    assert len(warnings) == 1

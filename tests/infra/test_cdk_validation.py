@@ -68,6 +68,18 @@ ESTIMATOR_CASES: list[tuple[dict[str, Any], str, str, str]] = [
     ({"max_retry_attempts": 0}, "max_retry_attempts", "0", "1 or more"),
     ({"vpc_subnets": ec2.SubnetSelection()}, "vpc_subnets", "given", "also give vpc"),
     (
+        {"extra_request_fields": {"TensorBoard": {}}},
+        "extra_request_fields",
+        "TensorBoard",
+        "TensorBoardOutputConfig",
+    ),
+    (
+        {"extra_request_fields": {"RoleArn": "x"}},
+        "extra_request_fields",
+        "RoleArn",
+        "set by the estimator's props",
+    ),
+    (
         {
             "enable_network_isolation": True,
             "channels": {
