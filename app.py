@@ -111,6 +111,13 @@ def _acknowledge(access_logs: s3.IBucket, *buckets: s3.IBucket) -> None:
 
 def build_app(app: App | None = None) -> App:
     app = app or App()
+    if app.node.try_get_context("nag"):
+        # `cdk synth -c nag=1`: fail the synth on any unacknowledged compliance finding.
+        from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
+
+        Validations.of(app).add_plugins(
+            AwsSolutionsChecks(app), HIPAASecurityChecks(app), NIST80053R5Checks(app)
+        )
     DigitsStack(app, "ChainerDigits")
     return app
 
