@@ -15,7 +15,7 @@ from aws_cdk import aws_s3 as s3
 
 from constructs import Construct
 
-from . import _iam
+from . import _iam, _metadata
 from ._network import VpcPlacement
 from ._validation import is_unresolved, require
 from .hyperparameters import (
@@ -221,6 +221,16 @@ class ChainerEstimator(Construct):
             hosts_talk=is_unresolved(self.instance_count) or self.instance_count > 1,
         )
         self._grant_training()
+        _metadata.record_training_job(
+            self,
+            hyperparameters={**self.hyperparameters, **self.reserved_hyperparameters(None)},
+            instance_count=self.instance_count,
+            instance_type=self.instance_type,
+            input_mode=self.input_mode.value,
+            channels={name: c.describe() for name, c in self.channels.items()},
+            environment=self.environment,
+            code_asset_hash=self.code.asset_hash,
+        )
 
     # -- validation ---------------------------------------------------------------------------
     def _validate(

@@ -15,7 +15,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 
 from constructs import Construct
 
-from . import _iam
+from . import _iam, _metadata
 from ._network import VpcPlacement
 from ._validation import is_unresolved, require
 from .image import RuntimeImage
@@ -168,6 +168,12 @@ class ChainerModel(Construct):
         )
         # The role's policy must exist before SageMaker checks the model's access.
         self.resource.node.add_dependency(self.grant_principal.policy)  # type: ignore[attr-defined]
+        _metadata.record_model(
+            self,
+            environment=self.environment,
+            code_asset_hash=code_config.asset_hash,
+            model_data_asset_hash=data_config.asset_hash,
+        )
         self.model_name = self.resource.attr_model_name
         self.model_data_url = data_config.s3_url
 

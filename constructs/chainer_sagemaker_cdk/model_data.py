@@ -28,6 +28,8 @@ class ModelDataConfig:
     """What a bound :class:`ModelData` gives the model: the ``s3://`` URL of ``model.tar.gz``."""
 
     s3_url: str
+    asset_hash: str | None = None
+    """The staged asset's hash when the model data is a file asset (for local mode)."""
 
 
 _LOOKUP_FUNCTION_ID = "AWS679f53fac002430cb0da5b7982bd2287"  # AwsCustomResource's singleton
@@ -136,7 +138,7 @@ class ModelData(ABC):
         asset = _assets.file_asset(scope, f"ChainerModelData{digest[:16]}", path, digest)
         key = asset.s3_object_key
         _assets.grant_object_read(scope, grantee, asset.s3_bucket_name, key)
-        return ModelDataConfig(asset.s3_object_url)
+        return ModelDataConfig(asset.s3_object_url, asset.asset_hash)
 
 
 class _DirectoryModelData(ModelData):
@@ -160,7 +162,7 @@ class _DirectoryModelData(ModelData):
         asset = _assets.file_asset(scope, f"ChainerModelData{digest[:16]}", path, digest)
         key = asset.s3_object_key
         _assets.grant_object_read(scope, grantee, asset.s3_bucket_name, key)
-        return ModelDataConfig(asset.s3_object_url)
+        return ModelDataConfig(asset.s3_object_url, asset.asset_hash)
 
 
 class _TarballModelData(ModelData):
@@ -182,7 +184,7 @@ class _TarballModelData(ModelData):
         asset = _assets.file_asset(scope, f"ChainerModelData{digest[:16]}", self.path, digest)
         key = asset.s3_object_key
         _assets.grant_object_read(scope, grantee, asset.s3_bucket_name, key)
-        return ModelDataConfig(asset.s3_object_url)
+        return ModelDataConfig(asset.s3_object_url, asset.asset_hash)
 
 
 class _BucketModelData(ModelData):

@@ -24,7 +24,7 @@ from aws_cdk import aws_stepfunctions as sfn
 
 from constructs import Construct
 
-from . import _iam
+from . import _iam, _metadata
 from ._validation import is_unresolved, require
 from .estimator import ChainerEstimator
 from .instance import has_instance_storage, normalize_instance_type
@@ -228,6 +228,9 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             container_log_level=est.container_log_level,
             model_server_workers=workers,
             environment=extra_env,
+        )
+        _metadata.record_model(
+            self, environment=env, code_asset_hash=est.code.asset_hash, model_data_asset_hash=None
         )
         model: dict[str, Any] = {
             "ModelName.$": "$.config.TrainingJobName",

@@ -28,6 +28,8 @@ class CodeConfig:
     entry_point: str
     object_name: str = "sourcedir.tar.gz"
     """The file name of the archive (the last part of its S3 key)."""
+    asset_hash: str | None = None
+    """The staged asset's hash when the code is a file asset (local mode finds it by it)."""
 
 
 class SourceCode(ABC):
@@ -114,7 +116,10 @@ class _DirectorySource(SourceCode):
         key = asset.s3_object_key
         _assets.grant_object_read(scope, grantee, asset.s3_bucket_name, key)
         return CodeConfig(
-            asset.s3_object_url, self.entry_point, _assets.basename(asset.s3_object_key)
+            asset.s3_object_url,
+            self.entry_point,
+            _assets.basename(asset.s3_object_key),
+            asset.asset_hash,
         )
 
 
@@ -140,7 +145,10 @@ class _TarballSource(SourceCode):
         key = asset.s3_object_key
         _assets.grant_object_read(scope, grantee, asset.s3_bucket_name, key)
         return CodeConfig(
-            asset.s3_object_url, self.entry_point, _assets.basename(asset.s3_object_key)
+            asset.s3_object_url,
+            self.entry_point,
+            _assets.basename(asset.s3_object_key),
+            asset.asset_hash,
         )
 
 
