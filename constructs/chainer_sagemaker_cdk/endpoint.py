@@ -285,6 +285,9 @@ class ChainerEndpoint(Construct):
             scalable_dimension="sagemaker:variant:DesiredInstanceCount",
             min_capacity=min_capacity,
             max_capacity=max_capacity,
+            # Application Auto Scaling acts through its service-linked role; without this CDK
+            # would add an empty role of its own.
+            role=self._scaling_role(),
         )
         target.node.add_dependency(self.resource)
         target.scale_to_track_metric(
@@ -295,6 +298,18 @@ class ChainerEndpoint(Construct):
             scale_out_cooldown=scale_out_cooldown,
         )
         return target
+
+    def _scaling_role(self) -> iam.IRole:
+        existing = self.node.try_find_child("ScalingRole")
+        if existing is not None:
+            return existing  # type: ignore[return-value]
+        stack = Stack.of(self)
+        arn = (
+            f"arn:{stack.partition}:iam::{stack.account}:role/aws-service-role/"
+            "sagemaker.application-autoscaling.amazonaws.com/"
+            "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
+        )
+        return iam.Role.from_role_arn(self, "ScalingRole", arn, mutable=False)
 
     def metric(
         self,
