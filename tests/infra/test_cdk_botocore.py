@@ -165,7 +165,7 @@ def test_cloudformation_properties(maximal_template: dict[str, Any], kind: str) 
 
 
 def test_prop_fields_are_create_training_job_parameters() -> None:
-    from chainer_sagemaker_cdk.estimator import PROP_FIELDS
+    from chainer_sagemaker_cdk._estimator_checks import PROP_FIELDS
 
     shape = MODEL.operation_model("CreateTrainingJob").input_shape
     assert set(shape.members) >= PROP_FIELDS
