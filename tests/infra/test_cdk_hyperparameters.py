@@ -103,3 +103,55 @@ def test_pipeline_sends_the_same_map(example_definition: dict[str, Any]) -> None
     assert reserved["sagemaker_job_name.$"] == "States.JsonToString($.merged.TrainingJobName)"
     assert reserved["sagemaker_container_log_level"] == "20"
     assert reserved["sagemaker_enable_cloudwatch_metrics"] == "false"
+
+
+def test_estimator_request_equals_the_sdk_map() -> None:
+    """Chainer(entry_point="train.py", hyperparameters={...}, use_mpi=True, num_processes=4,
+    process_slots_per_host=2, additional_mpi_options="-x A", container_log_level=20) fitted as
+    job "job-1" in us-west-2 with code at s3://code-bucket/job-1/source/sourcedir.tar.gz sends
+    exactly this map (sagemaker 1.72.0, Framework._prepare_for_training + Chainer.hyperparameters).
+    """
+    import aws_cdk as cdk
+    from aws_cdk import aws_s3 as s3
+    from chainer_sagemaker_cdk import ChainerEstimator, RuntimeImage, SourceCode
+
+    stack = cdk.Stack(
+        cdk.App(), "Sdk", env=cdk.Environment(account="123456789012", region="us-west-2")
+    )
+    bucket = s3.Bucket.from_bucket_name(stack, "Code", "code-bucket")
+    estimator = ChainerEstimator(
+        stack,
+        "Estimator",
+        code=SourceCode.from_bucket(bucket, "job-1/source/sourcedir.tar.gz", "train.py"),
+        image=RuntimeImage.from_registry("registry.example/chainer:5"),
+        hyperparameters={
+            "epochs": 10,
+            "lr": 0.01,
+            "optimizer": "adam",
+            "layers": [64, 32],
+            "verbose": True,
+        },
+        use_mpi=True,
+        num_processes=4,
+        process_slots_per_host=2,
+        additional_mpi_options="-x A",
+        output_bucket=bucket,
+    )
+    sent = stack.resolve(estimator.training_job_request("job-1"))["HyperParameters"]
+    assert sent == {
+        "epochs": "10",
+        "lr": "0.01",
+        "optimizer": '"adam"',
+        "layers": "[64, 32]",
+        "verbose": "true",
+        "sagemaker_submit_directory": '"s3://code-bucket/job-1/source/sourcedir.tar.gz"',
+        "sagemaker_program": '"train.py"',
+        "sagemaker_enable_cloudwatch_metrics": "false",
+        "sagemaker_container_log_level": "20",
+        "sagemaker_job_name": '"job-1"',
+        "sagemaker_region": '"us-west-2"',
+        "sagemaker_use_mpi": "true",
+        "sagemaker_num_processes": "4",
+        "sagemaker_process_slots_per_host": "2",
+        "sagemaker_additional_mpi_options": '"-x A"',
+    }
