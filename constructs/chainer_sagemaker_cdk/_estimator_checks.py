@@ -17,7 +17,14 @@ from .training_input import validate_channel_name
 if TYPE_CHECKING:
     from .estimator import ChainerEstimator
 
-__all__ = ["CODE_CHANNEL", "MAX_JOB_PREFIX", "PROP_FIELDS", "check_extra_fields", "validate"]
+__all__ = [
+    "CODE_CHANNEL",
+    "MAX_JOB_PREFIX",
+    "PROP_FIELDS",
+    "check_extra_fields",
+    "check_isolated_code",
+    "validate",
+]
 
 _JOB_PREFIX = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -190,4 +197,16 @@ def check_extra_fields(est: ChainerEstimator) -> None:
             "extra_request_fields",
             name,
             "use a CreateTrainingJob parameter name, e.g. TensorBoardOutputConfig",
+        )
+
+
+def check_isolated_code(est: ChainerEstimator) -> None:
+    """An isolated job finds its code in the channel by file name: it must look like a tarball."""
+    name = est.code.object_name
+    if est.enable_network_isolation and not is_unresolved(name):
+        require(
+            name.endswith((".tar.gz", ".tgz", ".tar")),
+            "code",
+            name,
+            "with enable_network_isolation the code object's name must end in .tar.gz or .tgz",
         )

@@ -178,6 +178,7 @@ class ChainerEstimator(Construct):
         self.checkpoint_bucket = checkpoint_bucket
         self.checkpoint_prefix = checkpoint_prefix.strip("/")
         self.code: CodeConfig = code.bind(self, self.grant_principal)
+        _estimator_checks.check_isolated_code(self)
         self.image_source = image or RuntimeImage.from_asset()
         self.image: ImageConfig = self.image_source.bind(
             self, self.grant_principal, self.instance_type

@@ -116,6 +116,19 @@ def _check(error: ChainerValidationError, prop: str, value: str, fix: str) -> No
     assert fix in message
 
 
+def test_isolated_code_must_be_a_tarball(stack: cdk.Stack) -> None:
+    bucket = s3.Bucket.from_bucket_name(stack, "Code", "code-bucket")
+    with pytest.raises(ChainerValidationError) as caught:
+        ChainerEstimator(
+            stack,
+            "E",
+            code=SourceCode.from_bucket(bucket, "src/code.zip", "t.py"),
+            image=IMAGE,
+            enable_network_isolation=True,
+        )
+    _check(caught.value, "code", "code.zip", ".tar.gz or .tgz")
+
+
 def test_channel_name(stack: cdk.Stack, code: SourceCode) -> None:
     bucket = s3.Bucket.from_bucket_name(stack, "B", "bucket-b")
     with pytest.raises(ChainerValidationError) as caught:
