@@ -170,3 +170,35 @@ def test_training_only_fragment_grants_only_training(code_dir: Any) -> None:
     assert "sagemaker:CreateTrainingJob" in text
     assert "sagemaker:CreateModel" not in text
     assert "sagemaker:CreateEndpoint" not in text
+
+
+def _lint_definition(definition: dict[str, Any]) -> list[str]:
+    """cfn-lint's States Language rule (E3601) on a definition given as an object: cfn-lint
+    skips a DefinitionString built with Fn::Join, so the placeholders are filled first."""
+    import json
+
+    from cfnlint.api import ManualArgs, lint
+
+    template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Resources": {
+            "Machine": {
+                "Type": "AWS::StepFunctions::StateMachine",
+                "Properties": {
+                    "RoleArn": "arn:aws:iam::123456789012:role/sm",
+                    "Definition": definition,
+                },
+            }
+        },
+    }
+    matches = lint(json.dumps(template), config=ManualArgs(regions=["us-east-1"]))
+    return [f"{m.rule.id} {m.message}" for m in matches if m.rule.id.startswith("E")]
+
+
+def test_definitions_pass_the_states_language_rule(
+    example_definition: dict[str, Any], maximal_definition: dict[str, Any]
+) -> None:
+    assert _lint_definition(example_definition) == []
+    assert _lint_definition(maximal_definition) == []
+    broken = {"StartAt": "A", "States": {"A": {"Type": "Task", "End": True}}}
+    assert _lint_definition(broken)  # the rule does look
