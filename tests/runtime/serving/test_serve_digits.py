@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -241,3 +242,60 @@ def test_unknown_route_and_wrong_method(healthy: Server) -> None:
     assert healthy.request("GET", "/nope")[0] == 404
     assert healthy.request("GET", "/invocations")[0] == 405
     assert healthy.request("POST", "/ping", b"")[0] == 405
+
+
+def _raw(server: Server, data: bytes, expect_responses: int = 1) -> bytes:
+    """Send raw bytes and read until ``expect_responses`` responses (or the server closes)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(data)
+        received = b""
+        while received.count(b"HTTP/1.1 ") < expect_responses or not received.endswith(
+            (b"}", b"\r\n\r\n", b"]")
+        ):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+def test_pipelined_requests_are_answered_in_order(healthy: Server) -> None:
+    one = b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
+    reqs = b"".join(
+        one + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        for body in (b"[[" + b",".join([str(i).encode()] * 784) + b"]]" for i in range(3))
+    )
+    reqs += b"GET /ping HTTP/1.1\r\n\r\n"
+    received = _raw(healthy, reqs, expect_responses=4)
+    assert received.count(b"HTTP/1.1 200 OK") == 4
+    bodies = [part.split(b"\r\n\r\n", 1)[1] for part in received.split(b"HTTP/1.1 ")[1:]]
+    outputs = [json.loads(b) for b in bodies[:3]]
+    assert len({json.dumps(o) for o in outputs}) == 3  # three different inputs, in order
+    assert bodies[3] == b""
+
+
+def test_expect_100_continue(healthy: Server) -> None:
+    body = b"[[" + b",".join([b"0"] * 784) + b"]]"
+    head = (
+        b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    with socket.create_connection(("127.0.0.1", healthy.port), timeout=10) as sock:
+        sock.sendall(head)
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 200 OK")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"NONSENSE\r\n\r\n",
+        b"POST /invocations HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+        b"POST /invocations HTTP/1.1\r\nbad header line\r\n\r\n",
+        b"POST /invocations HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ],
+)
+def test_malformed_requests_are_400(healthy: Server, data: bytes) -> None:
+    assert _raw(healthy, data).startswith(b"HTTP/1.1 400 Bad Request")
