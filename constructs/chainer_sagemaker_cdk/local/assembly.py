@@ -86,8 +86,12 @@ class CloudAssembly:
 
     def _entries(self, stack: str | None, kind: str) -> list[tuple[str, dict[str, Any]]]:
         _, artifact = self._stack(stack)
+        metadata: dict[str, Any] = dict(artifact.get("metadata", {}))
+        extra = artifact.get("additionalMetadataFile")
+        if extra:  # newer CDK versions keep the metadata beside the manifest
+            metadata.update(json.loads((self.directory / extra).read_text()))
         found = []
-        for path, entries in sorted(artifact.get("metadata", {}).items()):
+        for path, entries in sorted(metadata.items()):
             for entry in entries:
                 if entry.get("type") == kind:
                     found.append((path, entry["data"]))
