@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "demo-out"
 STACK = "ChainerDigits"
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 
 def say(message: str) -> None:

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION=1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20
 say() { printf '[setup] %s\n' "$*"; }
 
 find_python() {  # find_python 3.11 -> path of an interpreter of that version
