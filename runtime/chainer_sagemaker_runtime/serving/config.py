@@ -36,6 +36,7 @@ class ServingConfig:
     max_payload_bytes: int
     batching: bool
     max_batch_rows: int
+    optimize_model: bool
 
     @property
     def model_dir(self) -> Path:
@@ -83,9 +84,12 @@ class ServingConfig:
                 f"SAGEMAKER_CONTAINER_LOG_LEVEL={level_raw!r} is not a log level (20 = INFO)"
             )
         accept = env.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "").strip() or "application/json"
-        batching_raw = env.get("CHAINER_SAGEMAKER_BATCHING", "1").strip().lower()
-        if batching_raw not in {"0", "1", "true", "false", "yes", "no", "on", "off", ""}:
-            problems.append(f"CHAINER_SAGEMAKER_BATCHING={batching_raw!r} must be 0 or 1")
+
+        def flag(name: str) -> bool:
+            raw = env.get(name, "1").strip().lower()
+            if raw not in {"0", "1", "true", "false", "yes", "no", "on", "off", ""}:
+                problems.append(f"{name}={raw!r} must be 0 or 1")
+            return raw not in {"0", "false", "no", "off"}
 
         config = cls(
             base_dir=base_dir,
@@ -103,7 +107,8 @@ class ServingConfig:
             max_payload_bytes=int(
                 number("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, integer=False, minimum=0.000001) * _MB
             ),
-            batching=batching_raw in {"1", "true", "yes", "on", ""},
+            batching=flag("CHAINER_SAGEMAKER_BATCHING"),
+            optimize_model=flag("CHAINER_SAGEMAKER_OPTIMIZE_MODEL"),
             max_batch_rows=int(
                 number("CHAINER_SAGEMAKER_MAX_BATCH_ROWS", 256, integer=True, minimum=1)
             ),

@@ -26,7 +26,14 @@ from chainer_sagemaker_runtime.serving.errors import (
     ServingError,
 )
 
-__all__ = ["Handler", "Hooks", "Reply", "default_predict_fn", "media_type"]
+__all__ = [
+    "Handler",
+    "Hooks",
+    "Reply",
+    "column_major_linear_weights",
+    "default_predict_fn",
+    "media_type",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +103,33 @@ def default_predict_fn(data: Any, model: Any) -> Any:
     return result
 
 
+def column_major_linear_weights(model: Any) -> int:
+    """Store the weights of the model's ``chainer.links.Linear`` layers column-major.
+
+    Chainer computes ``x.dot(W.T)``; with a row-major ``W`` that makes OpenBLAS repack the whole
+    weight matrix on every call with more than one row, which costs more than the product itself
+    at the batch sizes a model server sees (2-32 rows: 30-40 % of the forward pass of the
+    784-1000-1000-10 MLP on this project's benchmark machine). A column-major ``W`` holds the
+    same values, so ``W.T`` is a plain row-major matrix and the product runs without the copy.
+    Results can differ from the row-major ones only by float rounding order. Returns how many
+    matrices were converted (CPU arrays only; GPU arrays are left alone).
+    """
+    import numpy
+
+    links = getattr(model, "links", None)
+    if not callable(links):
+        return 0
+    linear = importlib.import_module("chainer.links").Linear
+    converted = 0
+    for link in links():
+        weight = getattr(link, "W", None) if isinstance(link, linear) else None
+        array = getattr(weight, "array", None)
+        if isinstance(array, numpy.ndarray) and array.ndim == 2 and not array.flags.f_contiguous:
+            weight.array = numpy.asfortranarray(array)  # type: ignore[union-attr]
+            converted += 1
+    return converted
+
+
 def _payload(body: bytes, content_type: str) -> bytes | str:
     """Text types reach user hooks as ``str`` and the rest as ``bytes``, as in the old server."""
     if content_type not in codecs.TEXT_TYPES:
@@ -128,13 +162,19 @@ def _as_reply(result: Any, accept: str, hook: str) -> Reply:
 class Handler:
     """One loaded model plus the hooks that serve it."""
 
-    def __init__(self, hooks: Hooks, model: Any, default_accept: str) -> None:
+    def __init__(
+        self, hooks: Hooks, model: Any, default_accept: str, *, optimize: bool = False
+    ) -> None:
         self.hooks = hooks
         self.model = model
         self.default_accept = default_accept
         self._custom_output = hooks.output_fn is not None or hooks.transform_fn is not None
         #: True when requests may share one predict call (default predict_fn, no transform_fn).
         self.batchable = hooks.predict_fn is None and hooks.transform_fn is None
+        if optimize and self.batchable:  # only where the server owns the call into the model
+            converted = column_major_linear_weights(model)
+            if converted:
+                log.debug("stored %d Linear weight matrices column-major", converted)
 
     def negotiate(self, accept_header: str | None) -> str:
         """The reply type: the first supported entry of ``Accept``, ``*/*`` meaning the default."""

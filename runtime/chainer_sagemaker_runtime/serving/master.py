@@ -58,6 +58,7 @@ def _worker_main(config: ServingConfig, hooks: Hooks, pipe: int, ready: mmap.mma
 
     try:
         model = hooks.model_fn(str(config.model_dir))
+        handler = Handler(hooks, model, config.default_accept, optimize=config.optimize_model)
     except BaseException as exc:
         detail = "".join(traceback.format_exception(exc)).rstrip()
         os.write(pipe, _FAILED + f"model_fn({str(config.model_dir)!r}) raised:\n{detail}".encode())
@@ -72,7 +73,7 @@ def _worker_main(config: ServingConfig, hooks: Hooks, pipe: int, ready: mmap.mma
     gc.collect()
     gc.freeze()
     os.write(pipe, _READY)
-    Worker(config, Handler(hooks, model, config.default_accept), ready).run(sock)
+    Worker(config, handler, ready).run(sock)
     return 0
 
 

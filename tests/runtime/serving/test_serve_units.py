@@ -171,3 +171,31 @@ def test_batchable_only_with_the_default_predict_fn() -> None:
     assert _handler(input_fn=lambda b, c: b).batchable
     assert not _handler(predict_fn=lambda x, m: x).batchable
     assert not _handler(transform_fn=lambda m, b, c, a: b"").batchable
+
+
+def test_linear_weights_become_column_major_only_for_the_default_predict_fn() -> None:
+    import chainer
+    from chainer import links
+
+    def make() -> chainer.Chain:
+        chain = chainer.Sequential(links.Linear(4, 3), links.Linear(3, 2))
+        for link in chain.links():
+            if isinstance(link, links.Linear):
+                assert link.W.array.flags.c_contiguous
+        return chain
+
+    x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    reference = make()
+    before = np.asarray(reference(x).array)
+
+    hooks = Hooks.from_module(_module(model_fn=lambda d: reference))
+    handler = Handler(hooks, reference, "application/json", optimize=True)
+    linears = [link for link in reference.links() if isinstance(link, links.Linear)]
+    assert all(link.W.array.flags.f_contiguous for link in linears)
+    np.testing.assert_allclose(handler.predict(x), before, rtol=1e-6, atol=1e-6)
+
+    untouched = make()
+    custom = Hooks.from_module(_module(model_fn=lambda d: untouched, predict_fn=lambda x, m: x))
+    Handler(custom, untouched, "application/json", optimize=True)
+    linears = [link for link in untouched.links() if isinstance(link, links.Linear)]
+    assert all(link.W.array.flags.c_contiguous for link in linears)
