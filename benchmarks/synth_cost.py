@@ -19,7 +19,6 @@ import argparse
 import importlib.util
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
+
+from constructs import Construct
 
 REPO = Path(__file__).resolve().parent.parent
 STATEMENTS_FILE = "statements.json"
@@ -60,7 +61,6 @@ def example_statements() -> dict[str, list[dict[str, Any]]]:
         app = cdk.App(outdir=outdir)
         _example_app().build_app(app)
         template = app.synth().get_stack_by_name("ChainerDigits").template
-    statements["ids"] = [{"id": logical_id} for logical_id in template["Resources"]]
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] == "AWS::IAM::ManagedPolicy":
             kind = "execution" if logical_id.startswith("Estimator") else "pipeline"
@@ -86,7 +86,7 @@ def _policy(stack: cdk.Stack, id: str, role: iam.IRole, statements: list[dict[st
 
 
 def _bucket(
-    stack: cdk.Stack, id: str, key: kms.IKey | None, logs_bucket: s3.IBucket | None = None
+    stack: Construct, id: str, key: kms.IKey | None, logs_bucket: s3.IBucket | None = None
 ) -> s3.Bucket:
     return s3.Bucket(
         stack,
@@ -119,8 +119,10 @@ def build_bare(app: cdk.App, statements: dict[str, list[dict[str, Any]]]) -> Non
     stack = cdk.Stack(app, "Bare")
     logs_bucket = _bucket(stack, "AccessLogs", None)
     data = _bucket(stack, "Data", kms.Key(stack, "DataKey", enable_key_rotation=True), logs_bucket)
+    # Same construct paths as the example, so the statements' logical IDs name these resources.
+    scope = Construct(stack, "Estimator")
     artifacts = _bucket(
-        stack, "Artifacts", kms.Key(stack, "ArtifactsKey", enable_key_rotation=True), logs_bucket
+        scope, "Artifacts", kms.Key(scope, "ArtifactsKey", enable_key_rotation=True), logs_bucket
     )
     for bucket in (logs_bucket, data, artifacts):
         cdk.Validations.of(bucket).acknowledge(
@@ -144,14 +146,18 @@ def build_bare(app: cdk.App, statements: dict[str, list[dict[str, Any]]]) -> Non
         platform=ecr_assets.Platform.LINUX_AMD64,
     )
     role = iam.Role(
-        stack, "ExecutionRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com")
+        scope, "ExecutionRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com")
     )
     _policy(stack, "ExecutionPolicy", role, statements["execution"])
     sm_role = iam.Role(
         stack, "StateMachineRole", assumed_by=iam.ServicePrincipal("states.amazonaws.com")
     )
     _policy(stack, "StateMachinePolicy", sm_role, statements["pipeline"])
-    endpoint_key = kms.Key(stack, "EndpointKey", enable_key_rotation=True)
+    endpoint_key = kms.Key(
+        Construct(Construct(stack, "Pipeline"), "Pipeline"),
+        "EndpointStorageKey",
+        enable_key_rotation=True,
+    )
     logs_key = kms.Key(stack, "LogsKey", enable_key_rotation=True)
     logs_key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com"))
     log_group = logs.LogGroup(
@@ -276,20 +282,6 @@ def build_bare(app: cdk.App, statements: dict[str, list[dict[str, Any]]]) -> Non
             destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True
         ),
     )
-    # The statements name the example's resources: give the bare ones the same logical IDs.
-    ids = [entry["id"] for entry in statements["ids"]]
-    for construct, name in (
-        (artifacts, "EstimatorArtifacts"),
-        (data, "Data"),
-        (role, "EstimatorExecutionRole"),
-        (endpoint_key, "PipelineEndpointStorageKey"),
-        (artifacts.encryption_key, "EstimatorArtifactsKey"),
-        (data.encryption_key, "DataKey"),
-    ):
-        (logical_id,) = [i for i in ids if re.fullmatch(f"{name}[0-9A-F]{{8}}", i)]
-        child = construct.node.default_child  # type: ignore[union-attr]
-        assert isinstance(child, cdk.CfnElement)
-        child.override_logical_id(logical_id)
     cdk.CfnOutput(stack, "StateMachineArn", value=machine.state_machine_arn)
     cdk.CfnOutput(stack, "EndpointName", value="chainer-digits")
     cdk.CfnOutput(stack, "ModelDataPrefix", value=artifacts.s3_url_for_object("models"))

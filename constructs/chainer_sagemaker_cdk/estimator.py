@@ -136,6 +136,8 @@ class ChainerEstimator(Construct):
         self.instance_count = instance_count
         self.input_mode = input_mode
         self.channels: dict[str, TrainingInput] = dict(channels or {})
+        self.channel_uris = {name: c.s3_uri for name, c in self.channels.items()}
+        self.region = Stack.of(self).region
         self.volume_size = volume_size or Size.gibibytes(30)
         self.max_run = max_run or Duration.hours(24)
         self.use_spot_instances = use_spot_instances
@@ -201,7 +203,7 @@ class ChainerEstimator(Construct):
             instance_count=self.instance_count,
             instance_type=self.instance_type,
             input_mode=self.input_mode.value,
-            channels={name: c.describe() for name, c in self.channels.items()},
+            channels={n: c.describe(self.channel_uris[n]) for n, c in self.channels.items()},
             environment=self.environment,
             code_asset_hash=self.code.asset_hash,
         )
@@ -298,7 +300,7 @@ class ChainerEstimator(Construct):
             if self.enable_network_isolation
             else self.code.s3_url,
             container_log_level=self.container_log_level,
-            region=Stack.of(self).region,
+            region=self.region,
             job_name=job_name,
             enable_cloudwatch_metrics=self.enable_cloudwatch_metrics,
             mpi=self.mpi,
@@ -339,7 +341,7 @@ class ChainerEstimator(Construct):
             "EnableInterContainerTrafficEncryption": self.encrypt_inter_container_traffic,
             "EnableManagedSpotTraining": self.use_spot_instances,
         }
-        channels = [c.render(n) for n, c in self.channels.items()]
+        channels = [c.render(n, self.channel_uris[n]) for n, c in self.channels.items()]
         if self.enable_network_isolation:
             channels.append(self.code_channel())
         if channels:

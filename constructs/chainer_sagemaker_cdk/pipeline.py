@@ -169,7 +169,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                         "{}-{}", est.base_job_name, sfn.JsonPath.uuid()
                     ),
                     "Hyperparameters": dict(est.hyperparameters),
-                    "Channels": {name: c.s3_uri for name, c in est.channels.items()},
+                    "Channels": dict(est.channel_uris),
                 },
                 "input.$": "$",
             },
@@ -224,7 +224,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         env = model_environment(
             entry_point=est.code.entry_point,
             submit_directory=ISOLATED_MODEL_CODE_DIR if self.isolate_model else est.code.s3_url,
-            region=Stack.of(self).region,
+            region=est.region,
             container_log_level=est.container_log_level,
             model_server_workers=workers,
             environment=extra_env,

@@ -62,10 +62,10 @@ class TrainingInput:
         """``s3://bucket/prefix``."""
         return self.bucket.s3_url_for_object(self.key_prefix.strip("/") or None)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, s3_uri: str | None = None) -> dict[str, Any]:
         """This channel's settings, for local mode (None where left out)."""
         return {
-            "s3Uri": self.s3_uri,
+            "s3Uri": s3_uri or self.s3_uri,
             "inputMode": self.input_mode.value if self.input_mode else None,
             "distribution": self.distribution.value,
             "contentType": self.content_type,
