@@ -21,10 +21,11 @@ from train import MLP, load_channel, parse_args
 def main(argv=None):
     args = parse_args(argv)
     use_gpu = args.num_gpus > 0
-    comm = chainermn.create_communicator("pure_nccl" if use_gpu else "naive")
+    communicator = "pure_nccl" if use_gpu else "naive"
+    comm = chainermn.create_communicator(communicator)
     print(
         f"rank {comm.rank} of {comm.size} (intra rank {comm.intra_rank}, "
-        f"inter rank {comm.inter_rank}) on {socket.gethostname()}",
+        f"inter rank {comm.inter_rank}) on {socket.gethostname()}, {communicator} communicator",
         flush=True,
     )
     device = chainer.get_device(f"@cupy:{comm.intra_rank}" if use_gpu else "@numpy")

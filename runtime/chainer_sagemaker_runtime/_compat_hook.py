@@ -6,11 +6,16 @@ Chainer 7.8.1 (its last release) breaks at import time in three places:
 * NumPy 2 on Python 3.12+ has no ``numpy.distutils`` (``chainer._environment_check``);
 * setuptools 81+ no longer ships ``pkg_resources`` (``chainer._environment_check``).
 
+and ChainerMN's ``pure_nccl`` communicator breaks on CuPy 13+, whose ``cupy/carray.cuh`` no
+longer brings CUDA's ``half`` type into raw kernels (its parameter packing kernels fail to
+compile: seen on an H200 with CuPy 14.2).
+
 A ``.pth`` file installed with the runtime calls :func:`install` at interpreter start. That
 only puts a finder on ``sys.meta_path``; nothing is imported and nothing is patched until the
-first ``import chainer``, when the finder fills exactly the gaps that are present and steps
-aside. Real modules are always preferred over the stand-ins. Set
-``CHAINER_SAGEMAKER_COMPAT=0`` to switch the hook off.
+first ``import chainer``, when the finder fills exactly the gaps that are present, and the
+first import of ChainerMN's memory utilities, whose two packing kernels then get
+``#include <cuda_fp16.h>`` (harmless where ``half`` already exists). Real modules are always
+preferred over the stand-ins. Set ``CHAINER_SAGEMAKER_COMPAT=0`` to switch the hook off.
 """
 
 from __future__ import annotations
@@ -27,8 +32,12 @@ __all__ = ["apply", "install"]
 _DISABLE_ENV = "CHAINER_SAGEMAKER_COMPAT"
 
 
+_CHAINERMN_KERNELS = "chainermn.communicators._memory_utility"
+
+
 class _ChainerImportFinder:
-    """Runs :func:`apply` just before ``chainer`` is first imported; never loads anything."""
+    """Runs :func:`apply` just before ``chainer`` is first imported, and patches ChainerMN's
+    packing kernels right after their module loads; never loads anything itself."""
 
     @classmethod
     def find_spec(
@@ -38,9 +47,56 @@ class _ChainerImportFinder:
         target: types.ModuleType | None = None,
     ) -> ModuleSpec | None:
         if fullname == "chainer":
-            _uninstall()
             apply()
+        elif fullname == _CHAINERMN_KERNELS:
+            return _spec_patched_after_load(fullname, path, target)
         return None
+
+
+def _spec_patched_after_load(
+    fullname: str, path: Sequence[str] | None, target: types.ModuleType | None
+) -> ModuleSpec | None:
+    for finder in sys.meta_path:
+        if finder is _ChainerImportFinder or not hasattr(finder, "find_spec"):
+            continue
+        spec: ModuleSpec | None = finder.find_spec(fullname, path, target)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            continue
+        spec.loader.exec_module = _then_patch(spec.loader.exec_module)  # type: ignore[method-assign]
+        return spec
+    return None
+
+
+def _then_patch(real_exec: Any) -> Any:
+    def exec_module(module: types.ModuleType) -> None:
+        real_exec(module)
+        _patch_chainermn_kernels(module)
+
+    return exec_module
+
+
+def _with_fp16(code: str) -> str:
+    if "half" not in code or "cuda_fp16.h" in code:
+        return code
+    return "#include <cuda_fp16.h>\n" + code
+
+
+def _patch_chainermn_kernels(module: types.ModuleType) -> None:
+    def fixed(make_kernel: Any) -> Any:
+        def build() -> Any:
+            cuda = module.chainer.backends.cuda
+            raw = cuda.raw
+            cuda.raw = lambda code, name, *a, **k: raw(_with_fp16(code), name, *a, **k)
+            try:
+                return make_kernel()
+            finally:
+                cuda.raw = raw
+
+        return build
+
+    for name in ("_cupy_batched_pack_params", "_cupy_batched_unpack_params"):
+        if callable(getattr(module, name, None)):
+            setattr(module, name, fixed(getattr(module, name)))
 
 
 def install() -> None:
@@ -51,13 +107,15 @@ def install() -> None:
         sys.meta_path.insert(0, _ChainerImportFinder)  # type: ignore[arg-type]
 
 
-def _uninstall() -> None:
-    while _ChainerImportFinder in sys.meta_path:
-        sys.meta_path.remove(_ChainerImportFinder)  # type: ignore[arg-type]
+_applied = False
 
 
 def apply() -> None:
     """Fill the gaps that are present in this interpreter; a no-op where none are."""
+    global _applied
+    if _applied:
+        return
+    _applied = True
     _add_numpy_sctypes()
     _add_numpy_distutils_stub()
     _add_pkg_resources_stub()

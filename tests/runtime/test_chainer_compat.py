@@ -85,3 +85,23 @@ def test_pkg_resources_stand_in_answers_like_pkg_resources() -> None:
 def test_nothing_heavy_is_imported_at_interpreter_start() -> None:
     out = _python("import sys; print(sorted({'numpy', 'chainer'} & set(sys.modules)))")
     assert out.stdout.strip() == "[]"
+
+
+def test_chainermn_packing_kernels_get_cuda_half_type() -> None:
+    """CuPy 13+ raw kernels lack `half`; the hook adds cuda_fp16.h to ChainerMN's two packing
+    kernels (the kernels themselves compile only on a GPU: benchmarks/gpu_check.py)."""
+    code = (
+        "import chainer.backends.cuda as cuda\n"
+        "import chainermn.communicators._memory_utility as m\n"
+        "seen = []\n"
+        "cuda.raw = lambda code, name, *a, **k: seen.append((name, code))\n"
+        "m._cupy_batched_pack_params(); m._cupy_batched_unpack_params()\n"
+        "for name, code in seen:\n"
+        "    print(name, code.startswith('#include <cuda_fp16.h>'), 'half*' in code)\n"
+    )
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [
+        "cupy_batched_pack_params", "True", "True",
+        "cupy_batched_unpack_params", "True", "True",
+    ]  # fmt: skip
