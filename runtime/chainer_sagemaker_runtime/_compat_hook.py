@@ -166,9 +166,12 @@ def _add_numpy_distutils_stub() -> None:
 
 
 def _add_pkg_resources_stub() -> None:
-    try:
-        import pkg_resources  # noqa: F401
+    import warnings
 
+    try:
+        with warnings.catch_warnings():  # setuptools 81 warns that pkg_resources is going away
+            warnings.simplefilter("ignore")
+            import pkg_resources  # noqa: F401
         return
     except ImportError:
         pass
