@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from aws_cdk import AssetHashType, Aws, Fn, Stack
+from aws_cdk import AssetHashType, Aws, Fn
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
@@ -15,7 +15,7 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 from . import _archive, _iam
-from ._validation import is_unresolved, require
+from ._validation import is_unresolved, require, stack_of
 
 __all__ = [
     "S3_URL",
@@ -32,7 +32,7 @@ S3_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)$")
 
 
 def object_arn(scope: Construct, bucket_name: str, key: str) -> str:
-    return Stack.of(scope).format_arn(
+    return stack_of(scope).format_arn(
         service="s3", region="", account="", resource=bucket_name, resource_name=key
     )
 
@@ -69,7 +69,7 @@ def basename(key: str) -> str:
 
 def file_asset(scope: Construct, archive_id: str, path: Path, digest: str) -> s3_assets.Asset:
     """One asset per (stack, content), shared by every bind in the stack."""
-    stack = Stack.of(scope)
+    stack = stack_of(scope)
     existing = stack.node.try_find_child(archive_id)
     if isinstance(existing, s3_assets.Asset):
         return existing

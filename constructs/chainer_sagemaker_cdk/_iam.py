@@ -6,18 +6,21 @@ policies), through :class:`PolicyPrincipal`, which CDK's own ``grant*`` helpers 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jsii
-from aws_cdk import Acknowledgment, ArnFormat, Stack, Validations
+from aws_cdk import Acknowledgment, ArnFormat, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 
 from constructs import Construct, IConstruct, IValidation
+
+from ._validation import stack_of
 
 __all__ = [
     "PolicyPrincipal",
@@ -42,6 +45,27 @@ class PolicyPrincipal:
     def __init__(self, role: iam.IRole, policy: iam.ManagedPolicy) -> None:
         self._role = role
         self.policy = policy
+        self._pending: list[iam.PolicyStatement] | None = None
+
+    @contextlib.contextmanager
+    def batched(self) -> Iterator[None]:
+        """Collect the statements added inside the block and add them in one call."""
+        outer = self._pending is not None
+        if not outer:
+            self._pending = []
+        try:
+            yield
+        finally:
+            if not outer:
+                pending, self._pending = self._pending or [], None
+                if pending:
+                    self.policy.add_statements(*pending)
+
+    def add_statements(self, *statements: iam.PolicyStatement) -> None:
+        if self._pending is not None:
+            self._pending.extend(statements)
+        else:
+            self.policy.add_statements(*statements)
 
     @property
     def role(self) -> iam.IRole:
@@ -66,7 +90,7 @@ class PolicyPrincipal:
     def add_to_principal_policy(
         self, statement: iam.PolicyStatement
     ) -> iam.AddToPrincipalPolicyResult:
-        self.policy.add_statements(statement)
+        self.add_statements(statement)
         return iam.AddToPrincipalPolicyResult(statement_added=True, policy_dependable=self.policy)
 
     def add_to_policy(self, statement: iam.PolicyStatement) -> bool:
@@ -172,7 +196,7 @@ class _AcknowledgeScopedWildcards:
         self._policy = policy
 
     def validate(self) -> list[str]:
-        document = Stack.of(self._policy).resolve(self._policy.document)
+        document = stack_of(self._policy).resolve(self._policy.document)
         # One finding id can come from several statements: acknowledge it only when every
         # statement behind it is explained.
         reasons: dict[str, str | None] = {}
@@ -207,7 +231,7 @@ def acknowledge_each(scope: IConstruct, reasons: Mapping[str, str]) -> None:
 def add(principal: iam.IPrincipal, *statements: iam.PolicyStatement) -> None:
     """Add statements in one call where the principal is ours (fewer kernel round trips)."""
     if isinstance(principal, PolicyPrincipal):
-        principal.policy.add_statements(*statements)
+        principal.add_statements(*statements)
     else:
         for statement in statements:
             principal.add_to_principal_policy(statement)
@@ -307,7 +331,7 @@ def pass_role(principal: iam.IPrincipal, role: iam.IRole) -> None:
 def sagemaker_logs_and_metrics(scope: Construct, principal: iam.IPrincipal, kind: str) -> None:
     """CloudWatch Logs in SageMaker's own log group for ``kind`` (TrainingJobs or Endpoints),
     and metrics in SageMaker's namespaces only."""
-    stack = Stack.of(scope)
+    stack = stack_of(scope)
     group = f"/aws/sagemaker/{kind}"
     group_arn = stack.format_arn(
         service="logs",

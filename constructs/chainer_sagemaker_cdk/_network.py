@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aws_cdk import Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 
 from constructs import Construct
 
 from ._iam import acknowledge
-from ._validation import require
+from ._validation import require, stack_of
 
 __all__ = ["VpcPlacement"]
 
@@ -71,7 +70,7 @@ class VpcPlacement:
         """ENI rights, only in a VPC."""
         if self.vpc is None:
             return
-        stack = Stack.of(scope)
+        stack = stack_of(scope)
         eni = stack.format_arn(service="ec2", resource="network-interface", resource_name="*")
         subnets = [
             stack.format_arn(service="ec2", resource="subnet", resource_name=s)

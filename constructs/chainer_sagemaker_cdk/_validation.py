@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from aws_cdk import Token
+from aws_cdk import Stack, Token
 
-__all__ = ["ChainerValidationError", "is_unresolved", "require"]
+from constructs import IConstruct
+
+__all__ = ["ChainerValidationError", "is_unresolved", "require", "stack_of"]
 
 
 class ChainerValidationError(ValueError):
@@ -36,3 +39,14 @@ def require(condition: bool, prop: str, value: Any, fix: str) -> None:
     """Raise :class:`ChainerValidationError` unless ``condition`` holds."""
     if not condition:
         raise ChainerValidationError(prop, value, fix)
+
+
+def stack_of(scope: IConstruct) -> Stack:
+    """``Stack.of(scope)``, remembered on the scope (each lookup is a round trip to the kernel)."""
+    cached = getattr(scope, "_chainer_sagemaker_stack", None)
+    if isinstance(cached, Stack):
+        return cached
+    stack = Stack.of(scope)
+    with contextlib.suppress(AttributeError):  # objects that refuse attributes
+        scope._chainer_sagemaker_stack = stack  # type: ignore[attr-defined]
+    return stack

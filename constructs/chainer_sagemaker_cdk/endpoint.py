@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -18,7 +18,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
 from . import _iam
-from ._validation import is_unresolved, require
+from ._validation import is_unresolved, require, stack_of
 from .instance import has_instance_storage, normalize_instance_type
 from .model import ChainerModel
 
@@ -176,7 +176,7 @@ class ChainerEndpoint(Construct):
             endpoint_name=endpoint_name,
         )
         self.endpoint_name = self.resource.attr_endpoint_name
-        self.endpoint_arn = Stack.of(self).format_arn(
+        self.endpoint_arn = stack_of(self).format_arn(
             service="sagemaker", resource="endpoint", resource_name=self.endpoint_name
         )
 
@@ -303,7 +303,7 @@ class ChainerEndpoint(Construct):
         existing = self.node.try_find_child("ScalingRole")
         if existing is not None:
             return existing  # type: ignore[return-value]
-        stack = Stack.of(self)
+        stack = stack_of(self)
         arn = (
             f"arn:{stack.partition}:iam::{stack.account}:role/aws-service-role/"
             "sagemaker.application-autoscaling.amazonaws.com/"

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Annotations, Duration, Names, Size, Stack
+from aws_cdk import Annotations, Duration, Names, Size
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -17,7 +17,7 @@ from constructs import Construct
 from . import _estimator_checks, _iam, _metadata
 from ._estimator_checks import CODE_CHANNEL, MAX_JOB_PREFIX
 from ._network import VpcPlacement
-from ._validation import is_unresolved
+from ._validation import is_unresolved, stack_of
 from .hyperparameters import (
     MpiOptions,
     encode_hyperparameters,
@@ -137,7 +137,7 @@ class ChainerEstimator(Construct):
         self.input_mode = input_mode
         self.channels: dict[str, TrainingInput] = dict(channels or {})
         self.channel_uris = {name: c.s3_uri for name, c in self.channels.items()}
-        self.region = Stack.of(self).region
+        self.region = stack_of(self).region
         self.volume_size = volume_size or Size.gibibytes(30)
         self.max_run = max_run or Duration.hours(24)
         self.use_spot_instances = use_spot_instances
@@ -173,9 +173,48 @@ class ChainerEstimator(Construct):
             assumed_by=iam.ServicePrincipal(_iam.SAGEMAKER),
             description="SageMaker execution role of a Chainer training job",
         )
-        self.grant_principal: iam.IPrincipal = _iam.PolicyPrincipal.for_role(
-            self, "ExecutionPolicy", self.role
-        )  # type: ignore[assignment]
+        principal = _iam.PolicyPrincipal.for_role(self, "ExecutionPolicy", self.role)
+        self.grant_principal: iam.IPrincipal = principal  # type: ignore[assignment]
+        with principal.batched():
+            self._bind(
+                code,
+                image,
+                output_bucket,
+                checkpoint_bucket,
+                checkpoint_prefix,
+                hyperparameters,
+                container_log_level,
+                enable_cloudwatch_metrics,
+                vpc,
+                vpc_subnets,
+                security_groups,
+            )
+        _metadata.record_training_job(
+            self,
+            hyperparameters={**self.hyperparameters, **self.reserved_hyperparameters(None)},
+            instance_count=self.instance_count,
+            instance_type=self.instance_type,
+            input_mode=self.input_mode.value,
+            channels={n: c.describe(self.channel_uris[n]) for n, c in self.channels.items()},
+            environment=self.environment,
+            code_asset_hash=self.code.asset_hash,
+        )
+
+    def _bind(
+        self,
+        code: SourceCode,
+        image: RuntimeImage | None,
+        output_bucket: s3.IBucket | None,
+        checkpoint_bucket: s3.IBucket | None,
+        checkpoint_prefix: str,
+        hyperparameters: Mapping[str, Any] | None,
+        container_log_level: int,
+        enable_cloudwatch_metrics: bool,
+        vpc: ec2.IVpc | None,
+        vpc_subnets: ec2.SubnetSelection | None,
+        security_groups: Sequence[ec2.ISecurityGroup] | None,
+    ) -> None:
+        """Buckets, assets, network and grants (statements collected into one policy call)."""
         self.output_bucket = output_bucket or self._default_bucket()
         self.checkpoint_bucket = checkpoint_bucket
         self.checkpoint_prefix = checkpoint_prefix.strip("/")
@@ -197,16 +236,6 @@ class ChainerEstimator(Construct):
             hosts_talk=is_unresolved(self.instance_count) or self.instance_count > 1,
         )
         self._grant_training()
-        _metadata.record_training_job(
-            self,
-            hyperparameters={**self.hyperparameters, **self.reserved_hyperparameters(None)},
-            instance_count=self.instance_count,
-            instance_type=self.instance_type,
-            input_mode=self.input_mode.value,
-            channels={n: c.describe(self.channel_uris[n]) for n, c in self.channels.items()},
-            environment=self.environment,
-            code_asset_hash=self.code.asset_hash,
-        )
 
     # -- validation ---------------------------------------------------------------------------
     def _warn_about_mpi_slots(self) -> None:

@@ -17,7 +17,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from ._iam import add
-from ._validation import require
+from ._validation import require, stack_of
 from .instance import is_gpu_instance
 
 __all__ = [
@@ -163,7 +163,7 @@ class _AssetImage(RuntimeImage):
             "RuntimeImage.from_registry/from_ecr_repository",
         )
         variant = "gpu" if is_gpu_instance(instance_type) else "cpu"
-        stack = Stack.of(scope)
+        stack = stack_of(scope)
         asset_id = f"ChainerRuntimeImage{variant.upper()}"
         existing = stack.node.try_find_child(asset_id)
         if isinstance(existing, ecr_assets.DockerImageAsset):
@@ -198,7 +198,7 @@ class _RegistryImage(RuntimeImage):
     def bind(self, scope: Construct, grantee: iam.IGrantable, instance_type: str) -> ImageConfig:
         match = _ECR_URI.match(self.image_uri) if not Token.is_unresolved(self.image_uri) else None
         if match:
-            arn = Stack.of(scope).format_arn(
+            arn = stack_of(scope).format_arn(
                 service="ecr",
                 account=match["account"],
                 region=match["region"],
@@ -229,7 +229,7 @@ class _OfficialImage(RuntimeImage):
         return mapping.find_in_map(Aws.REGION, "account", _COMMERCIAL_ACCOUNT)
 
     def bind(self, scope: Construct, grantee: iam.IGrantable, instance_type: str) -> ImageConfig:
-        stack = Stack.of(scope)
+        stack = stack_of(scope)
         account = self._account(stack)
         variant = "gpu" if is_gpu_instance(instance_type) else "cpu"
         tag = f"{self.version}-{variant}-{self.py_version}"

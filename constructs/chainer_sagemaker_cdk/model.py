@@ -7,7 +7,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aws_cdk import Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -17,7 +16,7 @@ from constructs import Construct
 
 from . import _iam, _metadata
 from ._network import VpcPlacement
-from ._validation import is_unresolved, require
+from ._validation import is_unresolved, require, stack_of
 from .image import RuntimeImage
 from .instance import normalize_instance_type
 from .model_data import ModelData
@@ -142,7 +141,7 @@ class ChainerModel(Construct):
         self.environment = model_environment(
             entry_point=code_config.entry_point,
             submit_directory=code_config.s3_url,
-            region=Stack.of(self).region,
+            region=stack_of(self).region,
             container_log_level=container_log_level,
             model_server_workers=model_server_workers,
             environment=environment,

@@ -17,7 +17,7 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from . import _archive, _assets, _iam
-from ._validation import is_unresolved, require
+from ._validation import is_unresolved, require, stack_of
 from .source import SourceCode
 
 __all__ = ["ModelData", "ModelDataConfig"]
@@ -214,7 +214,7 @@ class _TrainingJobModelData(ModelData):
         self.training_job_name = training_job_name
 
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> ModelDataConfig:
-        stack = Stack.of(scope)
+        stack = stack_of(scope)
         job_arn = stack.format_arn(
             service="sagemaker",
             resource="training-job",

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_stepfunctions as sfn
@@ -25,7 +26,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from . import _iam, _metadata
-from ._validation import is_unresolved, require
+from ._validation import is_unresolved, require, stack_of
 from .estimator import ChainerEstimator
 from .instance import has_instance_storage, normalize_instance_type
 from .model import ISOLATED_MODEL_CODE_DIR, model_environment
@@ -83,7 +84,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         super().__init__(scope, id)
         self.estimator = estimator
         self.deploy = deploy
-        self._partition = Stack.of(self).partition
+        self._partition = stack_of(self).partition
         self.endpoint_name = endpoint_name or estimator.base_job_name
         require(
             is_unresolved(self.endpoint_name) or bool(_ENDPOINT_NAME.match(self.endpoint_name)),
@@ -219,8 +220,10 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self, chain: sfn.Chain, instance_count: int, workers: int | None, extra_env: dict[str, str]
     ) -> None:
         est = self.estimator
-        image = est.image_source.bind(est, est.grant_principal, self.endpoint_instance_type)
-        _iam.sagemaker_logs_and_metrics(est, est.grant_principal, "Endpoints")
+        principal = est.grant_principal
+        with principal.batched() if isinstance(principal, _iam.PolicyPrincipal) else nullcontext():
+            image = est.image_source.bind(est, principal, self.endpoint_instance_type)
+            _iam.sagemaker_logs_and_metrics(est, principal, "Endpoints")
         env = model_environment(
             entry_point=est.code.entry_point,
             submit_directory=ISOLATED_MODEL_CODE_DIR if self.isolate_model else est.code.s3_url,
@@ -366,7 +369,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
     def grant_run(self, grantee: iam.IGrantable) -> None:
         """Give a state machine role what these states call, and nothing else."""
         principal = grantee.grant_principal
-        stack = Stack.of(self)
+        stack = stack_of(self)
         prefix = self.estimator.base_job_name.lower()
         statements: list[iam.PolicyStatement] = []
 

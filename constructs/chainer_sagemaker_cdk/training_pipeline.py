@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -11,6 +11,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from . import _iam
+from ._validation import stack_of
 from .estimator import ChainerEstimator
 from .pipeline import TrainingPipelineFragment
 
@@ -83,7 +84,7 @@ class TrainingPipeline(Construct):
             poll_interval=poll_interval,
             isolate_model=isolate_model,
         )
-        stack = Stack.of(self)
+        stack = stack_of(self)
         self.logs_key = logs_kms_key or kms.Key(
             self,
             "LogsKey",
@@ -106,11 +107,11 @@ class TrainingPipeline(Construct):
             assumed_by=iam.ServicePrincipal("states.amazonaws.com"),
             description="Chainer training pipeline state machine",
         )
-        self.grant_principal: iam.IPrincipal = _iam.PolicyPrincipal.for_role(
-            self, "Policy", self.role
-        )  # type: ignore[assignment]
-        self.fragment.grant_run(self.grant_principal)
-        self._grant_observability()
+        principal = _iam.PolicyPrincipal.for_role(self, "Policy", self.role)
+        self.grant_principal: iam.IPrincipal = principal  # type: ignore[assignment]
+        with principal.batched():
+            self.fragment.grant_run(self.grant_principal)
+            self._grant_observability()
         run = estimator.max_wait or estimator.max_run
         self.state_machine = sfn.StateMachine(
             self,
