@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import tarfile
 import tempfile
@@ -361,3 +362,28 @@ def test_isolated_model_carries_its_code(
             "code/train.py",
             "model.npz",
         ]
+
+
+def test_model_security_groups(stack: cdk.Stack, code: SourceCode) -> None:
+    vpc = ec2.Vpc.from_vpc_attributes(
+        stack,
+        "Vpc",
+        vpc_id="vpc-1",
+        availability_zones=["us-east-1a"],
+        private_subnet_ids=["subnet-1"],
+    )
+    group = ec2.SecurityGroup.from_security_group_id(stack, "Sg", "sg-model")
+    _model(
+        stack,
+        code,
+        vpc=vpc,
+        security_groups=[group],
+        vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+    )
+    template = Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::SageMaker::Model",
+        {"VpcConfig": {"Subnets": ["subnet-1"], "SecurityGroupIds": ["sg-model"]}},
+    )
+    template.resource_count_is("AWS::EC2::SecurityGroup", 0)
+    assert "ec2:CreateNetworkInterface" in json.dumps(template.to_json())

@@ -551,3 +551,66 @@ def test_more_slots_than_gpus_warns(
         "*", cdk.assertions.Match.string_like_regexp("exceeds the 1 GPU")
     )
     assert len(warnings) == 1
+
+
+def test_vpc_subnets_select_subnets(
+    stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage
+) -> None:
+    vpc = ec2.Vpc.from_vpc_attributes(
+        stack,
+        "Vpc2",
+        vpc_id="vpc-2",
+        availability_zones=["us-east-1a"],
+        private_subnet_ids=["subnet-private"],
+        isolated_subnet_ids=["subnet-isolated"],
+    )
+    definition = state_machine_definition(
+        _pipeline(
+            stack,
+            code,
+            registry_image,
+            vpc=vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED),
+        )
+    )
+    assert definition["States"]["Train"]["Parameters"]["VpcConfig"]["Subnets"] == [
+        "subnet-isolated"
+    ]
+
+
+def test_grant_read_input(stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage) -> None:
+    estimator = ChainerEstimator(stack, "Estimator", code=code, image=registry_image)
+    estimator.grant_read_input(_bucket(stack), "extra/data")
+    template = cdk.assertions.Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::IAM::ManagedPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": cdk.assertions.Match.array_with(
+                    [
+                        cdk.assertions.Match.object_like(
+                            {
+                                "Action": "s3:ListBucket",
+                                "Condition": {
+                                    "StringLike": {"s3:prefix": ["extra/data", "extra/data/*"]}
+                                },
+                            }
+                        ),
+                        cdk.assertions.Match.object_like(
+                            {
+                                "Action": "s3:GetObject",
+                                "Resource": {
+                                    "Fn::Join": [
+                                        "",
+                                        cdk.assertions.Match.array_with(
+                                            [":s3:::given-bucket/extra/data/*"]
+                                        ),
+                                    ]
+                                },
+                            }
+                        ),
+                    ]
+                )
+            }
+        },
+    )
