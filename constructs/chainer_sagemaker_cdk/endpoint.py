@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import Duration
+from aws_cdk import Annotations, Duration
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -19,7 +19,7 @@ from constructs import Construct
 
 from . import _iam
 from ._validation import is_unresolved, require, stack_of
-from .instance import has_instance_storage, normalize_instance_type
+from .instance import has_instance_storage, is_gpu_instance, normalize_instance_type
 from .model import ChainerModel
 
 __all__ = ["ChainerEndpoint", "DataCapture", "EndpointVariant"]
@@ -186,6 +186,12 @@ class ChainerEndpoint(Construct):
         instance_type = normalize_instance_type(
             variant.instance_type or variant.model.instance_type, "instance_type"
         )
+        if is_gpu_instance(instance_type) != is_gpu_instance(variant.model.instance_type):
+            Annotations.of(self).add_warning_v2(
+                "chainer-sagemaker-cdk:image-variant",
+                f"variant {name} runs on {instance_type}, but its model's image was chosen for "
+                f"{variant.model.instance_type}: set the model's instance_type to match",
+            )
         require(
             is_unresolved(variant.initial_instance_count) or variant.initial_instance_count >= 1,
             "initial_instance_count",

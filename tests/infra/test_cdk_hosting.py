@@ -387,3 +387,11 @@ def test_model_security_groups(stack: cdk.Stack, code: SourceCode) -> None:
     )
     template.resource_count_is("AWS::EC2::SecurityGroup", 0)
     assert "ec2:CreateNetworkInterface" in json.dumps(template.to_json())
+
+
+def test_variant_on_another_kind_of_instance_warns(stack: cdk.Stack, code: SourceCode) -> None:
+    ChainerEndpoint(stack, "Endpoint", model=_model(stack, code), instance_type="ml.p3.2xlarge")
+    warnings = cdk.assertions.Annotations.from_stack(stack).find_warning(
+        "*", Match.string_like_regexp("image was chosen for ml.m5.large")
+    )
+    assert len(warnings) == 1
