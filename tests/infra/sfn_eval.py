@@ -104,3 +104,31 @@ def render(template: Any, data: Any) -> Any:
 def run_pass(state: dict[str, Any], data: Any) -> Any:
     result = render(state["Parameters"], data) if "Parameters" in state else data
     return path_set(data, state.get("ResultPath", "$"), result)
+
+
+def _matches(rule: dict[str, Any], data: Any) -> bool:
+    if "And" in rule:
+        return all(_matches(r, data) for r in rule["And"])
+    if "Or" in rule:
+        return any(_matches(r, data) for r in rule["Or"])
+    if "Not" in rule:
+        return not _matches(rule["Not"], data)
+    try:
+        value = path_get(data, rule["Variable"])
+    except KeyError:
+        return "IsPresent" in rule and rule["IsPresent"] is False
+    if "IsPresent" in rule:
+        return bool(rule["IsPresent"])
+    if "StringEquals" in rule:
+        return bool(value == rule["StringEquals"])
+    if "StringEqualsPath" in rule:
+        return bool(value == path_get(data, rule["StringEqualsPath"]))
+    raise AssertionError(f"unsupported rule {rule}")
+
+
+def choose(state: dict[str, Any], data: Any) -> str:
+    """The Next of the first matching Choice rule, else the Default."""
+    for rule in state["Choices"]:
+        if _matches(rule, data):
+            return str(rule["Next"])
+    return str(state["Default"])

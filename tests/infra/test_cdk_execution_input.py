@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .sfn_eval import render, run_pass
+from .sfn_eval import choose, render, run_pass
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -93,3 +93,38 @@ def test_model_and_config_take_the_job_name(example_definition: dict[str, Any]) 
     assert model["ModelName"] == config["EndpointConfigName"] == name
     assert config["ProductionVariants"][0]["ModelName"] == name
     assert model["PrimaryContainer"]["ModelDataUrl"] == "s3://a/x/output/model.tar.gz"
+
+
+@pytest.mark.parametrize(
+    ("status", "next_state"),
+    [
+        ({"EndpointStatus": "Creating", "EndpointConfigName": "job"}, "WaitForEndpoint"),
+        ({"EndpointStatus": "Updating", "EndpointConfigName": "old"}, "WaitForEndpoint"),
+        ({"EndpointStatus": "SystemUpdating", "EndpointConfigName": "job"}, "WaitForEndpoint"),
+        ({"EndpointStatus": "InService", "EndpointConfigName": "job"}, "EndpointInService"),
+        # an update that rolled back: in service, but with the previous config
+        ({"EndpointStatus": "InService", "EndpointConfigName": "old"}, "EndpointNotUpdated"),
+        (
+            {
+                "EndpointStatus": "Failed",
+                "EndpointConfigName": "job",
+                "FailureReason": "Image not found",
+            },
+            "EndpointFailed",
+        ),
+        (
+            {
+                "EndpointStatus": "RollingBack",
+                "EndpointConfigName": "job",
+                "FailureReason": "Health check failed",
+            },
+            "EndpointFailed",
+        ),
+        ({"EndpointStatus": "OutOfService", "EndpointConfigName": "job"}, "EndpointNotUpdated"),
+    ],
+)
+def test_wait_loop(
+    example_definition: dict[str, Any], status: dict[str, str], next_state: str
+) -> None:
+    data = {"config": {"TrainingJobName": "job"}, "status": status}
+    assert choose(example_definition["States"]["EndpointStatus"], data) == next_state
