@@ -164,16 +164,17 @@ def validate(
             "use variable names of letters, digits and _, not starting with a digit",
         )
     require(len(est.tags) <= 50, "tags", f"{len(est.tags)} tags", "use at most 50 tags")
-    for prop, value in (
-        ("num_processes", est.mpi.num_processes),
-        ("process_slots_per_host", est.mpi.process_slots_per_host),
-        ("max_retry_attempts", est.max_retry_attempts),
+    # As in the SDK, 0 means "not set" for the MPI counts (falsy values are not sent).
+    for prop, value, least in (
+        ("num_processes", est.mpi.num_processes, 0),
+        ("process_slots_per_host", est.mpi.process_slots_per_host, 0),
+        ("max_retry_attempts", est.max_retry_attempts, 1),
     ):
         require(
-            value is None or is_unresolved(value) or value >= 1,
+            value is None or is_unresolved(value) or value >= least,
             prop,
             value,
-            "use 1 or more, or leave it out",
+            f"use {least} or more, or leave it out",
         )
 
 

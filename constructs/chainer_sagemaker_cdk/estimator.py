@@ -75,7 +75,6 @@ class ChainerEstimator(Construct):
         environment: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
         container_log_level: int = logging.INFO,
-        enable_cloudwatch_metrics: bool = False,
         use_mpi: bool | None = None,
         num_processes: int | None = None,
         process_slots_per_host: int | None = None,
@@ -121,7 +120,6 @@ class ChainerEstimator(Construct):
         :param environment: extra environment variables for the container; left out, none.
         :param tags: job tags; left out, none.
         :param container_log_level: Python logging level; left out, ``logging.INFO`` (20).
-        :param enable_cloudwatch_metrics: ``sagemaker_enable_cloudwatch_metrics``; left out, off.
         :param use_mpi: force MPI on/off; left out, on with more than one host.
         :param num_processes: total MPI processes; left out, slots per host times hosts.
         :param process_slots_per_host: left out, the host's GPU count (1 without GPUs).
@@ -184,7 +182,6 @@ class ChainerEstimator(Construct):
                 checkpoint_prefix,
                 hyperparameters,
                 container_log_level,
-                enable_cloudwatch_metrics,
                 vpc,
                 vpc_subnets,
                 security_groups,
@@ -209,7 +206,6 @@ class ChainerEstimator(Construct):
         checkpoint_prefix: str,
         hyperparameters: Mapping[str, Any] | None,
         container_log_level: int,
-        enable_cloudwatch_metrics: bool,
         vpc: ec2.IVpc | None,
         vpc_subnets: ec2.SubnetSelection | None,
         security_groups: Sequence[ec2.ISecurityGroup] | None,
@@ -226,7 +222,6 @@ class ChainerEstimator(Construct):
         )
         self.hyperparameters = encode_hyperparameters(hyperparameters or {})
         self.container_log_level = container_log_level
-        self.enable_cloudwatch_metrics = enable_cloudwatch_metrics
         self.network = VpcPlacement(
             self,
             vpc,
@@ -331,7 +326,6 @@ class ChainerEstimator(Construct):
             container_log_level=self.container_log_level,
             region=self.region,
             job_name=job_name,
-            enable_cloudwatch_metrics=self.enable_cloudwatch_metrics,
             mpi=self.mpi,
         )
 

@@ -61,6 +61,10 @@ def reserved_hyperparameters(
 ) -> dict[str, str]:
     """The ``sagemaker_*`` keys the SDK adds, JSON-encoded.
 
+    ``sagemaker_enable_cloudwatch_metrics`` is always ``false`` from SDK 1.x on (the SDK
+    ignores its deprecated ``enable_cloudwatch_metrics`` argument); the parameter is kept for
+    replaying jobs of older clients.
+
     ``job_name`` None leaves ``sagemaker_job_name`` out (a pipeline fills it per execution).
     """
     reserved: dict[str, Any] = {

@@ -109,7 +109,6 @@ class MaximalStack(cdk.Stack):
             environment={"NCCL_DEBUG": "WARN"},
             tags={"team": "ml"},
             container_log_level=logging.DEBUG,
-            enable_cloudwatch_metrics=True,
             use_mpi=True,
             num_processes=8,
             process_slots_per_host=4,

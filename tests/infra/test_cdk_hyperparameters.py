@@ -7,7 +7,11 @@ options. Each row below is the literal map the SDK produces for the same inputs.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,3 +159,74 @@ def test_estimator_request_equals_the_sdk_map() -> None:
         "sagemaker_process_slots_per_host": "2",
         "sagemaker_additional_mpi_options": '"-x A"',
     }
+
+
+SDK_CASES: list[dict[str, Any]] = [
+    {
+        "hyperparameters": {
+            "epochs": 10,
+            "lr": 0.01,
+            "optimizer": "adam",
+            "layers": [64, 32],
+            "verbose": True,
+        },
+        "use_mpi": True,
+        "num_processes": 4,
+        "process_slots_per_host": 2,
+        "additional_mpi_options": "-x A",
+    },
+    {
+        "hyperparameters": {"none": None, "nested": {"a": 1, "b": "x"}, "name": "caf\u00e9"},
+        "use_mpi": False,
+        "num_processes": 0,
+        "additional_mpi_options": "",
+    },
+    {
+        "hyperparameters": {},
+        "container_log_level": logging.DEBUG,
+    },
+]
+
+
+def _ours(case: dict[str, Any]) -> dict[str, str]:
+    import aws_cdk as cdk
+    from aws_cdk import aws_s3 as s3
+    from chainer_sagemaker_cdk import ChainerEstimator, RuntimeImage, SourceCode
+
+    stack = cdk.Stack(
+        cdk.App(), "Sdk", env=cdk.Environment(account="123456789012", region="us-west-2")
+    )
+    bucket = s3.Bucket.from_bucket_name(stack, "Code", "code-bucket")
+    estimator = ChainerEstimator(
+        stack,
+        "Estimator",
+        output_bucket=bucket,
+        code=SourceCode.from_bucket(bucket, "job-1/source/sourcedir.tar.gz", "train.py"),
+        image=RuntimeImage.from_registry("registry.example/chainer:5"),
+        **case,
+    )
+    return stack.resolve(estimator.training_job_request("job-1"))["HyperParameters"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SAGEMAKER_SDK_PYTHON"),
+    reason="set SAGEMAKER_SDK_PYTHON to an interpreter with sagemaker<2",
+)
+def test_against_the_real_sdk(tmp_path: Path) -> None:
+    """Optional: the same inputs through sagemaker 1.x (verified with 1.72.0)."""
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps(SDK_CASES))
+    out = subprocess.run(
+        [
+            os.environ["SAGEMAKER_SDK_PYTHON"],
+            str(Path(__file__).with_name("sdk_reference.py")),
+            str(cases),
+        ],
+        env={**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    expected = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [_ours(case) for case in SDK_CASES] == expected

@@ -142,7 +142,6 @@ ESTIMATOR_ROWS: list[tuple[str, Fixture, tuple[str, ...], Any]] = [
 # Props that land in the pipeline's prepare states: (prop, value, state, path, expected)
 RESERVED_ROWS: list[tuple[str, Any, str, Any]] = [
     ("container_log_level", logging.DEBUG, "sagemaker_container_log_level", "10"),
-    ("enable_cloudwatch_metrics", True, "sagemaker_enable_cloudwatch_metrics", "true"),
     ("use_mpi", True, "sagemaker_use_mpi", "true"),
     ("num_processes", 8, "sagemaker_num_processes", "8"),
     ("process_slots_per_host", 4, "sagemaker_process_slots_per_host", "4"),

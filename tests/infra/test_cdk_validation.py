@@ -63,8 +63,8 @@ ESTIMATOR_CASES: list[tuple[dict[str, Any], str, str, str]] = [
     ({"container_log_level": 7}, "container_log_level", "7", "logging.INFO"),
     ({"metric_definitions": {"loss": ""}}, "metric_definitions", "loss", "500 characters"),
     ({"environment": {"1X": "y"}}, "environment", "1X", "letters, digits and _"),
-    ({"num_processes": 0}, "num_processes", "0", "1 or more"),
-    ({"process_slots_per_host": -1}, "process_slots_per_host", "-1", "1 or more"),
+    ({"num_processes": -1}, "num_processes", "-1", "0 or more"),
+    ({"process_slots_per_host": -1}, "process_slots_per_host", "-1", "0 or more"),
     ({"max_retry_attempts": 0}, "max_retry_attempts", "0", "1 or more"),
     ({"vpc_subnets": ec2.SubnetSelection()}, "vpc_subnets", "given", "also give vpc"),
     (
