@@ -7,7 +7,6 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from aws_cdk import Duration
 from aws_cdk import aws_s3 as s3
 
 from ._validation import is_unresolved, require
@@ -29,7 +28,7 @@ __all__ = [
 _JOB_PREFIX = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 MAX_JOB_PREFIX = 26  # leaves room for "-" and a 36-character UUID in a 63-character job name
-MAX_RUNTIME = Duration.days(28)
+MAX_RUNTIME_SECONDS = 28 * 24 * 3600  # SageMaker's limit
 CODE_CHANNEL = "code"
 _LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
 # The CreateTrainingJob fields the props render (extra_request_fields may not replace them).
@@ -77,7 +76,7 @@ def validate(
     )
     run = est.max_run.to_seconds()
     require(
-        is_unresolved(run) or 1 <= run <= MAX_RUNTIME.to_seconds(),
+        is_unresolved(run) or 1 <= run <= MAX_RUNTIME_SECONDS,
         "max_run",
         f"{run} s",
         "use between 1 second and Duration.days(28)",

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 
 from constructs import Construct
 
 from ._iam import acknowledge
 from ._validation import require, stack_of
+
+if TYPE_CHECKING:
+    from aws_cdk import aws_ec2 as ec2
 
 __all__ = ["VpcPlacement"]
 
@@ -41,11 +43,13 @@ class VpcPlacement:
         if groups:
             self.security_groups = list(groups)
             return
-        group = ec2.SecurityGroup(
+        from aws_cdk import aws_ec2  # only with a VPC: a large module to import
+
+        group = aws_ec2.SecurityGroup(
             scope, "SecurityGroup", vpc=vpc, allow_all_outbound=True, description=description
         )
         if hosts_talk:
-            group.add_ingress_rule(group, ec2.Port.all_traffic(), "hosts of the same job (MPI)")
+            group.add_ingress_rule(group, aws_ec2.Port.all_traffic(), "hosts of the same job (MPI)")
             # cdk-nag reads any all-ports rule as open to the world; this one's source is the
             # group itself.
             for pack in ("HIPAA.Security", "NIST.800.53.R5"):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_cdk import Annotations, Duration, Names, Size
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -27,6 +26,9 @@ from .image import ImageConfig, RuntimeImage
 from .instance import gpu_count, normalize_instance_type
 from .source import CodeConfig, SourceCode
 from .training_input import InputMode, TrainingInput
+
+if TYPE_CHECKING:
+    from aws_cdk import aws_ec2 as ec2
 
 __all__ = ["ChainerEstimator"]
 

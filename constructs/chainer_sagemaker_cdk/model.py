@@ -5,9 +5,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
@@ -21,6 +20,9 @@ from .image import RuntimeImage
 from .instance import normalize_instance_type
 from .model_data import ModelData
 from .source import CodeConfig, SourceCode
+
+if TYPE_CHECKING:
+    from aws_cdk import aws_ec2 as ec2
 
 __all__ = ["ChainerModel", "model_environment"]
 
