@@ -123,7 +123,10 @@ class RuntimeImage(ABC):
 
     @staticmethod
     def from_ecr_repository(repository: ecr.IRepository, tag: str = "latest") -> RuntimeImage:
-        """An image in an ECR repository of this account; the role may pull from it."""
+        """An image in an ECR repository; the role may pull from that repository only.
+
+        :param tag: left out, ``latest``.
+        """
         return _EcrImage(repository, tag)
 
     @staticmethod
@@ -139,7 +142,12 @@ class RuntimeImage(ABC):
 
     @staticmethod
     def official(framework_version: str = "5.0.0", py_version: str = "py3") -> RuntimeImage:
-        """The old AWS ``sagemaker-chainer`` images (Chainer 4.0.0-5.0.0), region-aware."""
+        """The old AWS ``sagemaker-chainer`` images (Chainer 4.0.0-5.0.0), region-aware.
+
+        :param framework_version: 4.0.0, 4.1.0 or 5.0.0 (``5.0`` means the latest 5.0.x);
+            left out, 5.0.0.
+        :param py_version: ``py2`` or ``py3``; left out, ``py3``.
+        """
         version = resolve_official_version(framework_version)
         require(py_version in OFFICIAL_PY_VERSIONS, "py_version", py_version, "use py2 or py3")
         return _OfficialImage(version, py_version)

@@ -47,6 +47,9 @@ class SourceCode(ABC):
     ) -> SourceCode:
         """Pack ``source_dir`` (plus each of ``dependencies`` at the archive root) at synth time.
 
+        :param dependencies: directories (or files) copied next to the entry point at the
+            archive root, as the SageMaker SDK does; left out, none.
+
         The archive is deterministic, so the asset hash only changes when the code does;
         ``__pycache__``, ``*.pyc``, ``.git`` and virtualenvs are left out.
         """
