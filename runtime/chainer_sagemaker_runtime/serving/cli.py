@@ -37,7 +37,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("command", nargs="?", help="ignored ('serve', as SageMaker passes it)")
     parser.add_argument("--port", type=int, help="overrides SAGEMAKER_BIND_TO_PORT")
     parser.add_argument("--workers", type=int, help="overrides SAGEMAKER_MODEL_SERVER_WORKERS")
-    parser.add_argument("--host", help="overrides CHAINER_SAGEMAKER_BIND_HOST (default 0.0.0.0)")
+    parser.add_argument("--host", help="overrides SAGEMAKER_BIND_TO_HOST (default 0.0.0.0)")
     return parser.parse_args(argv)
 
 

@@ -97,7 +97,11 @@ class ServingConfig:
             submit_directory=env.get("SAGEMAKER_SUBMIT_DIRECTORY", "").strip(),
             region=env.get("AWS_REGION") or env.get("SAGEMAKER_REGION") or None,
             log_level=log_level,
-            host=env.get("CHAINER_SAGEMAKER_BIND_HOST", "").strip() or "0.0.0.0",
+            host=(
+                env.get("SAGEMAKER_BIND_TO_HOST", "").strip()
+                or env.get("CHAINER_SAGEMAKER_BIND_HOST", "").strip()
+                or "0.0.0.0"
+            ),
             port=int(number("SAGEMAKER_BIND_TO_PORT", 8080, integer=True, minimum=0)),
             workers=int(
                 number("SAGEMAKER_MODEL_SERVER_WORKERS", count_cpus(), integer=True, minimum=1)

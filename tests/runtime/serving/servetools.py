@@ -55,7 +55,7 @@ class Server:
             **os.environ,
             "SAGEMAKER_BASE_DIR": str(base),
             "SAGEMAKER_BIND_TO_PORT": str(self.port),
-            "CHAINER_SAGEMAKER_BIND_HOST": "127.0.0.1",
+            "SAGEMAKER_BIND_TO_HOST": "127.0.0.1",
             "SAGEMAKER_MODEL_SERVER_WORKERS": "1",
             "PIP_DISABLE_PIP_VERSION_CHECK": "1",
             **env,

@@ -192,9 +192,20 @@ import numpy as np
 try:
     from sagemaker.serializers import NumpySerializer
     from sagemaker.deserializers import NumpyDeserializer
-except ImportError:  # SDK v3 moved them
-    from sagemaker.core.serializers import NumpySerializer
-    from sagemaker.core.deserializers import NumpyDeserializer
+except ImportError:
+    try:  # SDK v3 moved them
+        from sagemaker.core.serializers import NumpySerializer
+        from sagemaker.core.deserializers import NumpyDeserializer
+    except ImportError:  # SDK v1, the one the Chainer predictor shipped with
+        from sagemaker.predictor import npy_serializer, numpy_deserializer
+
+        class NumpySerializer:
+            CONTENT_TYPE = npy_serializer.content_type
+            serialize = staticmethod(npy_serializer)
+
+        class NumpyDeserializer:
+            ACCEPT = numpy_deserializer.accept
+            deserialize = staticmethod(numpy_deserializer)
 if sys.argv[1] == "serialize":
     x = np.load(sys.argv[2])
     ser = NumpySerializer()
@@ -228,11 +239,14 @@ def test_sagemaker_sdk_numpy_serializer_round_trip(
     np.save(tmp_path / "x.npy", x)
     script = tmp_path / "sdk.py"
     script.write_text(_SDK_SCRIPT)
+    # SDK v1's generated protobuf modules predate protobuf 4; the pure-Python parser reads them
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
     out = subprocess.run(
         [sdk, str(script), "serialize", str(tmp_path / "x.npy"), str(tmp_path / "body")],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     )
     types = json.loads(out.stdout.strip().splitlines()[-1])
     accept = types["accept"][0] if isinstance(types["accept"], list) else types["accept"]
@@ -246,6 +260,7 @@ def test_sagemaker_sdk_numpy_serializer_round_trip(
         [sdk, str(script), "deserialize", str(tmp_path / "reply"), str(tmp_path / "y.npy")],
         check=True,
         capture_output=True,
+        env=env,
     )
     y = np.load(tmp_path / "y.npy")
     assert y.shape == (4, 10)

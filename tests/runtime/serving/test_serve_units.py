@@ -46,8 +46,10 @@ def test_config_reads_every_variable() -> None:
             "SAGEMAKER_REGION": "eu-west-1",
             "SAGEMAKER_CONTAINER_LOG_LEVEL": "10",
             "CHAINER_SAGEMAKER_BATCHING": "0",
+            "SAGEMAKER_BIND_TO_HOST": "127.0.0.1",
         }
     )
+    assert config.host == "127.0.0.1"
     assert (config.port, config.workers, config.timeout) == (9000, 3, 2.5)
     assert config.default_accept == "text/csv"
     assert config.max_payload_bytes == 1024 * 1024
