@@ -13,14 +13,14 @@ from pathlib import Path
 from aws_cdk import Acknowledgment, App, CfnOutput, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
 from chainer_sagemaker_cdk import (
     ChainerEstimator,
     SourceCode,
     TrainingInput,
     TrainingPipeline,
 )
-
-from constructs import Construct
 
 ROOT = Path(__file__).resolve().parent
 

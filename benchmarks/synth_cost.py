@@ -38,7 +38,6 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import aws_stepfunctions as sfn
-
 from constructs import Construct
 
 REPO = Path(__file__).resolve().parent.parent

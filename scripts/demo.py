@@ -48,6 +48,7 @@ def synth(cdk_out: Path) -> None:
 
 def main() -> int:
     import numpy as np
+
     from chainer_sagemaker_cdk.client import Predictor
     from chainer_sagemaker_cdk.local import CloudAssembly, LocalEndpoint, run_training
 

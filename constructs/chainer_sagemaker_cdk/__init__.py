@@ -1,17 +1,56 @@
-"""AWS CDK constructs to train and host Chainer models on Amazon SageMaker."""
+"""AWS CDK constructs to train and host Chainer models on Amazon SageMaker.
 
-from ._validation import ChainerValidationError
-from .endpoint import ChainerEndpoint, DataCapture, EndpointVariant
-from .estimator import ChainerEstimator
-from .hyperparameters import MpiOptions, encode_hyperparameters, reserved_hyperparameters
-from .image import ImageConfig, RuntimeImage
-from .instance import gpu_count, is_gpu_instance, normalize_instance_type
-from .model import ChainerModel, model_environment
-from .model_data import ModelData, ModelDataConfig
-from .pipeline import TrainingPipelineFragment
-from .source import CodeConfig, SourceCode
-from .training_input import Compression, DataDistribution, InputMode, TrainingInput
-from .training_pipeline import TrainingPipeline
+The constructs load lazily (PEP 562), so ``chainer_sagemaker_cdk.client`` and
+``chainer_sagemaker_cdk.local`` import without starting aws-cdk-lib (and its Node process):
+the client needs boto3 only.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._validation import ChainerValidationError
+    from .endpoint import ChainerEndpoint, DataCapture, EndpointVariant
+    from .estimator import ChainerEstimator
+    from .hyperparameters import MpiOptions, encode_hyperparameters, reserved_hyperparameters
+    from .image import ImageConfig, RuntimeImage
+    from .instance import gpu_count, is_gpu_instance, normalize_instance_type
+    from .model import ChainerModel, model_environment
+    from .model_data import ModelData, ModelDataConfig
+    from .pipeline import TrainingPipelineFragment
+    from .source import CodeConfig, SourceCode
+    from .training_input import Compression, DataDistribution, InputMode, TrainingInput
+    from .training_pipeline import TrainingPipeline
+
+_WHERE = {
+    "ChainerEndpoint": "endpoint",
+    "ChainerEstimator": "estimator",
+    "ChainerModel": "model",
+    "ChainerValidationError": "_validation",
+    "CodeConfig": "source",
+    "Compression": "training_input",
+    "DataCapture": "endpoint",
+    "DataDistribution": "training_input",
+    "EndpointVariant": "endpoint",
+    "ImageConfig": "image",
+    "InputMode": "training_input",
+    "ModelData": "model_data",
+    "ModelDataConfig": "model_data",
+    "MpiOptions": "hyperparameters",
+    "RuntimeImage": "image",
+    "SourceCode": "source",
+    "TrainingInput": "training_input",
+    "TrainingPipeline": "training_pipeline",
+    "TrainingPipelineFragment": "pipeline",
+    "encode_hyperparameters": "hyperparameters",
+    "gpu_count": "instance",
+    "is_gpu_instance": "instance",
+    "model_environment": "model",
+    "normalize_instance_type": "instance",
+    "reserved_hyperparameters": "hyperparameters",
+}
 
 __all__ = [
     "ChainerEndpoint",
@@ -40,3 +79,16 @@ __all__ = [
     "normalize_instance_type",
     "reserved_hyperparameters",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -11,7 +11,6 @@ from aws_cdk import AssetHashType, Aws, Fn
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
-
 from constructs import Construct
 
 from . import _archive, _iam

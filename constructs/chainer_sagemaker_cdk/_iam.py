@@ -17,7 +17,6 @@ from aws_cdk import Acknowledgment, ArnFormat, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
-
 from constructs import Construct, IConstruct, IValidation
 
 from ._validation import stack_of

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aws_cdk import aws_iam as iam
-
 from constructs import Construct
 
 from ._iam import acknowledge

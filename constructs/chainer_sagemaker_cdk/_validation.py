@@ -6,7 +6,6 @@ import contextlib
 from typing import Any
 
 from aws_cdk import Stack, Token
-
 from constructs import IConstruct
 
 __all__ = ["ChainerValidationError", "is_unresolved", "require", "stack_of"]

@@ -10,7 +10,6 @@ from aws_cdk import Annotations, Duration, Names, Size
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
-
 from constructs import Construct
 
 from . import _estimator_checks, _iam, _metadata

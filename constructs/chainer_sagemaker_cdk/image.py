@@ -13,7 +13,6 @@ from aws_cdk import Aws, CfnMapping, Stack, Token
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
-
 from constructs import Construct
 
 from ._iam import add

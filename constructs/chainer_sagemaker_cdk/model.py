@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
-
 from constructs import Construct
 
 from . import _iam, _metadata

@@ -13,7 +13,6 @@ from aws_cdk import ArnFormat, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import custom_resources as cr
-
 from constructs import Construct
 
 from . import _archive, _assets, _iam

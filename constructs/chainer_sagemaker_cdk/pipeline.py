@@ -22,7 +22,6 @@ from aws_cdk import Duration
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_stepfunctions as sfn
-
 from constructs import Construct
 
 from . import _iam, _metadata

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
-
 from constructs import Construct
 
 from . import _archive, _assets

@@ -163,6 +163,7 @@ def test_clear_errors(cdk_out: Path, tmp_path: Path, args: list[str], message: s
 def test_a_two_instance_job_runs_as_two_hosts_under_mpi(digits: Path, tmp_path: Path) -> None:
     """A stack synthesized in-process: the ChainerMN example on two instances."""
     from aws_cdk import App, Stack
+
     from chainer_sagemaker_cdk import ChainerEstimator, SourceCode
     from chainer_sagemaker_cdk.local import CloudAssembly, run_training
 

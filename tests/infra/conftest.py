@@ -11,6 +11,7 @@ import aws_cdk as cdk
 import cdk_nag
 import pytest
 from aws_cdk import assertions
+
 from chainer_sagemaker_cdk import RuntimeImage, SourceCode
 
 from .maximal import MaximalStack

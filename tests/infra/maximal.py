@@ -12,6 +12,8 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
 from chainer_sagemaker_cdk import (
     ChainerEndpoint,
     ChainerEstimator,
@@ -27,8 +29,6 @@ from chainer_sagemaker_cdk import (
     TrainingInput,
     TrainingPipeline,
 )
-
-from constructs import Construct
 
 
 class MaximalStack(cdk.Stack):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 import pytest
+
 from chainer_sagemaker_cdk import ChainerEstimator, RuntimeImage, SourceCode
 from chainer_sagemaker_cdk._archive import build_source_archive
 

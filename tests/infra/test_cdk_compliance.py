@@ -10,6 +10,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_iam as iam
 from cfnlint.api import ManualArgs, lint
+
 from chainer_sagemaker_cdk import ChainerEstimator, RuntimeImage, SourceCode
 
 from .conftest import nag_app

@@ -17,6 +17,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk.assertions import Match, Template
+
 from chainer_sagemaker_cdk import (
     ChainerEndpoint,
     ChainerModel,

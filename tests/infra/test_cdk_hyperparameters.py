@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from chainer_sagemaker_cdk import MpiOptions, encode_hyperparameters, reserved_hyperparameters
 
 USER_CASES: list[tuple[dict[Any, Any], dict[str, str]]] = [
@@ -117,6 +118,7 @@ def test_estimator_request_equals_the_sdk_map() -> None:
     """
     import aws_cdk as cdk
     from aws_cdk import aws_s3 as s3
+
     from chainer_sagemaker_cdk import ChainerEstimator, RuntimeImage, SourceCode
 
     stack = cdk.Stack(
@@ -191,6 +193,7 @@ SDK_CASES: list[dict[str, Any]] = [
 def _ours(case: dict[str, Any]) -> dict[str, str]:
     import aws_cdk as cdk
     from aws_cdk import aws_s3 as s3
+
     from chainer_sagemaker_cdk import ChainerEstimator, RuntimeImage, SourceCode
 
     stack = cdk.Stack(

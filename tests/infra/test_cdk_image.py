@@ -9,6 +9,7 @@ from typing import Any
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_ecr as ecr
+
 from chainer_sagemaker_cdk import (
     ChainerEstimator,
     RuntimeImage,

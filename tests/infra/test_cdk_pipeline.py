@@ -7,6 +7,7 @@ from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_stepfunctions as sfn
+
 from chainer_sagemaker_cdk import (
     ChainerEstimator,
     RuntimeImage,

@@ -11,6 +11,7 @@ import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_s3 as s3
+
 from chainer_sagemaker_cdk import (
     ChainerEndpoint,
     ChainerEstimator,

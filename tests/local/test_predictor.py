@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from chainer_sagemaker_cdk.client import (
     CSVSerializer,
     JSONSerializer,
@@ -127,3 +128,15 @@ def test_local_endpoint_refuses_a_port_in_use(trained_model: Path, tmp_path: Pat
         port = busy.getsockname()[1]
         with pytest.raises(LocalModeError, match=f"port {port} on 127.0.0.1 is in use"):
             LocalEndpoint(trained_model, tmp_path, port=port).start()
+
+
+def test_client_and_local_mode_import_without_aws_cdk_lib() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, chainer_sagemaker_cdk.client, chainer_sagemaker_cdk.local\n"
+        "print(sorted({'aws_cdk', 'jsii', 'chainer'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from chainer_sagemaker_cdk.client import TrainingRun, TrainingRunError, execution_input
 
 CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

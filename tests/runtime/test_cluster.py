@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from chainer_sagemaker_runtime.training.cluster import (
     ClusterError,
     mpi_daemon_running,

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chainer_sagemaker_runtime.archive import UnsafeArchiveError, safe_extract
 from jobtree import BIN, JobTree
+
+from chainer_sagemaker_runtime.archive import UnsafeArchiveError, safe_extract
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jobtree import JobTree
+
 from chainer_sagemaker_runtime.environment import (
     TrainingEnv,
     decode_hyperparameters,
@@ -15,7 +17,6 @@ from chainer_sagemaker_runtime.environment import (
     split_reserved,
 )
 from chainer_sagemaker_runtime.errors import ConfigError
-from jobtree import JobTree
 
 # (name, value the user gave the SDK, decoded value, SM_HP_ value, argv)
 HYPERPARAMETERS: list[tuple[str, Any, Any, str, list[str]]] = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from chainer_sagemaker_runtime.errors import ConfigError
 from chainer_sagemaker_runtime.training.mpi import (
     MpiSettings,
