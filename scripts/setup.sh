@@ -30,6 +30,13 @@ SYSTEM_PACKAGES=1 PYTHON=.venv/bin/python EDITABLE=1 bash runtime/docker/install
 say "pip install -r requirements.txt"
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 
+# The SageMaker Python SDK 1.x, only to compare hyperparameter encoding with (tests/infra).
+if [ ! -x .venv-sdk/bin/python ] || ! .venv-sdk/bin/python -c 'import sagemaker' 2>/dev/null; then
+  say "creating .venv-sdk (sagemaker 1.72.0: the SDK 1.x Chainer estimator CONTRACT.md describes)"
+  "$PY311" -m venv .venv-sdk
+  .venv-sdk/bin/python -m pip install -q --disable-pip-version-check 'sagemaker==1.72.0'
+fi
+
 if [ ! -x node_modules/.bin/cdk ]; then
   say "npm ci (AWS CDK CLI)"
   npm ci --no-audit --no-fund --loglevel=error
