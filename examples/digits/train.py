@@ -90,13 +90,18 @@ def main(argv=None):
     trainer.run()
 
     accuracy = float(trainer.observation["validation/main/accuracy"])
-    print(f"test accuracy: {accuracy:.4f}")
+    save(args, model.predictor, {"test_accuracy": accuracy, "epochs": args.epochs})
+
+
+def save(args, predictor, metrics):
+    """Write model.npz and model_config.json (for model_fn) and the metrics."""
+    print(f"test accuracy: {metrics['test_accuracy']:.4f}")
     os.makedirs(args.model_dir, exist_ok=True)
-    serializers.save_npz(os.path.join(args.model_dir, "model.npz"), model.predictor)
+    serializers.save_npz(os.path.join(args.model_dir, "model.npz"), predictor)
     with open(os.path.join(args.model_dir, "model_config.json"), "w") as f:
         json.dump({"units": args.units}, f)
     with open(os.path.join(args.output_data_dir, "metrics.json"), "w") as f:
-        json.dump({"test_accuracy": accuracy, "epochs": args.epochs}, f)
+        json.dump(metrics, f)
 
 
 def model_fn(model_dir):

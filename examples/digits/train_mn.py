@@ -6,16 +6,14 @@ only rank 0 evaluates the final model and saves it. Uses the ``naive`` communica
 ``pure_nccl`` when the host has GPUs (SM_NUM_GPUS), one GPU per rank on the host.
 """
 
-import json
-import os
 import socket
 
 import chainer
 import chainer.links as L
 import chainermn
-from chainer import serializers, training
+from chainer import training
 from chainer.training import extensions
-from train import MLP, load_channel, parse_args
+from train import MLP, load_channel, parse_args, save
 
 
 def main(argv=None):
@@ -58,13 +56,8 @@ def main(argv=None):
     accuracy = float(trainer.observation["validation/main/accuracy"])
     print(f"rank {comm.rank} done", flush=True)
     if comm.rank == 0:
-        print(f"test accuracy: {accuracy:.4f}")
-        os.makedirs(args.model_dir, exist_ok=True)
-        serializers.save_npz(os.path.join(args.model_dir, "model.npz"), model.predictor)
-        with open(os.path.join(args.model_dir, "model_config.json"), "w") as f:
-            json.dump({"units": args.units}, f)
-        with open(os.path.join(args.output_data_dir, "metrics.json"), "w") as f:
-            json.dump({"test_accuracy": accuracy, "epochs": args.epochs, "ranks": comm.size}, f)
+        metrics = {"test_accuracy": accuracy, "epochs": args.epochs, "ranks": comm.size}
+        save(args, model.predictor, metrics)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "digits"
@@ -96,7 +97,7 @@ def test_synthesized_job_trains_serves_and_predicts(
             trained,
             environment=model.environment,
             code=model.code_asset,
-            port=_free_port(),
+            port=free_port(),
             workers=1,
         ) as endpoint,
         Predictor.local(endpoint.url) as predictor,
@@ -192,11 +193,3 @@ def test_a_two_instance_job_runs_as_two_hosts_under_mpi(digits: Path, tmp_path: 
     assert "rank 1 of 2" in output
     assert "mpirun" in output
     assert (result.base_dir / "model" / "model.npz").exists()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "digits"
@@ -51,11 +52,7 @@ def endpoint_url(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) 
 
     work = tmp_path_factory.mktemp("serve")
     tar = pack_model(trained_model, work / "model.tar.gz")
-    from socket import socket
-
-    with socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     endpoint = LocalEndpoint(
         tar,
         work,

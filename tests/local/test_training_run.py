@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from support import moto_server
 
 from chainer_sagemaker_cdk.client import TrainingRun, TrainingRunError, execution_input
 
@@ -23,34 +20,12 @@ CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 def aws() -> Iterator[dict[str, Any]]:
     import boto3
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    with moto_server() as url:
 
-    def client(name: str) -> Any:
-        return boto3.client(name, endpoint_url=url, region_name="us-east-1", **CREDS)
+        def client(name: str) -> Any:
+            return boto3.client(name, endpoint_url=url, region_name="us-east-1", **CREDS)
 
-    try:
-        yield {
-            "sfn_client": client("stepfunctions"),
-            "logs_client": client("logs"),
-            "iam": client("iam"),
-        }
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        yield {"sfn_client": client("stepfunctions"), "logs_client": client("logs")}
 
 
 @pytest.fixture(scope="module")

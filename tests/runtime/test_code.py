@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 import tarfile
-import time
 import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jobtree import BIN, JobTree
+from jobtree import JobTree
+from support import moto_server
 
 from chainer_sagemaker_runtime.archive import UnsafeArchiveError, safe_extract
 
@@ -145,35 +144,11 @@ def test_code_dir_with_setup_py_is_installed_and_run_as_a_module(
     assert (job.model / "how").read_text() == "__main__ -x 1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     """A real S3-compatible server (moto's standalone server) on loopback."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                server.kill()
-                pytest.fail("moto_server did not start")
-            time.sleep(0.1)
-    yield url
-    server.terminate()
-    server.wait(timeout=10)
+    with moto_server() as url:
+        yield url
 
 
 S3_ENV = {

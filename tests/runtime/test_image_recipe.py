@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from support import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "runtime" / "docker" / "install.sh"
@@ -47,17 +46,11 @@ def test_ssh_step_creates_host_keys_a_trusted_root_key_and_relaxed_cluster_check
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.timeout(60)
 def test_a_real_sshd_accepts_the_generated_key(ssh_root: Path, tmp_path: Path) -> None:
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     assert Path(sshd).exists(), "openssh-server must be installed (scripts/setup.sh does it)"
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "sshd_config"
     config.write_text(
         f"Port {port}\nListenAddress 127.0.0.1\n"
@@ -71,14 +64,7 @@ def test_a_real_sshd_accepts_the_generated_key(ssh_root: Path, tmp_path: Path) -
     assert check.returncode == 0, check.stderr
     server = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "sshd did not start"
-                time.sleep(0.1)
+        wait_for_port(port, timeout=20)
         out = subprocess.run(
             [
                 "ssh", "-F", f"{ssh_root}/root/.ssh/config", "-i", f"{ssh_root}/root/.ssh/id_rsa",
