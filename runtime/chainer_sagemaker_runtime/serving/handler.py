@@ -149,6 +149,10 @@ def _as_reply(result: Any, accept: str, hook: str) -> Reply:
     content_type = accept
     if isinstance(result, tuple) and len(result) == 2:
         result, content_type = result
+    elif callable(getattr(result, "get_data", None)):
+        # a response object, as old scripts built with sagemaker_containers' worker.Response
+        content_type = getattr(result, "mimetype", None) or accept
+        result = result.get_data()
     if isinstance(result, str):
         result = result.encode()
     if not isinstance(result, bytes | bytearray | memoryview):

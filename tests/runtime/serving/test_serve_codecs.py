@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from chainer_sagemaker_runtime.serving import codecs
 from chainer_sagemaker_runtime.serving.errors import (
     BadRequest,

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from chainer_sagemaker_runtime.serving import codecs
 from servetools import EXAMPLE, Server, from_npy, npy, npy_with_header
+
+from chainer_sagemaker_runtime.serving import codecs
 
 NPY, JSON, CSV = "application/x-npy", "application/json", "text/csv"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from chainer_sagemaker_runtime.errors import CodeError, ConfigError
 from chainer_sagemaker_runtime.serving import codecs
 from chainer_sagemaker_runtime.serving.config import ServingConfig
@@ -201,3 +202,14 @@ def test_linear_weights_become_column_major_only_for_the_default_predict_fn() ->
     Handler(custom, untouched, "application/json", optimize=True)
     linears = [link for link in untouched.links() if isinstance(link, links.Linear)]
     assert all(link.W.array.flags.c_contiguous for link in linears)
+
+
+def test_output_fn_may_return_a_response_object_like_old_scripts() -> None:
+    class Response:  # the shape of sagemaker_containers' worker.Response (a Flask response)
+        mimetype = "text/csv"
+
+        def get_data(self) -> bytes:
+            return b"1,2\n"
+
+    reply = _handler(output_fn=lambda p, a: Response()).invoke(b"[1]", None, None)
+    assert (reply.body, reply.content_type) == (b"1,2\n", "text/csv")
