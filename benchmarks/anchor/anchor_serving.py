@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import chainer
 import numpy as np
+
 from sagemaker_containers.beta.framework import (
     content_types,
     encoders,

@@ -94,8 +94,7 @@ class Connection(asyncio.Protocol):
 
     # asyncio callbacks -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         self._registry.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import mmap
+import os
 import signal
 import socket
 import time
@@ -93,7 +94,7 @@ class Worker:
     # lifecycle ---------------------------------------------------------------------------
     def run(self, sock: socket.socket) -> None:
         """Serve on ``sock`` until SIGTERM, then drain and return."""
-        loop = asyncio.new_event_loop()
+        loop = _new_event_loop()
         self._loop = loop
         signal.signal(signal.SIGALRM, self._on_alarm)
         loop.add_signal_handler(signal.SIGTERM, self._begin_drain)
@@ -290,6 +291,20 @@ class Worker:
         if self._armed:
             self._armed = False
             raise _Deadline
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed (about half the per-request cost of the standard loop's
+    socket handling), the standard event loop otherwise; ``CHAINER_SAGEMAKER_UVLOOP=0`` opts out."""
+    if os.environ.get("CHAINER_SAGEMAKER_UVLOOP", "1") != "0":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+    return asyncio.new_event_loop()
 
 
 def _status(status: int, message: str) -> ServingError:

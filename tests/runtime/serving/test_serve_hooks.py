@@ -266,3 +266,19 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
     except (OSError, IndexError):
         return True
+
+
+def test_standard_event_loop_without_uvloop(tmp_path: Path, start_server: StartServer) -> None:
+    """uvloop is optional: the same server on asyncio's own loop."""
+    server = start_server(_code(tmp_path, HOOKS), env={"CHAINER_SAGEMAKER_UVLOOP": "0"})
+    conn = server.connect()
+    try:
+        for i in range(5):
+            status, _, body = server.invoke(f"[{i}]", JSON, conn=conn)
+            assert status == 200
+            assert json.loads(body)["y"] == [3.0 * i]
+        assert server.invoke("[13]", JSON, conn=conn)[0] == 500
+        assert server.invoke(b"x" * (7 * 1024 * 1024), JSON, conn=conn)[0] == 413
+        assert server.invoke("[1]", JSON, conn=conn)[0] == 200
+    finally:
+        conn.close()
