@@ -193,3 +193,45 @@ def test_a_two_instance_job_runs_as_two_hosts_under_mpi(digits: Path, tmp_path: 
     assert "rank 1 of 2" in output
     assert "mpirun" in output
     assert (result.base_dir / "model" / "model.npz").exists()
+
+
+def test_cli_serves_a_chainer_models_own_model_data(trained: Path, tmp_path: Path) -> None:
+    """`serve` without --model-data uses the model data the template packs (ModelData asset)."""
+    import signal
+    import tarfile as tf
+
+    from aws_cdk import App, Stack
+
+    from chainer_sagemaker_cdk import ChainerModel, ModelData, SourceCode
+    from chainer_sagemaker_cdk.client import Predictor
+
+    model_dir = tmp_path / "model"
+    with tf.open(trained / "artifacts" / "model.tar.gz") as tar:
+        tar.extractall(model_dir, filter="data")
+    app = App(outdir=str(tmp_path / "cdk.out"))
+    stack = Stack(app, "Hosting")
+    ChainerModel(
+        stack,
+        "Model",
+        model_data=ModelData.from_directory(model_dir),
+        code=SourceCode.from_directory(EXAMPLE, "train.py"),
+        model_server_workers=1,
+    )
+    app.synth()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "chainer_sagemaker_cdk.local",
+         "--cdk-out", str(tmp_path / "cdk.out"),
+         "serve", "--port", str(port), "--work-dir", str(tmp_path / "work")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        first = server.stdout.readline()  # printed once /ping answers
+        assert f"serving /Hosting/Model at http://127.0.0.1:{port}" in first, first
+        with Predictor.local(f"http://127.0.0.1:{port}") as predictor:
+            scores = predictor.predict(np.zeros((2, 784), dtype=np.float32))
+        assert scores.shape == (2, 10)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0

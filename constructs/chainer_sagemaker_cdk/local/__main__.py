@@ -56,7 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--hyperparameter", action="append", default=[], metavar="NAME=JSON")
     train.add_argument("--work-dir", type=Path, default=Path("local-run"))
     serve = sub.add_parser("serve", help="serve a model of the stack here until interrupted")
-    serve.add_argument("--model-data", type=Path, required=True, help="model.tar.gz or a directory")
+    serve.add_argument(
+        "--model-data",
+        type=Path,
+        help="model.tar.gz or a directory (default: the model's own staged model data asset)",
+    )
     serve.add_argument("--model", help="construct path of the model (when the stack has several)")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--work-dir", type=Path, default=Path("local-run"))
@@ -75,8 +79,16 @@ def _serve(args: argparse.Namespace) -> int:
             else "the stack has no ChainerModel; nothing to serve"
         )
     model = models[0]
+    model_data = args.model_data or (
+        Path(model.model_data_asset) if model.model_data_asset else None
+    )
+    if model_data is None:
+        raise LocalModeError(
+            f"{model.path} gets its model data at deploy time (a training job); pass "
+            "--model-data model.tar.gz (for example from `train`'s artifacts)"
+        )
     endpoint = LocalEndpoint(
-        args.model_data,
+        model_data,
         args.work_dir,
         environment=model.environment,
         code=model.code_asset,
