@@ -2,7 +2,7 @@
 
 One command, from the repository root::
 
-    .venv/bin/python benchmarks/serve_bench.py            # about 6 minutes on 2 cores
+    .venv/bin/python benchmarks/serve_bench.py            # about 5 minutes on 2 cores
 
 It builds the anchor virtualenv when missing (``benchmarks/anchor/build_venv.py``), trains the
 digits MLP (784-1000-1000-10, float32) once, starts both servers on 127.0.0.1 with 2 workers,
