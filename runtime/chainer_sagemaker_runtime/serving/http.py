@@ -2,7 +2,7 @@
 
 A hand-written :class:`asyncio.Protocol` rather than a framework: the server only ever sees three
 routes and small bodies, and the per-request cost of a general WSGI/ASGI stack is several times
-that of the codecs. Keep-alive and pipelining are supported; bodies need ``Content-Length``.
+that of the codecs. Keep-alive, pipelining and chunked request bodies are supported.
 Bodies over the limit are answered 413 straight after the headers and then read and dropped, so
 the client sees the answer rather than a reset, and the connection stays usable.
 """
@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from chainer_sagemaker_runtime.serving.errors import (
-    BadRequest,
     PayloadTooLarge,
     ServingError,
     error_body,
@@ -86,6 +85,8 @@ class Connection(asyncio.Protocol):
         self._buf = bytearray()
         self._pending: Request | None = None  # headers read, body still arriving
         self._need = 0  # body bytes still expected for _pending
+        self._chunks: list[bytes] | None = None  # the body so far of a chunked _pending
+        self._chunked_size = 0
         self._discard = 0  # bytes of an oversized body still to drop
         self.transport: asyncio.Transport | None = None
         self.in_flight = 0  # requests handed over and not yet answered
@@ -162,6 +163,8 @@ class Connection(asyncio.Protocol):
     # parsing -----------------------------------------------------------------------------
     def _next_request(self) -> bool:
         """Consume one request (or its body) from the buffer; False when more data is needed."""
+        if self._chunks is not None:
+            return self._next_chunk()
         if self._pending is not None:
             if len(self._buf) < self._need:
                 return False
@@ -199,13 +202,16 @@ class Connection(asyncio.Protocol):
             "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
         )
         request = Request(self, method, target.split("?", 1)[0], headers, keep_alive=keep_alive)
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            request.keep_alive = False
-            self.in_flight += 1
-            self.respond_error(
-                request, BadRequest("chunked request bodies are not supported; send Content-Length")
-            )
-            return False
+        encoding = headers.get("transfer-encoding", "").lower()
+        if encoding:
+            if encoding != "chunked":
+                self._fail(501, f"Transfer-Encoding {encoding!r} is not supported")
+                return False
+            if headers.get("expect", "").lower() == "100-continue":
+                assert self.transport is not None
+                self.transport.write(_STATUS_LINES[100] + b"\r\n")
+            self._pending, self._chunks, self._chunked_size = request, [], 0
+            return True
         try:
             length = int(headers.get("content-length", "0"))
             if length < 0:
@@ -236,6 +242,54 @@ class Connection(asyncio.Protocol):
             return True
         self._pending, self._need = request, length
         return False
+
+    def _next_chunk(self) -> bool:
+        """Consume one chunk of a ``Transfer-Encoding: chunked`` body (RFC 9112 section 7.1)."""
+        assert self._pending is not None
+        assert self._chunks is not None
+        end = self._buf.find(b"\r\n")
+        if end < 0:
+            if len(self._buf) > 1024:
+                self._fail(400, "a chunk-size line is longer than 1024 bytes")
+            return False
+        try:
+            size = int(bytes(self._buf[:end]).split(b";", 1)[0].strip(), 16)
+            if size < 0:
+                raise ValueError
+        except ValueError:
+            self._fail(400, "malformed chunk-size line in a chunked body")
+            return False
+        if size == 0:  # last chunk, then optional trailer fields and an empty line
+            trailer_end = self._buf.find(b"\r\n", end + 2)
+            if trailer_end < 0:
+                return False
+            if trailer_end != end + 2:
+                trailer_end = self._buf.find(b"\r\n\r\n", end)
+                if trailer_end < 0:
+                    return False
+                trailer_end += 2
+            del self._buf[: trailer_end + 2]
+            request, self._pending = self._pending, None
+            request.body, self._chunks = b"".join(self._chunks), None
+            if request.error is None:  # an oversized one was answered already
+                self._hand_over(request)
+            return True
+        if len(self._buf) < end + 2 + size + 2:
+            return False
+        self._chunked_size += size
+        if self._chunked_size <= self._max_body:
+            self._chunks.append(bytes(self._buf[end + 2 : end + 2 + size]))
+        elif self._pending.error is None:
+            # Answer 413 now, then keep reading (and dropping) chunks so the connection
+            # stays in step and the client sees the answer rather than a reset.
+            self._chunks.clear()
+            self._pending.error = PayloadTooLarge(
+                f"the chunked body is over the limit of {self._max_body} bytes "
+                "(SAGEMAKER_MAX_PAYLOAD_IN_MB); split the request"
+            )
+            self._hand_over(self._pending)
+        del self._buf[: end + 2 + size + 2]
+        return True
 
     def _hand_over(self, request: Request) -> None:
         self.in_flight += 1

@@ -295,8 +295,41 @@ def test_expect_100_continue(healthy: Server) -> None:
         b"NONSENSE\r\n\r\n",
         b"POST /invocations HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
         b"POST /invocations HTTP/1.1\r\nbad header line\r\n\r\n",
-        b"POST /invocations HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"POST /invocations HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
     ],
 )
 def test_malformed_requests_are_400(healthy: Server, data: bytes) -> None:
     assert _raw(healthy, data).startswith(b"HTTP/1.1 400 Bad Request")
+
+
+def _chunked(body: bytes, size: int) -> bytes:
+    chunks = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in chunks) + b"0\r\n\r\n"
+
+
+def test_chunked_request_bodies(healthy: Server, test_set: np.ndarray) -> None:
+    body = npy(test_set[:2])
+    head = (
+        b"POST /invocations HTTP/1.1\r\nContent-Type: application/x-npy\r\n"
+        b"Accept: application/x-npy\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    reply = _raw(healthy, head + _chunked(body, 1000) + b"GET /ping HTTP/1.1\r\n\r\n", 2)
+    assert reply.startswith(b"HTTP/1.1 200 OK")
+    npy_reply = reply.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1 ")[0]
+    assert from_npy(npy_reply).shape == (2, 10)
+    assert reply.count(b"HTTP/1.1 200 OK") == 2  # the connection carried on after the body
+
+
+def test_chunked_body_over_the_limit_is_413_and_connection_still_usable(
+    healthy: Server,
+) -> None:
+    head = b"POST /invocations HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    data = head + _chunked(b"0" * (7 * 1024 * 1024), 1024 * 1024)
+    reply = _raw(healthy, data + b"GET /ping HTTP/1.1\r\n\r\n", 2)
+    assert reply.startswith(b"HTTP/1.1 413 Payload Too Large")
+    assert b"HTTP/1.1 200 OK" in reply
+
+
+def test_unknown_transfer_encoding_is_501(healthy: Server) -> None:
+    head = b"POST /invocations HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"
+    assert _raw(healthy, head).startswith(b"HTTP/1.1 501 Not Implemented")
