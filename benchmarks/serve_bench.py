@@ -202,7 +202,7 @@ class Bench:
             PIP_DISABLE_PIP_VERSION_CHECK="1",
         )
         if name == "ours":
-            env["CHAINER_SAGEMAKER_BIND_HOST"] = HOST
+            env["SAGEMAKER_BIND_TO_HOST"] = HOST
             return Stack(name, [str(VENV_BIN / "serve")], env, port, base / "run" / "log")
         # the anchor binds 0.0.0.0 (nginx's template); nothing but the loopback is used
         env["ANCHOR_RUN_DIR"] = str(base / "run")
