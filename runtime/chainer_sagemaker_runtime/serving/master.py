@@ -49,6 +49,7 @@ class _Child:
     pipe: int
     started: float
     ready: bool = False
+    watched: bool = True  # registered with the selector
     message: bytearray = field(default_factory=bytearray)
 
 
@@ -108,6 +109,7 @@ class _Master:
                 sys.stderr.flush()
                 os._exit(code)
         os.close(write_end)
+        os.set_blocking(read_end, False)
         self.children[pid] = _Child(pid, read_end, time.monotonic())
         self.selector.register(read_end, selectors.EVENT_READ, pid)
 
@@ -143,7 +145,8 @@ class _Master:
             if child is None:
                 continue
             self._read_pipe(child)
-            self.selector.unregister(child.pipe)
+            if child.watched:
+                self.selector.unregister(child.pipe)
             os.close(child.pipe)
             dead.append((child, os.waitstatus_to_exitcode(status)))
         return dead
@@ -158,7 +161,10 @@ class _Master:
                 if exc.errno == errno.EBADF:
                     return
                 raise
-            if not chunk:
+            if not chunk:  # the worker is gone; stop watching until it is reaped
+                if child.watched:
+                    self.selector.unregister(child.pipe)
+                    child.watched = False
                 return
             if not child.ready and chunk.startswith(_READY):
                 child.ready = True
