@@ -42,3 +42,10 @@ test: lint typecheck unit compat
 
 demo: setup
 	$(PY) scripts/demo.py
+
+# Benchmarks (not part of `make test`): launch overhead, synth cost, the model server vs the
+# old SageMaker serving stack (needs wrk and nginx-light: apt-get install -y wrk nginx-light).
+bench: setup
+	$(PY) benchmarks/train_overhead.py
+	$(PY) benchmarks/synth_cost.py
+	$(PY) benchmarks/serve_bench.py

@@ -8,14 +8,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 CDK = REPO / "node_modules" / ".bin" / "cdk"
 
 
-@pytest.mark.skipif(not CDK.exists(), reason="npm aws-cdk not installed (make setup)")
 def test_cdk_synth_of_app_py(tmp_path: Path) -> None:
+    assert CDK.exists(), "the npm aws-cdk CLI is installed by `make setup` (npm ci)"
     env = {
         **os.environ,
         "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",

@@ -1,0 +1,1 @@
+"""``sagemaker_containers.beta``: the namespace old inference scripts import from."""
