@@ -142,9 +142,12 @@ def _add_numpy_sctypes() -> None:
 
 
 def _add_numpy_distutils_stub() -> None:
-    try:
-        import numpy.distutils.system_info
+    import warnings
 
+    try:
+        with warnings.catch_warnings():  # NumPy 1.23+ warns that numpy.distutils is deprecated
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import numpy.distutils.system_info
         return
     except Exception:  # noqa: S110 - ImportError, or distutils missing on 3.12: stub it
         pass
