@@ -1,14 +1,18 @@
-"""Array encoders and decoders with the old library's names (NPY never unpickled)."""
+"""Array encoders and decoders with the old library's names.
+
+NPY and CSV encoding are the model server's own codecs (NPY is never unpickled); JSON and CSV
+decoding keep the old library's dtype rule (``dtype=None``: what the text holds).
+"""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from chainer_sagemaker_runtime.serving import codecs
 from sagemaker_containers.beta.framework import content_types
 
 __all__ = [
@@ -31,13 +35,11 @@ class UnsupportedFormatError(Exception):
 
 
 def array_to_npy(array_like: Any) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array_like), allow_pickle=False)
-    return buffer.getvalue()
+    return codecs.encode_npy(array_like)
 
 
 def npy_to_numpy(npy_array: bytes) -> np.ndarray:
-    return np.asarray(np.load(io.BytesIO(npy_array), allow_pickle=False))
+    return codecs.decode_npy(npy_array)
 
 
 def array_to_json(array_like: Any) -> str:
@@ -61,9 +63,7 @@ def csv_to_numpy(string_like: str | bytes, dtype: Any = None) -> np.ndarray:
 
 
 def array_to_csv(array_like: Any) -> str:
-    array = np.asarray(array_like)
-    rows = array.reshape(1, -1) if array.ndim <= 1 else array.reshape(len(array), -1)
-    return "\n".join(",".join(repr(v.item()) for v in row) for row in rows)
+    return codecs.encode_csv(array_like).decode()
 
 
 _DECODERS: dict[str, Callable[[Any], np.ndarray]] = {
