@@ -22,6 +22,7 @@ from constructs import Construct, IConstruct, IValidation
 from ._validation import stack_of
 
 __all__ = [
+    "LOG_DELIVERY_ACTIONS",
     "PolicyPrincipal",
     "acknowledge",
     "acknowledge_each",
@@ -138,10 +139,9 @@ def wildcard_reason(actions: Sequence[str], resource: str) -> str | None:
     return None
 
 
-_UNSCOPABLE = (
-    "ecr:GetAuthorizationToken",
-    "cloudwatch:PutMetricData",
-    "ec2:Describe",
+# What a state machine needs to deliver its logs; these actions have no resource-level
+# permissions (Step Functions docs), so they are granted on "*".
+LOG_DELIVERY_ACTIONS = (
     "logs:CreateLogDelivery",
     "logs:GetLogDelivery",
     "logs:UpdateLogDelivery",
@@ -150,6 +150,12 @@ _UNSCOPABLE = (
     "logs:PutResourcePolicy",
     "logs:DescribeResourcePolicies",
     "logs:DescribeLogGroups",
+)
+_UNSCOPABLE = (
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+    "ec2:Describe",
+    *LOG_DELIVERY_ACTIONS,
     "xray:",
 )
 _SCOPED_WILDCARDS = (

@@ -136,16 +136,7 @@ class TrainingPipeline(Construct):
         _iam.add(
             self.grant_principal,
             iam.PolicyStatement(
-                actions=[
-                    "logs:CreateLogDelivery",
-                    "logs:GetLogDelivery",
-                    "logs:UpdateLogDelivery",
-                    "logs:DeleteLogDelivery",
-                    "logs:ListLogDeliveries",
-                    "logs:PutResourcePolicy",
-                    "logs:DescribeResourcePolicies",
-                    "logs:DescribeLogGroups",
-                ],
+                actions=list(_iam.LOG_DELIVERY_ACTIONS),
                 resources=["*"],
             ),
             iam.PolicyStatement(
