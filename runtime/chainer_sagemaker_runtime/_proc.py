@@ -1,8 +1,8 @@
 """The one way the runtime starts processes: argv lists, no shell (DESIGN.md principle 9).
 
 A :class:`Child` streams its output straight through to ours (so it reaches CloudWatch) while
-keeping the last lines of stderr for the failure reason, runs in its own process group, and
-can be asked to stop: SIGTERM to the whole group, then SIGKILL after a grace period.
+keeping the last lines of stderr for the failure reason, and runs in its own process group so
+that a signal reaches everything it started.
 """
 
 from __future__ import annotations
@@ -10,11 +10,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -55,7 +53,6 @@ class Child:
             target=self._copy_stderr, args=(self._proc.stderr,), daemon=True
         )
         self._pump.start()
-        self.terminated_by: int | None = None
 
     @property
     def pid(self) -> int:
@@ -71,9 +68,6 @@ class Child:
     def stderr_tail(self) -> str:
         return "\n".join(self._tail)
 
-    def poll(self) -> int | None:
-        return self._proc.poll()
-
     def wait(self, timeout: float | None = None) -> int:
         code = self._proc.wait(timeout)
         self._pump.join(timeout=5)
@@ -82,17 +76,6 @@ class Child:
     def signal_group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self._proc.pid, signum)
-
-    def stop(self, grace: float) -> int:
-        """SIGTERM the process group, SIGKILL it if still running after ``grace`` seconds."""
-        self.terminated_by = signal.SIGTERM
-        self.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while self._proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self._proc.poll() is None:
-            self.signal_group(signal.SIGKILL)
-        return self.wait()
 
 
 def run_checked(

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 
-__all__ = ["count_cpus", "count_gpus", "is_gpu_instance_type"]
+__all__ = ["count_cpus", "count_gpus"]
 
 
 def count_gpus(nvidia_smi: str = "nvidia-smi") -> int:
@@ -30,9 +30,3 @@ def count_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def is_gpu_instance_type(instance_type: str) -> bool:
-    """``ml.p3.2xlarge`` and ``ml.g5.xlarge`` are GPU instances; ``ml.c5.xlarge`` is not."""
-    family = instance_type.removeprefix("ml.").split(".", 1)[0]
-    return family[:1] in {"g", "p"}
