@@ -215,6 +215,7 @@ class ChainerEstimator(Construct):
         self.output_bucket = output_bucket or self._default_bucket()
         self.checkpoint_bucket = checkpoint_bucket
         self.checkpoint_prefix = checkpoint_prefix.strip("/")
+        self.source_code = code  # the pipeline binds it again for its serving model's role
         self.code: CodeConfig = code.bind(self, self.grant_principal)
         _estimator_checks.check_isolated_code(self)
         self.image_source = image or RuntimeImage.from_asset()
