@@ -1,15 +1,17 @@
-"""Fetching the user's code and installing its requirements (CONTRACT.md §1.6, §3.1).
+"""Fetching the user's code and installing its requirements (docs/contract.md §1.6, §3.1).
 
 The code location (``sagemaker_submit_directory`` / ``SAGEMAKER_SUBMIT_DIRECTORY``) may be an
 ``s3://`` URL of a gzip tar (downloaded with boto3, which honours ``AWS_ENDPOINT_URL``), a
-``file://`` URL or local path of a directory or a tarball, or empty (the code is already in
-the code directory). Shared by ``train`` and ``serve``.
+``file://`` URL or local path of a directory, a tar archive or a single file, or empty or the
+code directory itself (the code is already there, as in custom images). Archives go through
+:func:`~chainer_sagemaker_runtime.archive.safe_extract`. Shared by ``train`` and ``serve``.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -51,10 +53,24 @@ def _download_s3(url: str, dest: Path, region: str | None) -> None:
         ) from exc
 
 
+def _is_tar(path: Path) -> bool:
+    if path.name.endswith(_TARBALL_SUFFIXES):
+        return True  # even when broken: safe_extract then says why it cannot be read
+    try:
+        return tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
 def fetch_code(location: str | None, code_dir: Path, *, region: str | None = None) -> Path:
-    """Make the user's code available in ``code_dir`` and return ``code_dir``."""
-    code_dir.mkdir(parents=True, exist_ok=True)
+    """Make the user's code available in ``code_dir`` and return ``code_dir``.
+
+    ``location`` is judged by what it is, as the SageMaker training toolkit does: a directory
+    is copied, a file that is a tar archive (whatever its name) is extracted, any other file is
+    copied into ``code_dir`` as it is (a lone ``train.py``).
+    """
     if not location:
+        code_dir.mkdir(parents=True, exist_ok=True)
         return code_dir
     if location.startswith("s3://"):
         with tempfile.TemporaryDirectory(prefix="sourcedir-") as tmp:
@@ -67,12 +83,20 @@ def fetch_code(location: str | None, code_dir: Path, *, region: str | None = Non
         if path.resolve() != code_dir.resolve():
             shutil.copytree(path, code_dir, dirs_exist_ok=True, symlinks=True)
         return code_dir
-    if path.is_file() and path.name.endswith(_TARBALL_SUFFIXES):
-        safe_extract(path, code_dir)
+    if path.is_file():
+        if _is_tar(path):
+            safe_extract(path, code_dir)
+        else:
+            code_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, code_dir / path.name)
         return code_dir
+    if not path.exists() and path.resolve() == code_dir.resolve():
+        code_dir.mkdir(parents=True, exist_ok=True)  # the default: code baked into the image
+        return code_dir
+    what = "does not exist" if not path.exists() else "is neither a directory nor a file"
     raise CodeError(
-        f"code location {location!r} is neither an s3:// URL, a directory nor a .tar.gz file; "
-        "set sagemaker_submit_directory (or SAGEMAKER_SUBMIT_DIRECTORY) to one of those"
+        f"code location {location!r} {what}; set sagemaker_submit_directory (or "
+        "SAGEMAKER_SUBMIT_DIRECTORY) to an s3:// URL, a directory, a tar archive or a file"
     )
 
 

@@ -1,15 +1,27 @@
-"""The SageMaker training environment, read once into a frozen object (CONTRACT.md §1.2-1.5).
+"""The SageMaker training environment, read once into a frozen object (docs/contract.md §1.2-1.5).
 
 ``TrainingEnv.load()`` reads ``<base>/input/config/*.json`` and the environment, reporting every
-bad file or variable together. ``to_env_vars()`` and ``to_argv()`` render exactly what the old
-SageMaker Chainer containers gave user scripts.
+bad file or variable together (:class:`ConfigError`, exit code 2): unreadable or too deeply
+nested JSON, hyperparameter names that cannot become ``--name`` arguments and ``SM_HP_<NAME>``
+variables, duplicate or empty host names. ``to_env_vars()`` and ``user_args()`` render exactly
+what the old SageMaker Chainer containers gave user scripts; :func:`exec_limit_problems` says
+when they would not fit through ``execve``.
+
+The entry point comes from ``SAGEMAKER_PROGRAM`` in the environment first (custom images set
+it), then from the ``sagemaker_program`` hyperparameter; the code location defaults to the
+code directory (``/opt/ml/code``), as the SageMaker training toolkit has it.
+
+This module also owns the parsing of duration variables (:func:`seconds_from_environ`, used
+for ``SAGEMAKER_SIGTERM_GRACE_SECONDS``): the caller picks the default and what to do with the
+warning, so ``training/cli.py`` keeps the policy and this module the validation.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +32,17 @@ from chainer_sagemaker_runtime.errors import ConfigError
 __all__ = [
     "CORE_KEYS",
     "FRAMEWORK_MODULE",
+    "MAX_ARG_STRLEN",
+    "MAX_JSON_DEPTH",
     "Paths",
     "TrainingEnv",
     "decode_hyperparameters",
     "env_value",
+    "exec_limit_problems",
+    "json_depth",
+    "name_problems",
     "render_argv",
+    "seconds_from_environ",
     "split_reserved",
 ]
 
@@ -44,6 +62,13 @@ CORE_KEYS = frozenset(
 )
 _TUNING_KEY = "_tuning_objective_metric"
 DEFAULT_LOG_LEVEL = 20
+PROGRAM_ENV = "SAGEMAKER_PROGRAM"
+# Deeper JSON is a mistake (no script's argparse reads it), and near Python's recursion limit
+# json.dumps of SM_TRAINING_ENV, which nests the value two levels further, would fail.
+MAX_JSON_DEPTH = 100
+# Linux refuses to exec with one argv or environment string over 32 pages (MAX_ARG_STRLEN,
+# 128 KiB with the terminating NUL): SM_HPS and SM_TRAINING_ENV carry every hyperparameter.
+MAX_ARG_STRLEN = 32 * 4096
 
 
 @dataclass(frozen=True)
@@ -94,18 +119,93 @@ class Paths:
             d.mkdir(parents=True, exist_ok=True)
 
 
-def decode_hyperparameters(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Decode each value with ``json.loads``; a string that is not JSON is kept as it is."""
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in ``value`` (a scalar is 0); iterative, any depth."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            deepest = max(deepest, depth)
+            continue
+        deepest = max(deepest, depth + 1)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _decode_one(key: str, value: str, problems: list[str]) -> Any:
+    try:
+        decoded = json.loads(value)
+    except RecursionError:  # json.loads gives up near Python's recursion limit
+        too_deep = True
+    except ValueError:
+        return value
+    else:
+        too_deep = json_depth(decoded) > MAX_JSON_DEPTH
+    if too_deep:
+        problems.append(
+            f"hyperparameter {key!r}: its JSON value nests deeper than {MAX_JSON_DEPTH} levels; "
+            "flatten it (or pass it as a file in an input channel)"
+        )
+        return value
+    return decoded
+
+
+def decode_hyperparameters(
+    raw: Mapping[str, Any], problems: list[str] | None = None
+) -> dict[str, Any]:
+    """Decode each value with ``json.loads``; a string that is not JSON is kept as it is.
+
+    A value nested deeper than :data:`MAX_JSON_DEPTH` is a problem: it is appended to
+    ``problems`` when given, else raised as :class:`ConfigError`.
+    """
+    found: list[str] = []
     decoded: dict[str, Any] = {}
     for key, value in raw.items():
         if isinstance(value, str):
-            try:
-                decoded[key] = json.loads(value)
-            except ValueError:
-                decoded[key] = value
+            decoded[key] = _decode_one(key, value, found)
         else:  # hand-written files sometimes carry real JSON values; keep them
+            if json_depth(value) > MAX_JSON_DEPTH:
+                found.append(
+                    f"hyperparameter {key!r}: its value nests deeper than {MAX_JSON_DEPTH} "
+                    "levels; flatten it"
+                )
             decoded[key] = value
+    if found and problems is None:
+        raise ConfigError(found)
+    if problems is not None:
+        problems.extend(found)
     return decoded
+
+
+def name_problems(hps: Mapping[str, Any]) -> list[str]:
+    """Hyperparameter names that cannot become ``--name`` and ``SM_HP_<NAME>``; with the fix."""
+    problems: list[str] = []
+    for key in hps:
+        if not key.strip():
+            problems.append(
+                f"a hyperparameter has an empty name {key!r} (value {_short(hps[key])}): it "
+                "would be passed as `--`, which ends option parsing and swallows every later "
+                "hyperparameter; give it a name or remove it"
+            )
+        elif "=" in key:
+            problems.append(
+                f"hyperparameter name {key!r} contains '=': SM_HP_{key.upper()} cannot be an "
+                "environment variable name and `--name=value` would be misread; rename it "
+                f"(for example {key.replace('=', '_')!r})"
+            )
+        elif "\0" in key:
+            problems.append(f"hyperparameter name {key!r} contains a NUL character; rename it")
+    return problems
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def split_reserved(hps: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -146,11 +246,117 @@ def render_argv(user_hps: Mapping[str, Any]) -> list[str]:
     return argv
 
 
+def _size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def _largest(hps: Mapping[str, Any], overshoot: int) -> list[str]:
+    """The fewest hyperparameters, largest first, whose rendered size covers ``overshoot``."""
+    sizes = sorted(((_size(k) + _size(env_value(v)), k) for k, v in hps.items()), reverse=True)
+    chosen: list[str] = []
+    covered = 0
+    for size, key in sizes:
+        if covered >= overshoot:
+            break
+        chosen.append(key)
+        covered += size
+    return chosen
+
+
+def exec_limit_problems(
+    env_vars: Mapping[str, str], argv: Sequence[str], hps: Mapping[str, Any]
+) -> list[str]:
+    """What would make ``execve`` of the user's command fail, naming the hyperparameters.
+
+    Linux limits each argv or environment string to :data:`MAX_ARG_STRLEN` bytes and all of
+    them together to ``ARG_MAX`` (a quarter of the stack limit); a NUL byte cannot be passed.
+    """
+    problems: list[str] = []
+    by_env_name = {f"SM_HP_{k.upper()}": k for k in hps}
+
+    def fix(subject: str, size: int, keys: Mapping[str, Any], limit: int) -> str:
+        names = ", ".join(repr(k) for k in _largest(keys, size - limit)) or "(none)"
+        return (
+            f"{subject} would be {size} bytes, over Linux's limit of {limit} bytes; shorten the "
+            f"hyperparameters {names} by {size - limit} bytes in all (large values belong in a "
+            "file in an input channel)"
+        )
+
+    for name, value in env_vars.items():
+        size = _size(name) + 1 + _size(value) + 1
+        keys = {by_env_name[name]: hps[by_env_name[name]]} if name in by_env_name else hps
+        if size > MAX_ARG_STRLEN:
+            problems.append(
+                fix(f"the environment variable {name} (MAX_ARG_STRLEN)", size, keys, MAX_ARG_STRLEN)
+            )
+        if "\0" in value:
+            culprits = [k for k in keys if "\0" in env_value(keys[k])]
+            problems.append(
+                f"the environment variable {name} would contain a NUL character, which cannot "
+                f"be passed to a process; remove it from the hyperparameters {culprits}"
+            )
+    for arg in argv:
+        if _size(arg) + 1 > MAX_ARG_STRLEN:
+            problems.append(
+                fix(
+                    "one command-line argument (MAX_ARG_STRLEN)",
+                    _size(arg) + 1,
+                    hps,
+                    MAX_ARG_STRLEN,
+                )
+            )
+    total = sum(_size(k) + _size(v) + 2 + 8 for k, v in env_vars.items())
+    total += sum(_size(a) + 1 + 8 for a in argv)
+    try:
+        arg_max = os.sysconf("SC_ARG_MAX")
+    except (OSError, ValueError):  # pragma: no cover - not on Linux
+        arg_max = 2 * 1024 * 1024
+    if total > arg_max:
+        problems.append(
+            fix("the command line and environment together (ARG_MAX)", total, hps, arg_max)
+        )
+    return problems
+
+
+def seconds_from_environ(
+    name: str,
+    default: float,
+    environ: Mapping[str, str] | None = None,
+    *,
+    warn: Callable[[str], None] | None = None,
+) -> float:
+    """A duration in seconds from ``environ[name]``: finite and >= 0, else ``default``.
+
+    Unset or empty gives the default silently; anything else that is not a finite,
+    non-negative number (``nan``, ``inf``, ``-1``, ``soon``) gives the default and a warning
+    naming the variable, so a typo never disables an escalation or a timeout.
+    """
+    environ = os.environ if environ is None else environ
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value >= 0:
+        return value
+    if warn is not None:
+        warn(
+            f"{name}={raw!r} is not a finite number of seconds >= 0; using the default "
+            f"{default:g} s"
+        )
+    return default
+
+
 def _read_json(path: Path, problems: list[str], default: Any, expect: type) -> Any:
     if not path.exists():
         return default
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        problems.append(f"{path}: JSON nested too deeply to read; SageMaker writes a flat object")
+        return default
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         problems.append(
             f"{path}: not valid JSON ({exc}); SageMaker writes this file as a JSON object"
@@ -180,7 +386,7 @@ class TrainingEnv:
     region: str | None
     log_level: int
     user_entry_point: str | None
-    module_dir: str | None
+    module_dir: str
     extra: dict[str, str] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- loading
@@ -203,12 +409,23 @@ class TrainingEnv:
             resource = {"current_host": "algo-1", "hosts": ["algo-1"]}
         hosts = resource.get("hosts")
         current = resource.get("current_host")
-        if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
+        if (
+            not isinstance(hosts, list)
+            or not hosts
+            or not all(isinstance(h, str) and h.strip() for h in hosts)
+        ):
             problems.append(
                 "resourceconfig.json: 'hosts' must be a non-empty list of host names, "
                 f"got {hosts!r}"
             )
             hosts = ["algo-1"]
+        twice = sorted({h for h in hosts if hosts.count(h) > 1})
+        if twice:
+            problems.append(
+                f"resourceconfig.json: 'hosts' names {', '.join(twice)} more than once "
+                f"({hosts!r}); every host of a job must appear exactly once"
+            )
+            hosts = list(dict.fromkeys(hosts))
         hosts = sorted(hosts)
         if not isinstance(current, str) or current not in hosts:
             problems.append(
@@ -217,8 +434,9 @@ class TrainingEnv:
             current = hosts[0]
         iface = resource.get("network_interface_name") or "eth0"
 
-        hps = decode_hyperparameters(raw_hps)
+        hps = decode_hyperparameters(raw_hps, problems)
         user, reserved = split_reserved(hps)
+        problems.extend(name_problems(user))
         log_level = reserved.get("sagemaker_container_log_level", DEFAULT_LOG_LEVEL)
         if isinstance(log_level, str) and log_level.isdigit():
             log_level = int(log_level)
@@ -234,6 +452,8 @@ class TrainingEnv:
                 problems.append(f"hyperparameter {key} must be a string, got {value!r}")
         if problems:
             raise ConfigError(problems)
+        program = environ.get(PROGRAM_ENV) or reserved.get("sagemaker_program")
+        module_dir = reserved.get("sagemaker_submit_directory") or str(paths.code_dir)
 
         region = environ.get("AWS_REGION") or reserved.get("sagemaker_region")
         return cls(
@@ -250,8 +470,8 @@ class TrainingEnv:
             job_name=environ.get("TRAINING_JOB_NAME") or reserved.get("sagemaker_job_name"),
             region=str(region) if region else None,
             log_level=log_level,
-            user_entry_point=reserved.get("sagemaker_program"),
-            module_dir=reserved.get("sagemaker_submit_directory"),
+            user_entry_point=program or None,
+            module_dir=module_dir,
         )
 
     # ---------------------------------------------------------------- derived
@@ -282,6 +502,24 @@ class TrainingEnv:
 
     def user_args(self) -> list[str]:
         return render_argv(self.hyperparameters)
+
+    def launch_problems(self, base: Mapping[str, str] | None = None) -> list[str]:
+        """Why the user's command could not start, known before fetching any code.
+
+        A missing entry point, or hyperparameters too large for ``execve`` once rendered into
+        the environment on top of ``base`` (default ``os.environ``) and into argv.
+        """
+        problems: list[str] = []
+        if not self.user_entry_point:
+            problems.append(
+                f"no entry point: set the hyperparameter sagemaker_program (or the environment "
+                f"variable {PROGRAM_ENV}) to the file to run, for example train.py, as the "
+                "SageMaker SDK's entry_point does"
+            )
+        environ = dict(os.environ if base is None else base)
+        environ.update(self.to_env_vars())
+        problems += exec_limit_problems(environ, self.user_args(), self.hyperparameters)
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         """The SM_TRAINING_ENV object (and what ``sagemaker_containers.training_env()`` reads)."""

@@ -20,6 +20,7 @@ from chainer_sagemaker_runtime._proc import Child, format_command
 from chainer_sagemaker_runtime.code import fetch_code, install_requirements
 from chainer_sagemaker_runtime.environment import Paths, TrainingEnv
 from chainer_sagemaker_runtime.errors import RuntimeFailure, UserCodeError
+from chainer_sagemaker_runtime.preflight import check_before_fetch
 from chainer_sagemaker_runtime.training import cluster
 from chainer_sagemaker_runtime.training.launch import child_environ, resolve_entry
 from chainer_sagemaker_runtime.training.mpi import forwarded_env_names, mpirun_argv, resolve_mpi
@@ -142,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = Paths.from_environ()
     try:
         env = TrainingEnv.load()
+        check_before_fetch(env)  # every configuration mistake before any download or pip
         _train(env)
     except RuntimeFailure as exc:
         reason = (
