@@ -252,7 +252,8 @@ def _size(text: str) -> int:
 
 def _largest(hps: Mapping[str, Any], overshoot: int) -> list[str]:
     """The fewest hyperparameters, largest first, whose rendered size covers ``overshoot``."""
-    sizes = sorted(((_size(k) + _size(env_value(v)), k) for k, v in hps.items()), reverse=True)
+    # each costs its key, its value and about 6 bytes of JSON punctuation in SM_HPS
+    sizes = sorted(((_size(k) + _size(env_value(v)) + 6, k) for k, v in hps.items()), reverse=True)
     chosen: list[str] = []
     covered = 0
     for size, key in sizes:
@@ -261,6 +262,16 @@ def _largest(hps: Mapping[str, Any], overshoot: int) -> list[str]:
         chosen.append(key)
         covered += size
     return chosen
+
+
+def _shorten(hps: Mapping[str, Any], overshoot: int) -> str:
+    keys = _largest(hps, overshoot)
+    shown = ", ".join(f"{k!r} ({_size(env_value(hps[k]))} bytes)" for k in keys[:4])
+    more = f" and {len(keys) - 4} more" if len(keys) > 4 else ""
+    return (
+        f"shorten the largest hyperparameters by {overshoot} bytes in all: {shown}{more} "
+        "(large values belong in a file in an input channel)"
+    )
 
 
 def exec_limit_problems(
@@ -272,48 +283,31 @@ def exec_limit_problems(
     them together to ``ARG_MAX`` (a quarter of the stack limit); a NUL byte cannot be passed.
     """
     problems: list[str] = []
-    by_env_name = {f"SM_HP_{k.upper()}": k for k in hps}
-
-    def fix(subject: str, size: int, keys: Mapping[str, Any], limit: int) -> str:
-        names = ", ".join(repr(k) for k in _largest(keys, size - limit)) or "(none)"
-        return (
-            f"{subject} would be {size} bytes, over Linux's limit of {limit} bytes; shorten the "
-            f"hyperparameters {names} by {size - limit} bytes in all (large values belong in a "
-            "file in an input channel)"
+    for key, value in hps.items():
+        if "\0" in env_value(value) or "\0" in _arg_value(value):
+            problems.append(
+                f"hyperparameter {key!r} contains a NUL character, which cannot be passed to a "
+                "process; remove it"
+            )
+    strings = {k: _size(k) + _size(v) + 2 for k, v in env_vars.items()}
+    strings.update({f"the argument {a[:20]!r}": _size(a) + 1 for a in argv})
+    over = {what: size for what, size in strings.items() if size > MAX_ARG_STRLEN}
+    if over:
+        sizes = ", ".join(f"{what} ({size} bytes)" for what, size in over.items())
+        problems.append(
+            f"{sizes} would exceed Linux's limit of {MAX_ARG_STRLEN} bytes for one environment "
+            "variable or argument (MAX_ARG_STRLEN): "
+            + _shorten(hps, max(over.values()) - MAX_ARG_STRLEN)
         )
-
-    for name, value in env_vars.items():
-        size = _size(name) + 1 + _size(value) + 1
-        keys = {by_env_name[name]: hps[by_env_name[name]]} if name in by_env_name else hps
-        if size > MAX_ARG_STRLEN:
-            problems.append(
-                fix(f"the environment variable {name} (MAX_ARG_STRLEN)", size, keys, MAX_ARG_STRLEN)
-            )
-        if "\0" in value:
-            culprits = [k for k in keys if "\0" in env_value(keys[k])]
-            problems.append(
-                f"the environment variable {name} would contain a NUL character, which cannot "
-                f"be passed to a process; remove it from the hyperparameters {culprits}"
-            )
-    for arg in argv:
-        if _size(arg) + 1 > MAX_ARG_STRLEN:
-            problems.append(
-                fix(
-                    "one command-line argument (MAX_ARG_STRLEN)",
-                    _size(arg) + 1,
-                    hps,
-                    MAX_ARG_STRLEN,
-                )
-            )
-    total = sum(_size(k) + _size(v) + 2 + 8 for k, v in env_vars.items())
-    total += sum(_size(a) + 1 + 8 for a in argv)
+    total = sum(size + 8 for size in strings.values())  # plus one pointer each
     try:
         arg_max = os.sysconf("SC_ARG_MAX")
     except (OSError, ValueError):  # pragma: no cover - not on Linux
         arg_max = 2 * 1024 * 1024
     if total > arg_max:
         problems.append(
-            fix("the command line and environment together (ARG_MAX)", total, hps, arg_max)
+            f"the command line and environment together would be {total} bytes, over this "
+            f"host's limit of {arg_max} bytes (ARG_MAX); " + _shorten(hps, total - arg_max)
         )
     return problems
 
