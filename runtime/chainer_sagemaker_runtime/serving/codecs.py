@@ -13,6 +13,7 @@ import ast
 import json
 import math
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,7 @@ TEXT_TYPES = frozenset({JSON, CSV, "text/plain"})
 _NPY_MAGIC = b"\x93NUMPY"
 _MAX_HEADER = 16 * 1024  # numpy itself refuses headers over 10 000 bytes by default
 _REQUIRED_KEYS = {"descr", "fortran_order", "shape"}
+_MAX_DIMS = 64  # numpy's own limit (NPY_MAXDIMS)
 
 Body = bytes | str
 Decoder = Callable[[Body], Any]
@@ -111,14 +113,24 @@ def _layout(raw: bytes, major: int) -> _Layout:
         dtype = np.dtype(descr)
     except (TypeError, ValueError):
         raise BadRequest(f"unknown NPY dtype {descr!r}") from None
-    if dtype.hasobject or dtype.itemsize == 0:
+    if dtype.hasobject:
         raise BadRequest(f"NPY dtype {descr!r} is not accepted (object arrays would need pickle)")
+    if dtype.subdtype is not None or dtype.fields is not None or dtype.itemsize == 0:
+        raise BadRequest(
+            f"NPY dtype {descr!r} is not accepted: send a plain array (its shape in 'shape')"
+        )
     if not isinstance(fortran, bool):
         raise BadRequest("the NPY header's fortran_order must be True or False")
     if not isinstance(shape, tuple) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise BadRequest(f"the NPY header's shape {shape!r} is not a tuple of sizes")
+    if len(shape) > _MAX_DIMS:
+        raise BadRequest(f"the NPY array has {len(shape)} dimensions; at most {_MAX_DIMS}")
+    # numpy keeps sizes in a signed machine word, each dimension and their product alike,
+    # even when another dimension is 0
+    if math.prod(d for d in shape if d) * dtype.itemsize > sys.maxsize:
+        raise BadRequest(f"the NPY header's shape {shape!r} is larger than any array can be")
     layout: _Layout = (dtype, fortran, shape)
     if len(_LAYOUTS) >= _MAX_LAYOUTS:
         _LAYOUTS.clear()
@@ -139,7 +151,10 @@ def decode_npy(body: Body) -> npt.NDArray[Any]:
             f"the NPY body holds {got} data bytes; shape {shape} of {dtype} needs {expected}"
         )
     flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset).copy()
-    return flat.reshape(shape, order="F" if fortran else "C")
+    try:
+        return flat.reshape(shape, order="F" if fortran else "C")
+    except (ValueError, MemoryError) as exc:  # anything numpy still refuses is the body's fault
+        raise BadRequest(f"the NPY array of shape {shape!r} cannot be built: {exc}") from None
 
 
 def encode_npy(value: Any) -> bytes:

@@ -37,6 +37,10 @@ class ServingConfig:
     batching: bool
     max_batch_rows: int
     optimize_model: bool
+    keepalive: float = 20.0
+    max_connections: int = 1024
+    max_concurrent_transforms: int = 0  # 0: one per worker
+    batch_strategy: str = "MULTI_RECORD"
 
     @property
     def model_dir(self) -> Path:
@@ -115,6 +119,10 @@ class ServingConfig:
             optimize_model=flag("CHAINER_SAGEMAKER_OPTIMIZE_MODEL"),
             max_batch_rows=int(
                 number("CHAINER_SAGEMAKER_MAX_BATCH_ROWS", 256, integer=True, minimum=1)
+            ),
+            keepalive=number("CHAINER_SAGEMAKER_KEEPALIVE", 20, integer=False, minimum=0.1),
+            max_connections=int(
+                number("CHAINER_SAGEMAKER_MAX_CONNECTIONS", 1024, integer=True, minimum=1)
             ),
         )
         if config.port > 65535:

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
+import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
+
+import numpy
 
 from chainer_sagemaker_runtime.errors import CodeError
 from chainer_sagemaker_runtime.serving import codecs
@@ -38,6 +42,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _HOOKS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
+_TOKEN = r"[!#$%&'*+.^_`|~0-9a-z-]+"  # noqa: S105 - an RFC 9110 token, no secret
+_MEDIA_RANGE = re.compile(f"{_TOKEN}/{_TOKEN}")  # what an output_fn may be handed as accept
 
 
 @dataclass(frozen=True)
@@ -94,11 +100,8 @@ def default_predict_fn(data: Any, model: Any, *, type_check: bool = True) -> Any
     """
     chainer: Any = importlib.import_module("chainer")  # untyped; imported on first use
     device = getattr(model, "device", None)
-    if device is not None and getattr(device, "xp", None) is not None:
-        import numpy
-
-        if device.xp is not numpy:
-            data = device.send(data)
+    if device is not None and getattr(device, "xp", None) not in (None, numpy):
+        data = device.send(data)
     with (
         chainer.using_config("train", False),
         chainer.using_config("type_check", type_check),
@@ -123,8 +126,6 @@ def column_major_linear_weights(model: Any) -> int:
     Results can differ from the row-major ones only by float rounding order. Returns how many
     matrices were converted (CPU arrays only; GPU arrays are left alone).
     """
-    import numpy
-
     links = getattr(model, "links", None)
     if not callable(links):
         return 0
@@ -182,6 +183,8 @@ class Handler:
         self.model = model
         self.default_accept = default_accept
         self._custom_output = hooks.output_fn is not None or hooks.transform_fn is not None
+        self._row_shape: tuple[int, ...] | None = None  # shape[1:] of an input that worked
+        self._features: int | bool | None = False  # False: not looked for yet
         #: True when requests may share one predict call (default predict_fn, no transform_fn).
         self.batchable = hooks.predict_fn is None and hooks.transform_fn is None
         #: Chainer's type checks in the default predict_fn (off when optimizing).
@@ -196,7 +199,7 @@ class Handler:
         if not accept_header or not accept_header.strip():
             return self.default_accept
         listed = [media_type(part, "") for part in accept_header.split(",")]
-        listed = [t for t in listed if t]
+        listed = [t for t in listed if t == "*" or _MEDIA_RANGE.fullmatch(t)]
         for wanted in listed:
             if wanted in ("*/*", "*"):
                 return self.default_accept
@@ -219,7 +222,14 @@ class Handler:
     def decode(self, body: bytes, content_type: str) -> Any:
         """``input_fn`` (or the default decoder) -> the model's input."""
         if self.hooks.input_fn is None:
-            return codecs.decode(body, content_type)
+            try:
+                return codecs.decode(body, content_type)
+            except ServingError:
+                raise
+            except Exception as exc:  # whatever a decoder still trips over is the body's fault
+                raise BadRequest(
+                    f"the {content_type} body cannot be decoded: {type(exc).__name__}: {exc}"
+                ) from None
         try:
             return self.hooks.input_fn(_payload(body, content_type), content_type)
         except ServingError:
@@ -232,11 +242,66 @@ class Handler:
         try:
             if fn is not None:
                 return fn(data, self.model)
-            return default_predict_fn(data, self.model, type_check=self.type_check)
+            result = default_predict_fn(data, self.model, type_check=self.type_check)
         except ServingError:
             raise
         except Exception as exc:
+            if fn is None:
+                mismatch = self._shape_mismatch(data)
+                if mismatch is not None:
+                    raise BadRequest(mismatch) from None
             raise _user_failure("predict_fn", exc) from exc
+        if self._row_shape is None and isinstance(data, numpy.ndarray) and data.ndim >= 1:
+            self._row_shape = data.shape[1:]  # what the model is known to take
+        return result
+
+    def _shape_mismatch(self, data: Any) -> str | None:
+        """Why the default predict failed, when it is the input's shape and that can be known:
+        from an input the model took before, or from the first layer of a Linear-only model."""
+        if not isinstance(data, numpy.ndarray):
+            return None
+        rows = data.shape[1:] if data.ndim >= 1 else ()
+        if self._row_shape is not None:
+            if rows == self._row_shape:
+                return None
+            expected = ", ".join(["N", *map(str, self._row_shape)])
+        else:
+            features = self._input_features()
+            if features is None or math.prod(rows) == features:
+                return None
+            expected = f"N, {features}"
+        return (
+            f"the input has shape {data.shape}; the model takes ({expected}) "
+            "(N rows, one per example); reshape the input"
+        )
+
+    def _input_features(self) -> int | None:
+        """The input width of a model made of ``Linear`` layers only (an MLP): the one input
+        size that is no layer's output size; None when that cannot be told."""
+        if self._features is not False:
+            return self._features
+        self._features = None
+        links = getattr(self.model, "links", None)
+        if not callable(links):
+            return None
+        try:
+            linear = importlib.import_module("chainer.links").Linear
+            sizes: list[tuple[int, int]] = []
+            for link in links():
+                params = list(link.params(include_uninit=False))
+                if isinstance(link, linear):
+                    array = getattr(link.W, "array", None)
+                    if array is None:
+                        return None
+                    sizes.append((int(array.shape[1]), int(array.shape[0])))
+                elif params and not list(link.children()):
+                    return None  # another kind of layer: the shapes say nothing reliable
+        except Exception:
+            return None
+        inputs = {i for i, _ in sizes} - {o for _, o in sizes}
+        if len(inputs) == 1:
+            self._features = inputs.pop()
+        return self._features
 
     def encode(self, prediction: Any, accept: str) -> Reply:
         if self.hooks.output_fn is None:

@@ -28,7 +28,7 @@ from chainer_sagemaker_runtime.errors import RuntimeFailure
 from chainer_sagemaker_runtime.serving.config import ServingConfig
 from chainer_sagemaker_runtime.serving.handler import Handler, Hooks
 
-__all__ = ["ModelLoadError", "serve"]
+__all__ = ["ModelLoadError", "PortInUse", "claim_port", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -271,10 +271,54 @@ def _resolve_port(config: ServingConfig) -> tuple[ServingConfig, socket.socket |
     return replace(config, port=port), probe
 
 
+class PortInUse(RuntimeFailure):
+    """Another process (another ``serve`` included) listens on the port."""
+
+    exit_code = 4
+
+
+def claim_port(config: ServingConfig) -> socket.socket:
+    """Make sure the port is ours alone before any worker opens it.
+
+    The workers share the port with ``SO_REUSEPORT``, which would just as well let a second
+    ``serve`` (or any process of the same user) join in and answer part of the traffic. Two
+    checks keep it ours: an abstract Unix socket named after the port, held for as long as
+    ``serve`` runs, which a second ``serve`` in the same network namespace cannot bind (it
+    also closes the window between the next check and the workers' binds); and a bind of the
+    port *without* ``SO_REUSEPORT``, which fails while any other socket listens there.
+    Returns the held socket; raises :class:`PortInUse`.
+    """
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(f"\0chainer-sagemaker-serve:{config.port}")
+    except OSError:
+        lock.close()
+        raise PortInUse(
+            f"another serve is already running on port {config.port}; stop it first, or set "
+            "SAGEMAKER_BIND_TO_PORT (or --port) to a free port"
+        ) from None
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            probe.bind((config.host, config.port))
+        except OSError as exc:
+            lock.close()
+            raise PortInUse(
+                f"port {config.port} on {config.host} is in use by another process ({exc}); "
+                "stop it, or set SAGEMAKER_BIND_TO_PORT (or --port) to a free port"
+            ) from None
+    return lock
+
+
 def serve(config: ServingConfig, hooks: Hooks) -> int:
     """Run the model server until SIGTERM; the exit code of ``serve``."""
     config, probe = _resolve_port(config)
     if probe is not None:
         probe.close()
-    print(f"serve: {config.workers} workers on {config.host}:{config.port}", flush=True)
-    return _Master(config, hooks).run()
+    lock = claim_port(config)
+    try:
+        print(f"serve: {config.workers} workers on {config.host}:{config.port}", flush=True)
+        return _Master(config, hooks).run()
+    finally:
+        lock.close()

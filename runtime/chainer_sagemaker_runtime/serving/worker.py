@@ -1,27 +1,39 @@
-"""One worker process: its own listening socket, event loop, and the model (DESIGN.md "serving").
+"""One worker process: its own listening socket, the model, and two threads (DESIGN.md "serving").
 
-Requests are not served the moment they are parsed: they are queued and the queue is flushed
-once per event-loop turn. Everything that arrived together is thereby handled together, which
-lets invocations share one ``predict`` call when the user kept the default ``predict_fn`` (one
-matrix product for eight rows costs little more than for one). Inference runs inline on the
-loop thread, because the worker is one core's worth of compute; a ``SIGALRM`` timer bounds it.
+The event loop runs on an I/O thread: it accepts connections, frames requests
+(:mod:`.http`), answers ``/ping``, ``/execution-parameters`` and every framing error at once,
+and applies the per-connection limits and timers. Invocations go to the main thread, which runs
+the model: it takes everything queued when it becomes free (requests that arrived together are
+served together, which lets them share one ``predict`` call when the user kept the default
+``predict_fn``: one matrix product for eight rows costs little more than for one), and hands
+each answer back to the loop as soon as it is ready. So a health check never waits behind
+inference, and a slow request never holds back finished ones of other clients.
+
+Inference stays on the main thread because only the main thread receives signals: a
+``SIGALRM`` timer bounds every call into the user's code (decode, a ``predict`` call, encode)
+by ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` and interrupts it, so the worker recovers from a request
+that runs too long. Every request taken for inference is answered, whatever is raised
+(``try``/``finally``); an exception is that one request's error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import mmap
 import os
+import queue
+import resource
 import signal
 import socket
+import threading
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -32,17 +44,28 @@ from chainer_sagemaker_runtime.serving.errors import (
     ServingError,
 )
 from chainer_sagemaker_runtime.serving.handler import Handler, Reply, media_type
-from chainer_sagemaker_runtime.serving.http import Connection, Request
+from chainer_sagemaker_runtime.serving.http import (
+    Connection,
+    Limits,
+    Request,
+    framing_error,
+    valid_media_type,
+)
 
 __all__ = ["Worker", "listen_socket"]
 
 log = logging.getLogger(__name__)
 
 _DRAIN_POLL = 0.05
-_SWEEP_EVERY = 5.0
-_IDLE_KEEPALIVE = 300.0  # an idle keep-alive connection is closed after this many seconds
+_TICK = 1.0  # the connection timers' resolution
+_LOG_EVERY = 10.0  # a repeated resource warning is logged at most this often
+_FALLBACK_TYPE = "application/octet-stream"
 _NOT_READY = ServingError("the model server is starting: not every worker has loaded the model")
 _NOT_READY.status = 503
+_BUSY = framing_error(503, "this worker has too many open connections; retry")
+_BUSY.error = "busy"
+
+T = TypeVar("T")
 
 
 class _Deadline(BaseException):
@@ -69,6 +92,7 @@ class _Job:
     error: ServingError | None = None
     accept: str = ""
     data: Any = None
+    sent: bool = False
 
 
 class Worker:
@@ -78,55 +102,83 @@ class Worker:
         self.config = config
         self.handler = handler
         self._ready = ready_flag
-        self._queue: list[Request] = []
-        self._flush_scheduled = False
+        self.limits = Limits(max_body=config.max_payload_bytes, keepalive=config.keepalive)
+        self._jobs: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._connections: set[Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: socket.socket | None = None
         self._armed = False
         self._stopping = False
+        self._logged: dict[str, float] = {}
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self._fd_limit = soft
+        # leave file descriptors for the model's own files, logs and pipes
+        self.max_connections = max(1, min(config.max_connections, soft - 64))
         params = {
-            "MaxConcurrentTransforms": config.workers,
-            "BatchStrategy": "MULTI_RECORD",
+            "MaxConcurrentTransforms": config.max_concurrent_transforms or config.workers,
+            "BatchStrategy": config.batch_strategy,
             "MaxPayloadInMB": max(1, config.max_payload_bytes // (1024 * 1024)),
         }
         self._execution_parameters = json.dumps(params).encode()
+        self._timeout_message = (
+            f"the request took longer than {config.timeout:g} s (SAGEMAKER_MODEL_SERVER_TIMEOUT)"
+        )
 
     # lifecycle ---------------------------------------------------------------------------
     def run(self, sock: socket.socket) -> None:
         """Serve on ``sock`` until SIGTERM, then drain and return."""
         loop = _new_event_loop()
         self._loop = loop
+        self._listener = sock
         signal.signal(signal.SIGALRM, self._on_alarm)
-        loop.add_signal_handler(signal.SIGTERM, self._begin_drain)
-        loop.add_signal_handler(signal.SIGINT, self._begin_drain)
-        server = loop.run_until_complete(
-            loop.create_server(
-                lambda: Connection(self._submit, self.config.max_payload_bytes, self._connections),
-                sock=sock,
-            )
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda s, f: loop.call_soon_threadsafe(self._begin_drain))
+        io = threading.Thread(target=self._io_main, name="serve-io", daemon=True)
+        io.start()
+        try:
+            self._inference_loop()
+        except BaseException:
+            loop.call_soon_threadsafe(self._begin_drain)  # answer what was answered, then go
+            io.join(self.config.timeout + 10)
+            raise
+        io.join(self.config.timeout + 10)
+
+    def _io_main(self) -> None:
+        # Signals go to the main thread only: SIGALRM must interrupt the user's code there.
+        signal.pthread_sigmask(
+            signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
         )
-        self._server = server
-        loop.call_later(_SWEEP_EVERY, self._sweep)
+        loop = self._loop
+        assert loop is not None
+        assert self._listener is not None
+        asyncio.set_event_loop(loop)
+        loop.add_reader(self._listener.fileno(), self._accept)
+        loop.call_later(_TICK, self._tick)
         try:
             loop.run_forever()
         finally:
-            server.close()
+            for conn in list(self._connections):
+                conn.close()
+            loop.run_until_complete(asyncio.sleep(0))
             loop.close()
+            self._jobs.put(None)  # the inference loop stops
 
     def _begin_drain(self) -> None:
-        """Stop accepting, finish what is in flight, close idle connections, then stop."""
+        """Stop accepting, finish what is queued, close every other connection, then stop."""
         if self._stopping:
             return
         self._stopping = True
-        self._server.close()
-        deadline = time.monotonic() + self.config.timeout + 5
         assert self._loop is not None
+        assert self._listener is not None
         loop = self._loop
+        loop.remove_reader(self._listener.fileno())
+        self._listener.close()
+        deadline = time.monotonic() + self.config.timeout + 5
 
         def check() -> None:
             for conn in list(self._connections):
                 conn.closing = True
-                if conn.idle:
+                if not conn.busy:  # idle, or a request only partly received: closed now
                     conn.close()
             if not self._connections or time.monotonic() > deadline:
                 loop.stop()
@@ -135,90 +187,199 @@ class Worker:
 
         check()
 
-    def _sweep(self) -> None:
-        """Close connections that stalled mid-request (slow clients holding a worker's sockets)
-        or sat idle for a long time; a request being served is never cut."""
+    def _tick(self) -> None:
         now = time.monotonic()
-        stalled_after = max(self.config.timeout, 60.0)
         for conn in list(self._connections):
-            quiet = now - conn.last_active
-            if conn.in_flight:
-                continue
-            if (conn.partial and quiet > stalled_after) or quiet > _IDLE_KEEPALIVE:
-                conn.close()
-        assert self._loop is not None
+            conn.tick(now)
         if not self._stopping:
-            self._loop.call_later(_SWEEP_EVERY, self._sweep)
-
-    # request queue -----------------------------------------------------------------------
-    def _submit(self, request: Request) -> None:
-        self._queue.append(request)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
             assert self._loop is not None
-            self._loop.call_soon(self._flush)
+            self._loop.call_later(_TICK, self._tick)
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        requests, self._queue = self._queue, []
-        jobs = [_Job(r) for r in requests]
-        invocations: list[_Job] = []
-        for job in jobs:
-            self._route(job, invocations)
-        if invocations:
-            self._invoke_all(invocations)
-        for job in jobs:
-            conn = job.request.conn
-            if job.error is not None:
-                conn.respond_error(job.request, job.error)
-            elif job.reply is not None:
-                conn.respond(job.request, 200, job.reply.body, job.reply.content_type)
-            else:
-                conn.respond(job.request, 200)
+    def _warn(self, key: str, message: str, *args: object) -> None:
+        """Log a resource warning, at most once per ``_LOG_EVERY`` seconds per kind."""
+        now = time.monotonic()
+        if now - self._logged.get(key, -_LOG_EVERY) >= _LOG_EVERY:
+            self._logged[key] = now
+            log.warning(message, *args)
 
-    def _route(self, job: _Job, invocations: list[_Job]) -> None:
-        req = job.request
-        if req.error is not None:
-            job.error = req.error
-        elif req.path == "/invocations":
-            if req.method != "POST":
-                job.error = _status(405, "use POST /invocations")
-            else:
-                invocations.append(job)
-        elif req.path == "/ping":
-            if req.method not in ("GET", "HEAD"):
-                job.error = _status(405, "use GET /ping")
-            elif not self._ready[0]:
-                job.error = _NOT_READY
-        elif req.path == "/execution-parameters":
-            job.reply = Reply(self._execution_parameters, "application/json")
-        else:
-            job.error = _status(404, f"no route {req.path!r}; use /ping or /invocations")
+    # connections -------------------------------------------------------------------------
+    def _accept(self) -> None:
+        """Accept what is waiting (our own accept loop: resource errors are logged, the
+        connection cap is applied, and draining stops it)."""
+        loop, listener = self._loop, self._listener
+        assert loop is not None
+        assert listener is not None
+        for _ in range(64):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno == errno.ECONNABORTED:
+                    continue
+                self._warn(
+                    "accept",
+                    "cannot accept connections: %s (%d open on this worker, file descriptor "
+                    "limit %d); pausing accepts for 1 s",
+                    exc,
+                    len(self._connections),
+                    self._fd_limit,
+                )
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    fd = listener.fileno()
+                    loop.remove_reader(fd)
+                    loop.call_later(1.0, self._resume_accepting)
+                return
+            sock.setblocking(False)
+            refuse = len(self._connections) >= self.max_connections
+            if refuse:
+                self._warn(
+                    "cap",
+                    "connection cap reached: %d open connections on this worker "
+                    "(CHAINER_SAGEMAKER_MAX_CONNECTIONS=%d); new connections get 503",
+                    len(self._connections),
+                    self.max_connections,
+                )
+            loop.create_task(self._open(sock, refuse))
 
-    # inference ---------------------------------------------------------------------------
-    def _invoke_all(self, jobs: list[_Job]) -> None:
+    def _resume_accepting(self) -> None:
+        if not self._stopping and self._loop is not None and self._listener is not None:
+            self._loop.add_reader(self._listener.fileno(), self._accept)
+
+    async def _open(self, sock: socket.socket, refuse: bool) -> None:
+        assert self._loop is not None
         try:
-            with self._deadline():
-                if self.handler.batchable and self.config.batching and len(jobs) > 1:
-                    self._invoke_batched(jobs)
+            _, conn = await self._loop.connect_accepted_socket(
+                lambda: Connection(self._on_request, self.limits, self._connections), sock
+            )
+        except OSError:
+            sock.close()
+            return
+        if refuse:
+            conn.refuse(_BUSY)
+
+    # routing (event loop thread) ---------------------------------------------------------
+    def _on_request(self, req: Request) -> None:
+        path, method = req.path, req.method
+        if path == "/invocations":
+            if method == "POST":
+                self._jobs.put(req)
+                return
+            error = _status(405, "use POST /invocations")
+        elif path == "/ping":
+            if method in ("GET", "HEAD"):
+                if self._ready[0]:
+                    req.conn.respond(req, 200)
                 else:
-                    for job in jobs:
-                        self._invoke_one(job)
-        except _Deadline:
+                    req.conn.respond_error(req, _NOT_READY)
+                return
+            error = _status(405, "use GET /ping")
+        elif path == "/execution-parameters":
+            if method in ("GET", "HEAD"):
+                req.conn.respond(req, 200, self._execution_parameters, "application/json")
+                return
+            error = _status(405, "use GET /execution-parameters")
+        else:
+            error = _status(404, f"no route {path!r}; use /ping or /invocations")
+        req.conn.respond_error(req, error)
+
+    def _write_replies(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            req = job.request
+            if job.error is not None:
+                req.conn.respond_error(req, job.error)
+            elif job.reply is not None:
+                req.conn.respond(req, 200, job.reply.body, job.reply.content_type)
+            else:  # pragma: no cover - _serve_batch gives every job a reply or an error
+                req.conn.respond_error(req, InternalError("no answer was produced"))
+
+    # inference (main thread) -------------------------------------------------------------
+    def _inference_loop(self) -> None:
+        jobs = self._jobs
+        cap = max(1, self.config.max_batch_rows)
+        while True:
+            first = jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < cap:
+                try:
+                    nxt = jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            # a client that went away needs no answer
+            self._serve_batch([_Job(r) for r in batch if r.conn.transport is not None])
+            if stop:
+                return
+
+    def _deliver(self, jobs: list[_Job]) -> None:
+        """Hand finished jobs to the event loop, which writes them (in each connection's order)."""
+        ready = [job for job in jobs if not job.sent]
+        if not ready:
+            return
+        for job in ready:
+            job.sent = True
+            reply = job.reply
+            if reply is not None and not valid_media_type(reply.content_type):
+                log.warning(
+                    "the reply's content type %r is not a valid media type; sending %s",
+                    reply.content_type[:100],
+                    _FALLBACK_TYPE,
+                )
+                job.reply = Reply(reply.body, _FALLBACK_TYPE)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._write_replies, ready)
+
+    def _serve_batch(self, jobs: list[_Job]) -> None:
+        try:
+            if self.handler.batchable and self.config.batching and len(jobs) > 1:
+                self._invoke_batched(jobs)
+            else:
+                for job in jobs:
+                    self._invoke_one(job)
+                    self._deliver([job])
+        except _Deadline:  # the timer fired between two calls: whatever is left timed out
             for job in jobs:
                 if job.reply is None and job.error is None:
-                    job.error = RequestTimeout(
-                        f"the request took longer than {self.config.timeout:g} s "
-                        "(SAGEMAKER_MODEL_SERVER_TIMEOUT)"
-                    )
+                    job.error = RequestTimeout(self._timeout_message)
+        except Exception as exc:  # a bug of ours: these requests fail, the worker carries on
+            log.error("unexpected error:\n%s", "".join(traceback.format_exception(exc)))
+            for job in jobs:
+                if job.reply is None and job.error is None:
+                    job.error = InternalError(f"{type(exc).__name__}: {exc}")
+        finally:  # every job taken is answered, whatever happened above
+            for job in jobs:
+                if job.reply is None and job.error is None:
+                    job.error = InternalError("the request was interrupted")
+            self._deliver(jobs)
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` bounded by SAGEMAKER_MODEL_SERVER_TIMEOUT (RequestTimeout after it)."""
+        try:
+            self._armed = True
+            signal.setitimer(signal.ITIMER_REAL, self.config.timeout)
+            try:
+                return fn(*args)
+            finally:
+                self._armed = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _Deadline:
+            raise RequestTimeout(self._timeout_message) from None
 
     def _invoke_one(self, job: _Job) -> None:
         req = job.request
+        headers = req.headers
         try:
-            job.reply = self.handler.invoke(
+            job.reply = self._call(
+                self.handler.invoke,
                 req.body,
-                req.headers.get("content-type") or req.headers.get("contenttype"),
-                req.headers.get("accept"),
+                headers.get("content-type") or headers.get("contenttype"),
+                headers.get("accept"),
             )
         except ServingError as exc:
             job.error = exc
@@ -229,14 +390,18 @@ class Worker:
     def _invoke_batched(self, jobs: list[_Job]) -> None:
         """Decode each request, predict stacks of compatible arrays at once, encode each."""
         groups: dict[tuple[Any, ...], list[_Job]] = {}
+        handler = self.handler
         for job in jobs:
-            req = job.request
+            headers = job.request.headers
             try:
-                job.accept = self.handler.negotiate(req.headers.get("accept"))
-                ctype = req.headers.get("content-type") or req.headers.get("contenttype")
-                job.data = self.handler.decode(req.body, media_type(ctype, "application/json"))
+                job.accept = handler.negotiate(headers.get("accept"))
+                ctype = headers.get("content-type") or headers.get("contenttype")
+                job.data = self._call(
+                    handler.decode, job.request.body, media_type(ctype, "application/json")
+                )
             except ServingError as exc:
                 job.error = exc
+                self._deliver([job])
                 continue
             data = job.data
             if isinstance(data, np.ndarray) and data.ndim >= 2 and len(data):
@@ -245,47 +410,56 @@ class Worker:
                 key = ("single", id(job))
             groups.setdefault(key, []).append(job)
         for group in groups.values():
-            if len(group) > 1 and self._predict_group(group):
+            self._predict_group(group)
+
+    def _predict_group(self, group: list[_Job]) -> None:
+        """Predict ``group`` in calls of at most CHAINER_SAGEMAKER_MAX_BATCH_ROWS rows."""
+        limit = self.config.max_batch_rows
+        chunks: list[list[_Job]] = [[]]
+        rows = 0
+        for job in group:
+            size = len(job.data) if isinstance(job.data, np.ndarray) and job.data.ndim else 1
+            if chunks[-1] and rows + size > limit:
+                chunks.append([])
+                rows = 0
+            chunks[-1].append(job)
+            rows += size
+        for chunk in chunks:
+            if len(chunk) > 1 and self._predict_together(chunk):
                 continue
-            for job in group:
+            for job in chunk:  # alone: one bad input cannot fail the others
                 try:
-                    self._finish(job, self.handler.predict(job.data))
+                    self._finish(job, self._call(self.handler.predict, job.data))
                 except ServingError as exc:
                     job.error = exc
+                self._deliver([job])
 
-    def _predict_group(self, group: list[_Job]) -> bool:
-        """One predict for the whole group; False (nothing set) if it must be done one by one."""
-        for start in range(0, len(group), self.config.max_batch_rows):
-            chunk = group[start : start + self.config.max_batch_rows]
-            sizes = [len(job.data) for job in chunk]
-            try:
-                out = self.handler.predict(np.concatenate([job.data for job in chunk]))
-            except ServingError:
-                return False  # maybe one bad input: the per-request path isolates it
-            if not isinstance(out, np.ndarray) or len(out) != sum(sizes):
-                return False
-            offset = 0
-            for job, size in zip(chunk, sizes, strict=True):
-                self._finish(job, out[offset : offset + size])
-                offset += size
+    def _predict_together(self, chunk: list[_Job]) -> bool:
+        """One predict call for ``chunk``; False (nothing set) if it must be done one by one."""
+        sizes = [len(job.data) for job in chunk]
+        try:
+            out = self._call(self.handler.predict, np.concatenate([job.data for job in chunk]))
+        except RequestTimeout as exc:
+            for job in chunk:  # predicting each alone would take longer still
+                job.error = exc
+            self._deliver(chunk)
+            return True
+        except ServingError:
+            return False  # maybe one bad input: the per-request path isolates it
+        if not isinstance(out, np.ndarray) or len(out) != sum(sizes):
+            return False
+        offset = 0
+        for job, size in zip(chunk, sizes, strict=True):
+            self._finish(job, out[offset : offset + size])
+            offset += size
+        self._deliver(chunk)
         return True
 
     def _finish(self, job: _Job, prediction: Any) -> None:
         try:
-            job.reply = self.handler.encode(prediction, job.accept)
+            job.reply = self._call(self.handler.encode, prediction, job.accept)
         except ServingError as exc:
             job.error = exc
-
-    # timeout -----------------------------------------------------------------------------
-    @contextmanager
-    def _deadline(self) -> Iterator[None]:
-        self._armed = True
-        signal.setitimer(signal.ITIMER_REAL, self.config.timeout)
-        try:
-            yield
-        finally:
-            self._armed = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
 
     def _on_alarm(self, signum: int, frame: object) -> None:
         if self._armed:

@@ -201,7 +201,7 @@ BAD_INPUTS: dict[str, tuple[bytes, str | None, str | None, int]] = {
     "empty body csv": (b"", CSV, None, 400),
     "unsupported content type": (b"<x/>", "application/xml", None, 415),
     "unsupported accept": (npy(np.ones((1, 784), np.float32)), NPY, "image/png", 406),
-    "wrong types for the model": (npy(np.ones((1, 5), np.float32)), NPY, None, 500),
+    "wrong shape for the model": (npy(np.ones((1, 5), np.float32)), NPY, None, 400),
     "non-utf8 csv": (b"\xff\xfe1,2", CSV, None, 400),
 }
 
@@ -261,12 +261,12 @@ def _raw(server: Server, data: bytes, expect_responses: int = 1) -> bytes:
 
 
 def test_pipelined_requests_are_answered_in_order(healthy: Server) -> None:
-    one = b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\n"
+    one = b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
     reqs = b"".join(
         one + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
         for body in (b"[[" + b",".join([str(i).encode()] * 784) + b"]]" for i in range(3))
     )
-    reqs += b"GET /ping HTTP/1.1\r\n\r\n"
+    reqs += b"GET /ping HTTP/1.1\r\nHost: t\r\n\r\n"
     received = _raw(healthy, reqs, expect_responses=4)
     assert received.count(b"HTTP/1.1 200 OK") == 4
     bodies = [part.split(b"\r\n\r\n", 1)[1] for part in received.split(b"HTTP/1.1 ")[1:]]
@@ -278,7 +278,7 @@ def test_pipelined_requests_are_answered_in_order(healthy: Server) -> None:
 def test_expect_100_continue(healthy: Server) -> None:
     body = b"[[" + b",".join([b"0"] * 784) + b"]]"
     head = (
-        b"POST /invocations HTTP/1.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+        b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
     )
     with socket.create_connection(("127.0.0.1", healthy.port), timeout=10) as sock:
@@ -293,9 +293,9 @@ def test_expect_100_continue(healthy: Server) -> None:
     "data",
     [
         b"NONSENSE\r\n\r\n",
-        b"POST /invocations HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
-        b"POST /invocations HTTP/1.1\r\nbad header line\r\n\r\n",
-        b"POST /invocations HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Length: -5\r\n\r\n",
+        b"POST /invocations HTTP/1.1\r\nHost: t\r\nbad header line\r\n\r\n",
+        b"POST /invocations HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
     ],
 )
 def test_malformed_requests_are_400(healthy: Server, data: bytes) -> None:
@@ -310,10 +310,10 @@ def _chunked(body: bytes, size: int) -> bytes:
 def test_chunked_request_bodies(healthy: Server, test_set: np.ndarray) -> None:
     body = npy(test_set[:2])
     head = (
-        b"POST /invocations HTTP/1.1\r\nContent-Type: application/x-npy\r\n"
+        b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-npy\r\n"
         b"Accept: application/x-npy\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
-    reply = _raw(healthy, head + _chunked(body, 1000) + b"GET /ping HTTP/1.1\r\n\r\n", 2)
+    reply = _raw(healthy, head + _chunked(body, 1000) + b"GET /ping HTTP/1.1\r\nHost: t\r\n\r\n", 2)
     assert reply.startswith(b"HTTP/1.1 200 OK")
     npy_reply = reply.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1 ")[0]
     assert from_npy(npy_reply).shape == (2, 10)
@@ -323,13 +323,13 @@ def test_chunked_request_bodies(healthy: Server, test_set: np.ndarray) -> None:
 def test_chunked_body_over_the_limit_is_413_and_connection_still_usable(
     healthy: Server,
 ) -> None:
-    head = b"POST /invocations HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = b"POST /invocations HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
     data = head + _chunked(b"0" * (7 * 1024 * 1024), 1024 * 1024)
-    reply = _raw(healthy, data + b"GET /ping HTTP/1.1\r\n\r\n", 2)
+    reply = _raw(healthy, data + b"GET /ping HTTP/1.1\r\nHost: t\r\n\r\n", 2)
     assert reply.startswith(b"HTTP/1.1 413 Payload Too Large")
     assert b"HTTP/1.1 200 OK" in reply
 
 
 def test_unknown_transfer_encoding_is_501(healthy: Server) -> None:
-    head = b"POST /invocations HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"
+    head = b"POST /invocations HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
     assert _raw(healthy, head).startswith(b"HTTP/1.1 501 Not Implemented")
