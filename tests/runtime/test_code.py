@@ -1,4 +1,4 @@
-"""Code from s3://, directories and tarballs; safe extraction; requirements (CONTRACT.md §1.6)."""
+"""Code from s3://, directories, tarballs and single files; requirements (docs/contract.md §1.6)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from jobtree import JobTree
 from support import moto_server
 
 from chainer_sagemaker_runtime.archive import UnsafeArchiveError, safe_extract
+from chainer_sagemaker_runtime.environment import TrainingEnv
 
 
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
@@ -72,6 +74,76 @@ def test_a_malicious_code_tarball_fails_the_job(job: JobTree, tmp_path: Path) ->
     job.configure({"sagemaker_program": "train.py", "sagemaker_submit_directory": str(archive)})
     assert job.train().returncode == 1
     assert "refusing to extract" in job.failure()
+
+
+_WHO = "import os, sys\nopen(os.path.join(os.environ['SM_MODEL_DIR'], 'who'), 'w').write({!r})\n"
+
+
+def _script(directory: Path, name: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(_WHO.format(name))
+    return path
+
+
+def _custom_image(job: JobTree, src: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Code baked into /opt/ml/code, SAGEMAKER_PROGRAM set in the image, no hyperparameter."""
+    _script(job.base / "code", "baked.py")
+    return {}, {"SAGEMAKER_PROGRAM": "baked.py"}
+
+
+def _env_over_hyperparameter(job: JobTree, src: Path) -> tuple[dict[str, str], dict[str, str]]:
+    _script(src, "from_hp.py")
+    _script(src, "from_env.py")
+    hps = {"sagemaker_program": "from_hp.py", "sagemaker_submit_directory": str(src)}
+    return hps, {"SAGEMAKER_PROGRAM": "from_env.py"}
+
+
+def _plain_file(job: JobTree, src: Path) -> tuple[dict[str, str], dict[str, str]]:
+    script = _script(src, "single.py")
+    return {"sagemaker_program": "single.py", "sagemaker_submit_directory": str(script)}, {}
+
+
+def _suffixless_tarball(job: JobTree, src: Path) -> tuple[dict[str, str], dict[str, str]]:
+    script = _script(src, "packed.py")
+    archive = src / "sourcedir"  # no .tar.gz: judged by its content
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(script, arcname="packed.py")
+    script.unlink()
+    return {"sagemaker_program": "packed.py", "sagemaker_submit_directory": str(archive)}, {}
+
+
+@pytest.mark.parametrize(
+    ("arrange", "ran"),
+    [
+        (_custom_image, "baked.py"),
+        (_env_over_hyperparameter, "from_env.py"),
+        (_plain_file, "single.py"),
+        (_suffixless_tarball, "packed.py"),
+    ],
+    ids=["custom-image", "env-over-hyperparameter", "plain-file", "suffixless-tarball"],
+)
+def test_code_locations_and_entry_points_the_sagemaker_toolkits_accept(
+    job: JobTree, tmp_path: Path, arrange: Any, ran: str
+) -> None:
+    hps, environ = arrange(job, tmp_path / "given")
+    job.configure(hps)
+    result = job.train(**environ)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (job.model / "who").read_text() == ran
+
+
+def test_the_default_code_location_is_the_code_dir(job: JobTree) -> None:
+    job.configure({"sagemaker_program": "train.py"})
+    env = TrainingEnv.load(job.env(), num_gpus=0)
+    assert env.module_dir == str(job.base / "code")
+    assert env.to_env_vars()["SM_MODULE_DIR"] == str(job.base / "code")
+
+
+def test_a_code_location_that_does_not_exist_says_so(job: JobTree) -> None:
+    job.configure({"sagemaker_program": "t.py", "sagemaker_submit_directory": "/no/such/dir"})
+    assert job.train().returncode == 1
+    assert "code location '/no/such/dir' does not exist" in job.failure()
 
 
 def _wheel(directory: Path, name: str) -> Path:
