@@ -1,164 +1,322 @@
-"""The container's ``train`` command (CONTRACT.md §1 and §2).
+"""The container's ``train`` command (docs/contract.md §1 and §2).
 
 Reads the training environment, fetches the code, installs its requirements, launches the entry
-point (as a process, or under mpirun), forwards SIGTERM, and always ends with a ``success`` or
-``failure`` file. Exceptions become exit codes here and nowhere else.
+point (as a process, or under mpirun), and always ends with a ``success`` or ``failure`` file.
+Exceptions become exit codes here and nowhere else.
+
+Signals: the SIGTERM/SIGINT handler is installed on the first line of :func:`main` (as PID 1,
+which is how ``docker run IMAGE train`` starts us, the kernel drops signals without one). Every
+phase turns a stop request into an orderly stop: the phase's children are stopped, the failure
+file names the phase ("stopped by SIGTERM during pip install of requirements.txt"), exit
+128 + N. In the training run the script (or every MPI rank, signalled directly; see
+:mod:`.ranks`) gets SIGTERM and ``SAGEMAKER_SIGTERM_GRACE_SECONDS`` (default 115, just under
+SageMaker's 120) before SIGKILL; if it then exits 0 the job is a success.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
-from chainer_sagemaker_runtime._proc import Child, format_command
+from chainer_sagemaker_runtime._proc import Child, Stopped, format_command, stops
 from chainer_sagemaker_runtime.code import fetch_code, install_requirements
 from chainer_sagemaker_runtime.environment import Paths, TrainingEnv
-from chainer_sagemaker_runtime.errors import RuntimeFailure, UserCodeError
+from chainer_sagemaker_runtime.errors import ConfigError, RuntimeFailure, UserCodeError
 from chainer_sagemaker_runtime.preflight import check_before_fetch
 from chainer_sagemaker_runtime.training import cluster
 from chainer_sagemaker_runtime.training.launch import child_environ, resolve_entry
-from chainer_sagemaker_runtime.training.mpi import forwarded_env_names, mpirun_argv, resolve_mpi
-from chainer_sagemaker_runtime.training.outcome import failure_reason, write_failure, write_success
+from chainer_sagemaker_runtime.training.mpi import (
+    HOST_ENV_FLAG,
+    MpiSettings,
+    forwarded_env_names,
+    mpirun_argv,
+    resolve_mpi,
+)
+from chainer_sagemaker_runtime.training.outcome import (
+    describe_exit,
+    failure_reason,
+    write_failure,
+    write_success,
+)
+from chainer_sagemaker_runtime.training.ranks import RankStopper, RankWatch, wrapper_argv
 
-__all__ = ["main", "run_forwarding_signals"]
+__all__ = ["DEFAULT_GRACE_SECONDS", "main"]
 
-DEFAULT_GRACE_SECONDS = 30.0
+DEFAULT_GRACE_SECONDS = 115.0
+DEFAULT_PIP_TIMEOUT_SECONDS = 3600.0
+GRACE_ENV = "SAGEMAKER_SIGTERM_GRACE_SECONDS"
+PIP_TIMEOUT_ENV = "SAGEMAKER_PIP_TIMEOUT_SECONDS"
+STRAGGLER_ENV = "SAGEMAKER_MPI_STRAGGLER_SECONDS"
 LOCAL_HOSTS_ENV = "CHAINER_SAGEMAKER_LOCAL_HOSTS"
 
 
 def _log(message: str) -> None:
-    print(f"[train] {message}", file=sys.stderr, flush=True)
-
-
-def run_forwarding_signals(child: Child, grace: float) -> int:
-    """Wait for ``child``; SIGTERM/SIGINT go to its process group, SIGKILL after ``grace`` s."""
-    received: list[int] = []
-
-    def forward(signum: int, _frame: object) -> None:
-        received.append(signum)
-        _log(f"received {signal.Signals(signum).name}; forwarding it to the training process")
-        child.signal_group(signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        killed = False
-        deadline: float | None = None
-        while True:
-            try:
-                return child.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                if received and deadline is None:
-                    deadline = time.monotonic() + grace
-                if deadline is not None and not killed and time.monotonic() > deadline:
-                    _log(
-                        f"the training process did not exit {grace:.0f} s after SIGTERM; killing it"
-                    )
-                    child.signal_group(signal.SIGKILL)
-                    killed = True
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    with contextlib.suppress(OSError, ValueError):
+        print(f"[train] {message}", file=sys.stderr, flush=True)
 
 
 def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def _train(env: TrainingEnv) -> None:
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _train(env: TrainingEnv, settings: MpiSettings) -> None:
     paths = env.paths
     paths.make_dirs()
-    code_dir = fetch_code(env.module_dir, paths.code_dir, region=env.region)
-    install_requirements(code_dir)
-    settings = resolve_mpi(env.reserved, num_hosts=len(env.hosts), num_gpus=env.num_gpus)
+    fetch = f"code fetch and extraction of {env.module_dir or paths.code_dir}"
+    # Pure Python work (download, extraction): the handler may interrupt it at once.
+    with stops.phase(fetch, interruptible=True):
+        code_dir = fetch_code(env.module_dir, paths.code_dir, region=env.region)
+    pip_limit = cluster.wait_seconds(PIP_TIMEOUT_ENV, DEFAULT_PIP_TIMEOUT_SECONDS, allow_zero=False)
+    name = "pip install of requirements.txt"
+    with stops.phase(name, time_limit=pip_limit, limit_name=f"{name} ({PIP_TIMEOUT_ENV})"):
+        install_requirements(code_dir)
     environ = child_environ(env, code_dir)
     # Local mode (CHAINER_SAGEMAKER_LOCAL_HOSTS=1) runs all hosts' processes on this machine.
     all_local = os.environ.get(LOCAL_HOSTS_ENV) == "1"
     multi_host = len(env.hosts) > 1 and not all_local
+    wait_timeout = cluster.wait_seconds("SAGEMAKER_MPI_WAIT_SECONDS", 900)
 
     if settings.enabled and multi_host and not env.is_master:
-        _log(f"worker {env.current_host}: starting sshd, waiting for {env.master_hostname}")
-        worker_sshd = cluster.start_sshd()
-        try:
-            timeout = cluster.wait_seconds("SAGEMAKER_MPI_WAIT_SECONDS", 900)
-            cluster.wait_for_hosts([env.master_hostname], timeout=timeout)
-            cluster.wait_for_mpi_daemon(env.master_hostname, start_timeout=timeout)
-        finally:
-            worker_sshd.terminate()
-        _log("MPI processes on this host have finished")
+        _worker(env, wait_timeout)
         return
 
-    entry = resolve_entry(env, code_dir)
+    name = "pip install of the code directory (setup.py)"
+    with stops.phase(name, time_limit=pip_limit, limit_name=f"{name} ({PIP_TIMEOUT_ENV})"):
+        entry = resolve_entry(env, code_dir)
     command = entry.argv(env.user_args(), mpi=settings.enabled)
-    sshd: subprocess.Popen[bytes] | None = None
-    if settings.enabled:
-        if multi_host:
-            sshd = cluster.start_sshd()
-            others = [h for h in env.hosts if h != env.current_host]
-            timeout = cluster.wait_seconds("SAGEMAKER_MPI_WAIT_SECONDS", 900)
-            _log(f"master: waiting until {others} are reachable over SSH")
-            cluster.wait_for_hosts(others, timeout=timeout, check=cluster.can_ssh)
-        command = mpirun_argv(
-            hosts=env.hosts,
-            settings=settings,
-            interface=env.network_interface_name,
-            forwarded=forwarded_env_names(environ),
-            command=command,
-            nccl_debug=environ.get("NCCL_DEBUG", "INFO"),
-            all_local=all_local,
-        )
-    _log(f"running: {format_command(command)}")
+    sshd: Child | None = None
     try:
-        child = Child(command, cwd=code_dir, env=environ)
-        grace = cluster.wait_seconds("SAGEMAKER_SIGTERM_GRACE_SECONDS", DEFAULT_GRACE_SECONDS)
-        returncode = run_forwarding_signals(child, grace)
+        if settings.enabled:
+            if multi_host:
+                with stops.phase("starting sshd"):
+                    sshd = cluster.start_sshd()
+                others = [h for h in env.hosts if h != env.current_host]
+                with stops.phase(f"the SSH wait for {', '.join(others)}"):
+                    _log(f"master: waiting until {others} are reachable over SSH")
+                    cluster.wait_for_hosts(others, timeout=wait_timeout, check=cluster.can_ssh)
+                environ[HOST_ENV_FLAG] = "1"
+            command = mpirun_argv(
+                hosts=env.hosts,
+                settings=settings,
+                interface=env.network_interface_name,
+                forwarded=forwarded_env_names(environ, multi_host=multi_host),
+                command=wrapper_argv(command),
+                nccl_debug=environ.get("NCCL_DEBUG", "INFO"),
+                all_local=all_local,
+            )
+        _log(f"running: {format_command(command)}")
+        with stops.phase("the training run"):
+            if settings.enabled:
+                hosts = 1 if (len(env.hosts) == 1 or all_local) else len(env.hosts)
+                launcher = (
+                    f"under mpirun ({_plural(settings.num_processes, 'rank')} on "
+                    f"{_plural(hosts, 'host')})"
+                )
+                _run_mpi(env, command, code_dir, environ, settings, launcher)
+            else:
+                _run_process(env, command, code_dir, environ)
     finally:
-        if sshd is not None:
-            sshd.terminate()
-    if returncode != 0:
+        cluster.stop_sshd(sshd)
+
+
+def _worker(env: TrainingEnv, wait_timeout: float) -> None:
+    master = env.master_hostname
+    _log(f"worker {env.current_host}: starting sshd, waiting for {master}")
+    sshd: Child | None = None
+    try:
+        with stops.phase("starting sshd"):
+            sshd = cluster.start_sshd()
+        with stops.phase(f"the SSH wait for the master {master}"):
+            cluster.wait_for_hosts([master], timeout=wait_timeout)
+        with stops.phase(f"the wait for MPI processes from {master}"):
+            result = cluster.wait_for_mpi_daemon(master, start_timeout=wait_timeout)
+    finally:
+        cluster.stop_sshd(sshd)
+    if result == "master-gone":
+        _log(f"the master {master} went away; its outcome is the job's")
+    elif result == "stopped":
+        _log("stopped; the MPI processes on this host have ended")
+    else:
+        _log("MPI processes on this host have finished")
+
+
+def _stop_note(child: Child) -> str:
+    if stops.signum is None and stops.timed_out is None:
+        return ""
+    why = stops.timed_out or signal.Signals(stops.signum or signal.SIGTERM).name
+    if child.killed:
+        return f" {child.grace:g} s after {why} ({GRACE_ENV}={child.grace:g})"
+    return f" after {why}"
+
+
+def _run_process(
+    env: TrainingEnv, command: list[str], code_dir: Path, environ: dict[str, str]
+) -> None:
+    child = Child(command, cwd=code_dir, env=environ, grace=stops.grace)
+    returncode = child.wait()
+    if returncode == 0:
+        return
+    program = env.user_entry_point or command[0]
+    headline = (
+        f"ExecuteUserScriptError: {program} (process) "
+        f"{describe_exit(returncode, memory_hint=not child.killed)}"
+        f"{_stop_note(child)}"
+    )
+    raise UserCodeError(failure_reason(headline, child.stderr_tail()), _exit_code(returncode))
+
+
+def _run_mpi(
+    env: TrainingEnv,
+    command: list[str],
+    code_dir: Path,
+    environ: dict[str, str],
+    settings: MpiSettings,
+    launcher: str,
+) -> None:
+    watch = RankWatch()
+    straggler_after = cluster.wait_seconds(STRAGGLER_ENV, 0.0)
+
+    def stopper(c: Child) -> RankStopper:
+        if "ranks" not in c.extra:
+            c.extra["ranks"] = RankStopper(lambda ppid, _comm: ppid == c.pid)
+        found: RankStopper = c.extra["ranks"]
+        return found
+
+    def on_stop(c: Child) -> None:
+        stopper(c)()  # the local ranks' groups, never mpirun (it would SIGKILL them in 1 s)
+
+    def on_kill(c: Child) -> None:
+        stopper(c).kill()
+        with contextlib.suppress(OSError):
+            os.kill(c.pid, signal.SIGTERM)  # mpirun ends the remote ranks and daemons
+
+    def on_tick(c: Child) -> None:
+        if straggler_after <= 0 or "straggler" in c.extra:
+            return
+        done = watch.finished_ok()
+        if not done:
+            return
+        first_done = min(watch.ends[r].at for r in done)
+        quiet = time.monotonic() - max(c.last_output(), first_done)
+        if quiet < straggler_after:
+            return
+        running = [r for r in range(settings.num_processes) if r not in watch.ends]
+        c.extra["straggler"] = (done, running, quiet)
+        _log(f"straggler watchdog: ranks {running} silent for {quiet:.0f} s; ending the job")
+        with contextlib.suppress(OSError):
+            os.kill(c.pid, signal.SIGTERM)
+
+    child = Child(
+        command,
+        cwd=code_dir,
+        env=environ,
+        grace=stops.grace,
+        pump_stdout=True,
+        on_stderr=watch.feed,
+        on_stdout=watch.feed,
+        on_stop=on_stop,
+        on_kill=on_kill,
+        on_tick=on_tick,
+    )
+    returncode = child.wait()
+    if returncode == 0 and "straggler" not in child.extra:
+        return
+    program = env.user_entry_point or command[-1]
+    how = f"mpirun {describe_exit(returncode, memory_hint=not child.killed)}"
+    failing = watch.first_failure()
+    if failing is not None:
+        end = (
+            describe_exit(failing.code)
+            if failing.code is not None
+            else f"was killed by {failing.signal_name}"
+        )
+        how = f"rank {failing.rank} on {failing.host} {end}; {how}"
+    if "straggler" in child.extra:
+        done, running, quiet = child.extra["straggler"]
         how = (
-            f"was killed by signal {signal.Signals(-returncode).name}"
-            if returncode < 0
-            else f"exited with code {returncode}"
+            f"straggler watchdog ({STRAGGLER_ENV}={straggler_after:g}): ranks {running} ran on "
+            f"with no output for {quiet:.0f} s after ranks {done} exited 0"
         )
-        raise UserCodeError(
-            failure_reason(
-                f"ExecuteUserScriptError: `{format_command(command)}` {how}", child.stderr_tail()
-            ),
-            _exit_code(returncode),
-        )
+    headline = f"ExecuteUserScriptError: {program} {launcher}: {how}{_stop_note(child)}"
+    rank = watch.failing_rank()
+    tail = watch.tail_of(rank) if rank is not None else ""
+    if not tail.strip():
+        tail = child.stderr_tail()
+    raise UserCodeError(failure_reason(headline, tail), _exit_code(returncode) or 1)
+
+
+def _report(paths: Paths, reason: str, code: int) -> int:
+    write_failure(paths.output_dir, reason)
+    _log(f"training failed: {reason}")
+    return code
+
+
+def _stopped(paths: Paths, signum: int, phase: str) -> int:
+    reason = f"stopped by {signal.Signals(signum).name} during {phase}"
+    return _report(paths, reason, 128 + signum)
+
+
+def _failure_text(exc: RuntimeFailure) -> str:
+    if isinstance(exc, UserCodeError):
+        return str(exc)
+    headline, _, detail = str(exc).partition("\n")
+    keep = "start" if isinstance(exc, ConfigError) else "end"
+    return failure_reason(f"{type(exc).__name__}: {headline}", detail, keep=keep)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="train",
-        description="Run the SageMaker training job under $SAGEMAKER_BASE_DIR (default /opt/ml).",
-    )
-    parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    stops.install()  # first: as PID 1 a signal without a handler is dropped
     paths = Paths.from_environ()
     try:
-        env = TrainingEnv.load()
-        check_before_fetch(env)  # every configuration mistake before any download or pip
-        _train(env)
-    except RuntimeFailure as exc:
-        reason = (
-            str(exc)
-            if isinstance(exc, UserCodeError)
-            else failure_reason(f"{type(exc).__name__}: {exc}")
+        parser = argparse.ArgumentParser(
+            prog="train",
+            description="Run the SageMaker training job under $SAGEMAKER_BASE_DIR "
+            "(default /opt/ml).",
         )
-        write_failure(paths.output_dir, reason)
-        _log(f"training failed: {reason}")
-        return exc.exit_code
+        parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        stops.grace = cluster.wait_seconds(GRACE_ENV, DEFAULT_GRACE_SECONDS)
+        with stops.phase("reading the configuration"):
+            env = TrainingEnv.load()
+            check_before_fetch(env)  # every configuration mistake before any download or pip
+            settings = resolve_mpi(env.reserved, num_hosts=len(env.hosts), num_gpus=env.num_gpus)
+        _train(env, settings)
+    except Stopped as stop:
+        return _stopped(paths, stop.signum, stop.phase)
+    except RuntimeFailure as exc:
+        if not isinstance(exc, UserCodeError):
+            if stops.signum is not None:  # a child that we stopped failed: report the stop
+                return _stopped(paths, stops.signum, stops.stop_phase or stops.current)
+            if stops.timed_out is not None:
+                headline, _, detail = str(exc).partition("\n")
+                return _report(
+                    paths,
+                    failure_reason(
+                        f"{stops.timed_out}: time limit exceeded; raise {PIP_TIMEOUT_ENV} or "
+                        f"make the install faster. {headline}",
+                        detail,
+                    ),
+                    exc.exit_code,
+                )
+        return _report(paths, _failure_text(exc), exc.exit_code)
+    except SystemExit as exc:  # argparse: --help or a bad option
+        return exc.code if isinstance(exc.code, int) else 2
     except Exception as exc:  # a bug of ours must still end the job honestly
         tail = traceback.format_exc()
-        write_failure(paths.output_dir, failure_reason(f"internal error in train: {exc!r}", tail))
         _log(tail)
-        return 1
+        if stops.signum is not None:
+            return _stopped(paths, stops.signum, stops.stop_phase or stops.current)
+        return _report(paths, failure_reason(f"internal error in train: {exc!r}", tail), 1)
     write_success(paths.output_dir)
     _log("training succeeded")
     return 0

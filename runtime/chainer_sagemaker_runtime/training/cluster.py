@@ -1,29 +1,44 @@
-"""The multi-host side of MPI jobs (CONTRACT.md §2): sshd, reachability waits, the worker wait.
+"""The multi-host side of MPI jobs (docs/contract.md §2): sshd, reachability waits, the worker.
 
 Every host runs ``train``. The master (``hosts[0]``) starts sshd, waits until it can reach
 every worker over SSH, then runs mpirun. A worker starts sshd, waits for the master, then waits
 while MPI's daemon (``orted``, or ``prted`` on Open MPI 5) runs on it, and exits 0: the master's
 result is the job's result. Only multi-host jobs come here; a single-host job never needs its
 own host name to resolve.
+
+The worker's wait is bounded by the master: it holds one TCP connection to the master's sshd
+(a connection per probe would put two log lines a second into the master's sshd log) and, when
+that connection ends and a new one is refused, the master is gone; the worker then ends its
+local ranks and exits within seconds instead of waiting out Open MPI. Zombie daemons (as PID 1
+``train`` adopts the ``orted`` that sshd leaves behind) do not count as running.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import select
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from chainer_sagemaker_runtime._proc import Child, reap_orphans, stops
 from chainer_sagemaker_runtime.errors import RuntimeFailure
+from chainer_sagemaker_runtime.training.ranks import RankStopper, under_daemon
 
 __all__ = [
     "ClusterError",
+    "MasterWatch",
     "mpi_daemon_running",
     "start_sshd",
     "wait_for_hosts",
     "wait_for_mpi_daemon",
+    "wait_seconds",
 ]
 
 SSH_PORT = 22
@@ -34,15 +49,34 @@ class ClusterError(RuntimeFailure):
     """Hosts of a multi-host job could not reach each other."""
 
 
-def start_sshd(sshd: str = "/usr/sbin/sshd") -> subprocess.Popen[bytes]:
-    """Start sshd in the foreground of a child process (so it ends with us)."""
+def _log(message: str) -> None:
+    with contextlib.suppress(OSError):
+        print(f"[train] {message}", file=sys.stderr, flush=True)
+
+
+def start_sshd(sshd: str = "/usr/sbin/sshd") -> Child:
+    """Start sshd in the foreground, in its own process group (stopped with the job).
+
+    A stop request leaves it running: the ranks' connections go through it until they end.
+    """
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
     if not Path(sshd).exists():
         raise ClusterError(
-            f"{sshd} not found: multi-host MPI needs OpenSSH's server in the image "
+            f"{sshd} does not exist: multi-host MPI needs OpenSSH's server in the image "
             "(runtime/docker/install.sh installs openssh-server)"
         )
-    return subprocess.Popen([sshd, "-D", "-e"], stdin=subprocess.DEVNULL)
+    return Child([sshd, "-D", "-e"], on_stop=lambda _c: None, grace=5.0)
+
+
+def stop_sshd(sshd: Child | None) -> None:
+    if sshd is None or sshd.returncode is not None:
+        return
+    sshd.signal_group(signal.SIGTERM)
+    try:
+        sshd.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        sshd.signal_group(signal.SIGKILL)
+        sshd.wait(timeout=5)
 
 
 def can_connect(host: str, port: int = SSH_PORT, timeout: float = 2.0) -> bool:
@@ -56,10 +90,14 @@ def can_connect(host: str, port: int = SSH_PORT, timeout: float = 2.0) -> bool:
 def can_ssh(host: str, timeout: float = 10.0) -> bool:
     argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", host, "true"]
     try:
-        return (
-            subprocess.run(argv, capture_output=True, timeout=timeout, check=False).returncode == 0
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        child = Child(argv, echo=False, grace=1.0)
+    except OSError:
+        return False
+    try:
+        return child.wait(timeout=timeout) == 0
+    except subprocess.TimeoutExpired:
+        child.signal_group(signal.SIGKILL)
+        child.wait(timeout=5)
         return False
 
 
@@ -84,20 +122,59 @@ def wait_for_hosts(
                 "of a multi-host job must run this image's `train` (which starts sshd) on the "
                 "same network"
             )
-        time.sleep(interval)
+        stops.sleep(interval)
 
 
 def mpi_daemon_running(proc: Path = Path("/proc")) -> bool:
-    """True while an Open MPI daemon process runs on this host."""
+    """True while a live (not zombie) Open MPI daemon process runs on this host."""
     for entry in proc.iterdir() if proc.is_dir() else ():
         if not entry.name.isdigit():
             continue
         try:
-            if (entry / "comm").read_text().strip() in _DAEMON_NAMES:
-                return True
+            if (entry / "comm").read_text().strip() not in _DAEMON_NAMES:
+                continue
+            stat = entry / "stat"
+            if stat.exists() and stat.read_bytes().rpartition(b")")[2].split()[:1] == [b"Z"]:
+                continue
+            return True
         except OSError:
             continue
     return False
+
+
+class MasterWatch:
+    """Is the master still there? One held TCP connection to its sshd (see the module doc)."""
+
+    def __init__(self, host: str, port: int = SSH_PORT, timeout: float = 2.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self._sock: socket.socket | None = None
+
+    def _connect(self) -> bool:
+        try:
+            self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            return True
+        except OSError:
+            self._sock = None
+            return False
+
+    def alive(self) -> bool:
+        if self._sock is None:
+            return self._connect()
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+            closed = bool(readable) and not self._sock.recv(4096)
+        except OSError:
+            closed = True
+        if closed:
+            self.close()
+            return self._connect()
+        return True
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
 
 
 def wait_for_mpi_daemon(
@@ -107,29 +184,85 @@ def wait_for_mpi_daemon(
     interval: float = 1.0,
     running: Callable[[], bool] = mpi_daemon_running,
     master_alive: Callable[[], bool] | None = None,
-) -> None:
+    grace: float | None = None,
+) -> str:
     """Worker side: wait for the MPI daemon to start, then until it has finished.
 
-    Gives up (raising) when no daemon starts within ``start_timeout`` or the master goes away
-    before one does, so a worker never outlives a failed master by long.
+    Raises when no daemon starts within ``start_timeout`` or the master goes away before one
+    does (or :class:`Stopped` on SIGTERM then). Once MPI runs here, returns ``"finished"`` when
+    the daemon ends, ``"master-gone"`` when the master went away (local ranks ended), and
+    ``"stopped"`` after a stop request (local ranks got SIGTERM and up to ``grace`` seconds).
     """
-    alive = master_alive or (lambda: can_connect(master))
-    deadline = time.monotonic() + start_timeout
-    while not running():
-        if time.monotonic() >= deadline:
-            raise ClusterError(
-                f"no MPI process was started on this host by {master} within "
-                f"{start_timeout:.0f} s; see the master host's log for its failure"
-            )
-        if not alive():
-            raise ClusterError(f"the master host {master} went away before starting MPI")
-        time.sleep(interval)
-    while running():
-        time.sleep(interval)
-
-
-def wait_seconds(name: str, default: float) -> float:
+    watch = MasterWatch(master) if master_alive is None else None
+    alive = master_alive or (watch.alive if watch is not None else (lambda: True))
     try:
-        return float(os.environ.get(name, default))
-    except ValueError:
+        deadline = time.monotonic() + start_timeout
+        while not running():
+            if time.monotonic() >= deadline:
+                raise ClusterError(
+                    f"no MPI process was started on this host by {master} within "
+                    f"{start_timeout:.0f} s; see the master host's log for its failure"
+                )
+            if not alive():
+                raise ClusterError(f"the master host {master} went away before starting MPI")
+            stops.sleep(interval)
+        return _while_daemon_runs(master, running, alive, interval, grace)
+    finally:
+        if watch is not None:
+            watch.close()
+
+
+def _while_daemon_runs(
+    master: str,
+    running: Callable[[], bool],
+    alive: Callable[[], bool],
+    interval: float,
+    grace: float | None,
+) -> str:
+    ranks = RankStopper(under_daemon)
+    grace = stops.grace if grace is None else grace
+    ending: str | None = None
+    end_by: float | None = None
+    killed = False
+    while running():
+        now = time.monotonic()
+        if ending is None and stops.stopping:
+            ending, end_by = "stopped", (stops.stopped_at or now) + grace
+            _log(f"stopping the MPI processes on this host (grace {grace:g} s)")
+        elif ending is None and not alive():
+            ending, end_by = "master-gone", now + 2.0
+            _log(f"the master host {master} went away; ending the MPI processes on this host")
+        if ending is not None:
+            ranks()
+            if end_by is not None and now >= end_by and not killed:
+                ranks.kill()
+                for pid, _ppid, _state, _comm in _daemons():
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                killed = True
+        stops.wait_readable([], min(interval, 0.25) if ending else interval)
+        reap_orphans()
+    reap_orphans()
+    return ending or "finished"
+
+
+def _daemons() -> list[tuple[int, int, str, str]]:
+    from chainer_sagemaker_runtime._proc import proc_children
+
+    return [p for p in proc_children() if p[3] in _DAEMON_NAMES and p[2] != "Z"]
+
+
+def wait_seconds(name: str, default: float, *, allow_zero: bool = True) -> float:
+    """A number of seconds from the environment: finite and >= 0 (> 0 unless ``allow_zero``),
+    else ``default`` and a log line naming the value."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
         return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        _log(f"{name}={raw!r} is not a finite number of seconds >= 0; using {default:g}")
+        return default
+    return value

@@ -1,4 +1,10 @@
-"""What command runs the user's entry point (CONTRACT.md §1.6.3), and its environment."""
+"""What command runs the user's entry point (docs/contract.md §1.6), and its environment.
+
+A non-Python entry point runs as a command; one that is neither an ELF binary nor starts with
+``#!`` (a shell script without a shebang) runs through ``/bin/sh``, as the SageMaker toolkits
+and ``execvp``'s ENOEXEC rule do. The choice is made from the file's first bytes, because under
+mpirun the exec happens on every rank, where ``train`` could not retry it.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +28,13 @@ class Entry:
 
     kind: str
     target: str
+    shell: bool = False
 
     def argv(
         self, args: Sequence[str], *, python: str = sys.executable, mpi: bool = False
     ) -> list[str]:
         if self.kind == "command":
-            return [self.target, *args]
+            return ["/bin/sh", self.target, *args] if self.shell else [self.target, *args]
         prefix = [python, "-m", "mpi4py"] if mpi else [python]
         if self.kind == "module":
             return [*prefix, "-m", self.target, *args]
@@ -58,7 +65,17 @@ def resolve_entry(env: TrainingEnv, code_dir: Path, *, python: str = sys.executa
         return Entry("script", program)
     mode = path.stat().st_mode
     path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return Entry("command", str(path))
+    return Entry("command", str(path), shell=needs_shell(path))
+
+
+def needs_shell(path: Path) -> bool:
+    """True for a file the kernel would refuse with ENOEXEC: no ``#!`` and not ELF."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return not (head.startswith(b"#!") or head == b"\x7fELF")
 
 
 def _pip_install_code(code_dir: Path, python: str) -> None:

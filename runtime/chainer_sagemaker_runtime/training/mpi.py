@@ -1,6 +1,13 @@
-"""MPI for distributed training (CONTRACT.md §2): the decision rule and the mpirun argv.
+"""MPI for distributed training (docs/contract.md §2): the decision rule and the mpirun argv.
 
-Everything here is pure, so it is table-tested; :mod:`.cluster` does the SSH side.
+Everything here is pure, so it is table-tested; :mod:`.cluster` does the SSH side and
+:mod:`.ranks` what runs around each rank.
+
+What a rank sees: the master's environment for everything that is the same on every host
+(hyperparameters, channels, ``SM_NUM_GPUS``, ``PYTHONPATH``, credentials), forwarded with ``-x``;
+the per-host values (``CURRENT_HOST``, ``SM_CURRENT_HOST``, ``SM_RESOURCE_CONFIG``,
+``SM_NUM_CPUS``, ``SM_TRAINING_ENV``) are not forwarded on a multi-host job but rebuilt on the
+rank's own host from that host's ``resourceconfig.json`` (see :mod:`.ranks`).
 """
 
 from __future__ import annotations
@@ -12,7 +19,21 @@ from typing import Any
 
 from chainer_sagemaker_runtime.errors import ConfigError
 
-__all__ = ["MpiSettings", "mpirun_argv", "resolve_mpi", "truthy"]
+__all__ = [
+    "HOST_ENV_FLAG",
+    "PER_HOST_NAMES",
+    "MpiSettings",
+    "forwarded_env_names",
+    "mpirun_argv",
+    "resolve_mpi",
+    "truthy",
+]
+
+# Set (and forwarded) on multi-host jobs: the rank wrapper then rebuilds PER_HOST_NAMES.
+HOST_ENV_FLAG = "CHAINER_SAGEMAKER_RANK_HOST_ENV"
+PER_HOST_NAMES = frozenset(
+    {"CURRENT_HOST", "SM_CURRENT_HOST", "SM_RESOURCE_CONFIG", "SM_NUM_CPUS", "SM_TRAINING_ENV"}
+)
 
 _FORWARDED_PREFIXES = ("SM_",)
 _FORWARDED_NAMES = (
@@ -48,6 +69,8 @@ class MpiSettings:
     processes_per_host: int
     num_processes: int
     additional_options: tuple[str, ...]
+    # From ``--NCCL_DEBUG X`` in sagemaker_additional_mpi_options, as the SageMaker toolkits do.
+    nccl_debug: str | None = None
 
 
 def _positive_int(reserved: Mapping[str, Any], key: str, problems: list[str]) -> int | None:
@@ -84,21 +107,68 @@ def resolve_mpi(reserved: Mapping[str, Any], *, num_hosts: int, num_gpus: int) -
     except ValueError as exc:
         problems.append(f"hyperparameter sagemaker_additional_mpi_options is unparsable: {exc}")
         extra = ()
+    extra, nccl_debug = _take_nccl_debug(extra, problems)
+    per_host = slots or max(num_gpus, 1)
+    if enabled and total is not None and total > per_host * num_hosts:
+        source = (
+            "sagemaker_process_slots_per_host"
+            if slots
+            else ("the GPU count" if num_gpus else "1 without GPUs")
+        )
+        problems.append(
+            f"hyperparameter sagemaker_num_processes={total} is more than the "
+            f"{per_host * num_hosts} slots of this job ({num_hosts} host(s) x {per_host} per "
+            f"host, from {source}); "
+            "lower sagemaker_num_processes or raise sagemaker_process_slots_per_host"
+        )
     if problems:
         raise ConfigError(problems)
-    slots = slots or max(num_gpus, 1)
     return MpiSettings(
         enabled=enabled,
-        processes_per_host=slots,
-        num_processes=total or slots * num_hosts,
+        processes_per_host=per_host,
+        num_processes=total or per_host * num_hosts,
         additional_options=extra,
+        nccl_debug=nccl_debug,
     )
 
 
-def forwarded_env_names(environ: Mapping[str, str]) -> list[str]:
-    """The variables every rank needs: SM_*, PYTHONPATH, AWS credentials when set."""
+def _take_nccl_debug(
+    options: tuple[str, ...], problems: list[str]
+) -> tuple[tuple[str, ...], str | None]:
+    """Remove ``--NCCL_DEBUG X`` / ``--NCCL_DEBUG=X`` (the toolkits' option) from ``options``."""
+    rest: list[str] = []
+    value: str | None = None
+    i = 0
+    while i < len(options):
+        item = options[i]
+        if item == "--NCCL_DEBUG":
+            if i + 1 >= len(options):
+                problems.append(
+                    "hyperparameter sagemaker_additional_mpi_options: --NCCL_DEBUG needs a "
+                    "value, for example --NCCL_DEBUG WARN"
+                )
+                break
+            value = options[i + 1]
+            i += 2
+            continue
+        if item.startswith("--NCCL_DEBUG="):
+            value = item.partition("=")[2]
+        else:
+            rest.append(item)
+        i += 1
+    return tuple(rest), value
+
+
+def forwarded_env_names(environ: Mapping[str, str], *, multi_host: bool = False) -> list[str]:
+    """The variables every rank needs: SM_*, PYTHONPATH, AWS credentials when set.
+
+    On a multi-host job the per-host ones are left out (each host's rank wrapper sets them).
+    """
     names = {n for n in environ if n.startswith(_FORWARDED_PREFIXES)}
     names.update(n for n in _FORWARDED_NAMES if n in environ)
+    if multi_host:
+        names -= PER_HOST_NAMES
+        names.add(HOST_ENV_FLAG)
     return sorted(names)
 
 
@@ -113,7 +183,7 @@ def mpirun_argv(
     mpirun: str = "mpirun",
     all_local: bool = False,
 ) -> list[str]:
-    """The full mpirun command line (CONTRACT.md §2).
+    """The full mpirun command line (docs/contract.md §2).
 
     A single-host job names ``localhost`` and the loopback interface instead of its SageMaker
     host name and ``eth0``, so it never depends on ``algo-1`` resolving or ``eth0`` existing.
@@ -139,7 +209,7 @@ def mpirun_argv(
         "-mca", "btl", "^openib",
         "-mca", "orte_abort_on_non_zero_status", "1",
         "-x", f"NCCL_SOCKET_IFNAME={iface}",
-        "-x", f"NCCL_DEBUG={nccl_debug}",
+        "-x", f"NCCL_DEBUG={settings.nccl_debug or nccl_debug}",
         "-x", "PATH",
         "-x", "LD_LIBRARY_PATH",
     ]  # fmt: skip

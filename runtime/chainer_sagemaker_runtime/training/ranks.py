@@ -1,0 +1,226 @@
+"""What runs around each MPI rank, and how ``train`` finds, signals and reads its ranks.
+
+mpirun starts every rank as ``python -m chainer_sagemaker_runtime.training.ranks <command>``.
+The wrapper
+
+* on a multi-host job, rebuilds the per-host variables (``CURRENT_HOST``, ``SM_CURRENT_HOST``,
+  ``SM_RESOURCE_CONFIG``, ``SM_NUM_CPUS``, ``SM_TRAINING_ENV``) from *this* host's
+  ``resourceconfig.json``, so a rank on algo-2 says algo-2 (the master's values are not
+  forwarded);
+* runs the command in its own process group (Open MPI makes each rank a group leader and
+  signals the group, so SIGTERM reaches the command; the wrapper itself ignores it);
+* reports the command's end on stderr as ``[train] rank N on HOST exited with code C``, which
+  the master reads (through ``--tag-output``) to name the failing rank and for the straggler
+  watchdog.
+
+Stopping: Open MPI SIGKILLs the ranks about 1 s after mpirun gets SIGTERM
+(``odls_base_sigkill_timeout``), far short of a checkpoint. So ``train`` never signals mpirun
+first: each host's ``train`` sends SIGTERM to its local ranks' process groups (found here: the
+children of mpirun or of Open MPI's daemon that carry ``OMPI_COMM_WORLD_RANK``), gives them the
+grace, and only then ends mpirun. SageMaker sends SIGTERM to every host's container, so every
+host's ranks are reached.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chainer_sagemaker_runtime._proc import proc_children, signal_group
+from chainer_sagemaker_runtime.training.mpi import HOST_ENV_FLAG, PER_HOST_NAMES
+
+__all__ = ["RankStopper", "RankWatch", "host_environ", "main", "wrapper_argv"]
+
+_RANK_ENV = b"OMPI_COMM_WORLD_RANK="
+_TAG = re.compile(rb"^\[(\d+),(\d+)\]<(stdout|stderr)>:")
+_END = re.compile(r"^\[train\] rank (\d+) on (\S+) (exited with code (-?\d+)|was killed by (\w+))")
+_RANK_TAIL_BYTES = 4096
+_MAX_TRACKED_RANKS = 1024
+_MAX_LINE = 8192
+
+
+def wrapper_argv(command: Sequence[str], *, python: str = sys.executable) -> list[str]:
+    return [python, "-m", "chainer_sagemaker_runtime.training.ranks", *command]
+
+
+# ---------------------------------------------------------------------- the wrapper
+def host_environ(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` with the per-host variables of this host (from its own config files)."""
+    from chainer_sagemaker_runtime.environment import TrainingEnv
+
+    try:
+        gpus = int(environ.get("SM_NUM_GPUS", "0"))
+    except ValueError:
+        gpus = 0
+    env = TrainingEnv.load(environ, num_gpus=gpus)
+    values = env.to_env_vars()
+    out = dict(environ)
+    out.update({k: v for k, v in values.items() if k in PER_HOST_NAMES})
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    command = list(sys.argv[1:] if argv is None else argv)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)  # the group signal reaches the command too
+    environ = dict(os.environ)
+    if environ.get(HOST_ENV_FLAG) == "1":
+        from chainer_sagemaker_runtime.errors import ConfigError
+
+        try:
+            environ = host_environ(environ)
+        except ConfigError as exc:
+            print(f"[train] this host's configuration: {exc}", file=sys.stderr, flush=True)
+            return 2
+    rank = environ.get("OMPI_COMM_WORLD_RANK", "?")
+    host = environ.get("SM_CURRENT_HOST") or environ.get("CURRENT_HOST") or os.uname().nodename
+    try:
+        proc = subprocess.Popen(command, env=environ)
+    except OSError as exc:
+        print(f"[train] rank {rank} on {host} could not start {command[0]}: {exc}", file=sys.stderr)
+        return 127
+    while True:
+        try:
+            code = proc.wait()
+            break
+        except InterruptedError:  # pragma: no cover
+            continue
+    end = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    with contextlib.suppress(OSError):
+        os.write(2, f"[train] rank {rank} on {host} {end}\n".encode())
+    if code < 0:  # end the same way, so mpirun reports the signal
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code
+    return code
+
+
+# ---------------------------------------------------------------------- finding ranks
+def _is_rank(pid: int) -> bool:
+    try:
+        return _RANK_ENV in Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+
+
+def local_ranks(parents: Callable[[int, str], bool]) -> list[int]:
+    """Live rank processes on this host whose parent ``(ppid, parent comm)`` passes."""
+    table = proc_children()
+    comm = {pid: c for pid, _ppid, _state, c in table}
+    return [
+        pid
+        for pid, ppid, state, _c in table
+        if state != "Z" and parents(ppid, comm.get(ppid, "")) and _is_rank(pid)
+    ]
+
+
+@dataclass
+class RankStopper:
+    """Sends ``signum`` once to each local rank's process group (ranks found later too)."""
+
+    parents: Callable[[int, str], bool]
+    signum: int = signal.SIGTERM
+    signalled: set[int] = field(default_factory=set)
+
+    def __call__(self, *_args: object) -> int:
+        sent = 0
+        for pid in local_ranks(self.parents):
+            if pid not in self.signalled:
+                self.signalled.add(pid)
+                signal_group(pid, self.signum)
+                sent += 1
+        return sent
+
+    def kill(self) -> None:
+        for pid in local_ranks(self.parents):
+            signal_group(pid, signal.SIGKILL)
+
+
+def under_daemon(_ppid: int, comm: str) -> bool:
+    return comm in ("orted", "prted")
+
+
+# ---------------------------------------------------------------------- reading ranks
+@dataclass
+class RankEnd:
+    rank: int
+    host: str
+    code: int | None
+    signal_name: str | None
+    at: float
+
+
+class RankWatch:
+    """Observes mpirun's tagged output: per-rank stderr tails and the wrapper's end lines."""
+
+    def __init__(self) -> None:
+        self.tails: dict[int, collections.deque[str]] = {}
+        self.ends: dict[int, RankEnd] = {}
+        self.order: list[int] = []
+        self._partial = b""
+
+    def feed(self, data: bytes) -> None:
+        data = self._partial + data
+        *lines, rest = data.split(b"\n")
+        self._partial = rest[-_MAX_LINE:]
+        for line in lines:
+            self._line(line[-_MAX_LINE:] if len(line) > _MAX_LINE else line)
+
+    def _line(self, raw: bytes) -> None:
+        match = _TAG.match(raw)
+        if match is None:
+            return
+        rank = int(match.group(2))
+        text = raw[match.end() :].decode("utf-8", "replace").rstrip("\r")
+        end = _END.match(text)
+        if end is not None and int(end.group(1)) == rank:
+            code = int(end.group(4)) if end.group(4) is not None else None
+            self.ends[rank] = RankEnd(rank, end.group(2), code, end.group(5), time.monotonic())
+            self.order.append(rank)
+            return
+        if match.group(3) != b"stderr":
+            return
+        tail = self.tails.get(rank)
+        if tail is None:
+            if len(self.tails) >= _MAX_TRACKED_RANKS:
+                return
+            tail = self.tails[rank] = collections.deque()
+        tail.append(text)
+        while sum(len(t) + 1 for t in tail) > _RANK_TAIL_BYTES and len(tail) > 1:
+            tail.popleft()
+
+    def first_failure(self) -> RankEnd | None:
+        """The first rank that ended badly on its own (not killed after another failed)."""
+        failed = [self.ends[r] for r in self.order if self.ends[r].code not in (0, None)]
+        if failed:
+            return failed[0]
+        killed = [self.ends[r] for r in self.order if self.ends[r].code is None]
+        return killed[0] if killed else None
+
+    def failing_rank(self) -> int | None:
+        end = self.first_failure()
+        if end is not None and end.code not in (0, None):
+            return end.rank
+        for rank, tail in sorted(self.tails.items()):
+            if any(line.startswith("Traceback") for line in tail):
+                return rank
+        return end.rank if end is not None else None
+
+    def tail_of(self, rank: int) -> str:
+        return "\n".join(self.tails.get(rank, ()))
+
+    def finished_ok(self) -> list[int]:
+        return sorted(r for r, e in self.ends.items() if e.code == 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
