@@ -16,6 +16,13 @@ first ``import chainer``, when the finder fills exactly the gaps that are presen
 first import of ChainerMN's memory utilities, whose two packing kernels then get
 ``#include <cuda_fp16.h>`` (harmless where ``half`` already exists). Real modules are always
 preferred over the stand-ins. Set ``CHAINER_SAGEMAKER_COMPAT=0`` to switch the hook off.
+
+The ``pkg_resources`` and ``numpy.distutils`` stand-ins are Chainer's alone: they sit in
+``sys.modules`` only while a module of Chainer or ChainerMN is being executed (the finder
+wraps those modules' loaders), so the Chainer modules that import them keep their reference,
+while the user's own ``import pkg_resources`` after ``import chainer`` fails exactly as it
+would without the hook, and ``try: import pkg_resources`` feature detection keeps working.
+``numpy.sctypes`` stays: it is an attribute, not a module anybody probes for.
 """
 
 from __future__ import annotations
@@ -35,8 +42,16 @@ _DISABLE_ENV = "CHAINER_SAGEMAKER_COMPAT"
 _CHAINERMN_KERNELS = "chainermn.communicators._memory_utility"
 
 
+_CHAINER_FAMILY = ("chainer", "chainermn")
+
+
+def _in_family(fullname: str) -> bool:
+    return any(fullname == top or fullname.startswith(top + ".") for top in _CHAINER_FAMILY)
+
+
 class _ChainerImportFinder:
-    """Runs :func:`apply` just before ``chainer`` is first imported, and patches ChainerMN's
+    """Runs :func:`apply` just before ``chainer`` is first imported, wraps the loaders of
+    Chainer's modules so the stand-ins exist only while they execute, and patches ChainerMN's
     packing kernels right after their module loads; never loads anything itself."""
 
     @classmethod
@@ -48,13 +63,19 @@ class _ChainerImportFinder:
     ) -> ModuleSpec | None:
         if fullname == "chainer":
             apply()
-        elif fullname == _CHAINERMN_KERNELS:
-            return _spec_patched_after_load(fullname, path, target)
-        return None
+        if not _in_family(fullname):
+            return None
+        if fullname == _CHAINERMN_KERNELS:
+            return _spec_patched_after_load(
+                fullname, path, target, lambda e: _with_stand_ins(_then_patch(e))
+            )
+        if not _stand_ins:
+            return None  # nothing to hide: leave the import alone
+        return _spec_patched_after_load(fullname, path, target, _with_stand_ins)
 
 
 def _spec_patched_after_load(
-    fullname: str, path: Sequence[str] | None, target: types.ModuleType | None
+    fullname: str, path: Sequence[str] | None, target: types.ModuleType | None, wrap: Any
 ) -> ModuleSpec | None:
     for finder in sys.meta_path:
         if finder is _ChainerImportFinder or not hasattr(finder, "find_spec"):
@@ -62,9 +83,47 @@ def _spec_patched_after_load(
         spec: ModuleSpec | None = finder.find_spec(fullname, path, target)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             continue
-        spec.loader.exec_module = _then_patch(spec.loader.exec_module)  # type: ignore[method-assign]
+        spec.loader.exec_module = wrap(spec.loader.exec_module)  # type: ignore[method-assign]
         return spec
     return None
+
+
+# name -> stand-in module, filled by apply() with the gaps of this interpreter
+_stand_ins: dict[str, types.ModuleType] = {}
+_depth = 0  # how many Chainer modules are executing right now (imports nest)
+
+
+def _with_stand_ins(real_exec: Any) -> Any:
+    def exec_module(module: types.ModuleType) -> None:
+        global _depth
+        if _depth == 0:
+            _show_stand_ins()
+        _depth += 1
+        try:
+            real_exec(module)
+        finally:
+            _depth -= 1
+            if _depth == 0:
+                _hide_stand_ins()
+
+    return exec_module
+
+
+def _show_stand_ins() -> None:
+    for name, module in _stand_ins.items():
+        sys.modules.setdefault(name, module)
+    if "numpy.distutils" in _stand_ins and "numpy" in sys.modules:
+        sys.modules["numpy"].__dict__.setdefault("distutils", _stand_ins["numpy.distutils"])
+
+
+def _hide_stand_ins() -> None:
+    for name, module in _stand_ins.items():
+        if sys.modules.get(name) is module:
+            del sys.modules[name]
+    stand_in = _stand_ins.get("numpy.distutils")
+    numpy = sys.modules.get("numpy")
+    if stand_in is not None and numpy is not None and vars(numpy).get("distutils") is stand_in:
+        delattr(numpy, "distutils")
 
 
 def _then_patch(real_exec: Any) -> Any:
@@ -147,12 +206,10 @@ def _add_numpy_distutils_stub() -> None:
     try:
         with warnings.catch_warnings():  # NumPy 1.23+ warns that numpy.distutils is deprecated
             warnings.simplefilter("ignore", DeprecationWarning)
-            import numpy.distutils.system_info
+            import numpy.distutils.system_info  # noqa: F401 - probing for the real one
         return
     except Exception:  # noqa: S110 - ImportError, or distutils missing on 3.12: stub it
         pass
-    import numpy
-
     package = types.ModuleType("numpy.distutils")
     package.__path__ = []
     system_info = types.ModuleType("numpy.distutils.system_info")
@@ -163,9 +220,8 @@ def _add_numpy_distutils_stub() -> None:
 
     system_info.get_info = get_info  # type: ignore[attr-defined]
     package.system_info = system_info  # type: ignore[attr-defined]
-    sys.modules["numpy.distutils"] = package
-    sys.modules["numpy.distutils.system_info"] = system_info
-    setattr(numpy, "distutils", package)  # noqa: B010
+    _stand_ins["numpy.distutils"] = package
+    _stand_ins["numpy.distutils.system_info"] = system_info
 
 
 def _add_pkg_resources_stub() -> None:
@@ -180,4 +236,4 @@ def _add_pkg_resources_stub() -> None:
         pass
     from chainer_sagemaker_runtime import _pkg_resources_stub
 
-    sys.modules["pkg_resources"] = _pkg_resources_stub
+    _stand_ins["pkg_resources"] = _pkg_resources_stub

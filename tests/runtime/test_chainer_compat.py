@@ -82,6 +82,49 @@ def test_pkg_resources_stand_in_answers_like_pkg_resources() -> None:
     assert isinstance(pr.DistributionNotFound("x"), pr.ResolutionError)
 
 
+_PROBE = """
+import importlib, sys
+def probe():
+    seen = []
+    for name in ("pkg_resources", "numpy.distutils"):
+        try:
+            module = importlib.import_module(name)
+            seen.append(f"{name}={getattr(module, '__file__', None)}")
+        except ImportError as exc:
+            seen.append(f"{name}:{type(exc).__name__}")
+        sys.modules.pop(name, None)  # probe again from scratch next time
+    return seen
+"""
+
+_BEFORE_AND_AFTER_CHAINER = """
+import warnings
+warnings.simplefilter("ignore")
+without_chainer = probe()
+import chainer
+import chainer.testing  # imports pkg_resources itself, after chainer is loaded
+after_chainer = probe()
+print(without_chainer == after_chainer, without_chainer, after_chainer)
+print(type(chainer.testing.helper.pkg_resources.DistributionNotFound).__name__)
+"""
+
+
+@pytest.mark.parametrize("hidden", [True, False], ids=["gaps-present", "real-modules"])
+def test_user_code_sees_pkg_resources_and_numpy_distutils_as_without_the_hook(
+    hidden: bool,
+) -> None:
+    """The stand-ins serve Chainer's own imports only: `try: import pkg_resources` in user code
+    after `import chainer` fails where setuptools has none, and finds the real one otherwise."""
+    code = (_HIDE_MODULES if hidden else "") + _PROBE + _BEFORE_AND_AFTER_CHAINER
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    same, *_ = out.stdout.split(" ", 1)
+    assert same == "True", out.stdout
+    if hidden:
+        assert "pkg_resources:ModuleNotFoundError" in out.stdout
+        assert "numpy.distutils:ModuleNotFoundError" in out.stdout
+    assert out.stdout.splitlines()[1] == "type"  # chainer.testing got a working pkg_resources
+
+
 def test_nothing_heavy_is_imported_at_interpreter_start() -> None:
     out = _python("import sys; print(sorted({'numpy', 'chainer'} & set(sys.modules)))")
     assert out.stdout.strip() == "[]"
