@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._transform_step import TransformStep
     from ._validation import ChainerValidationError
     from .endpoint import ChainerEndpoint, DataCapture, EndpointVariant
     from .estimator import ChainerEstimator
@@ -23,11 +24,13 @@ if TYPE_CHECKING:
     from .source import CodeConfig, SourceCode
     from .training_input import Compression, DataDistribution, InputMode, TrainingInput
     from .training_pipeline import TrainingPipeline
+    from .transformer import ChainerTransformer
 
 _WHERE = {
     "ChainerEndpoint": "endpoint",
     "ChainerEstimator": "estimator",
     "ChainerModel": "model",
+    "ChainerTransformer": "transformer",
     "ChainerValidationError": "_validation",
     "CodeConfig": "source",
     "Compression": "training_input",
@@ -44,6 +47,7 @@ _WHERE = {
     "TrainingInput": "training_input",
     "TrainingPipeline": "training_pipeline",
     "TrainingPipelineFragment": "pipeline",
+    "TransformStep": "_transform_step",
     "encode_hyperparameters": "hyperparameters",
     "gpu_count": "instance",
     "is_gpu_instance": "instance",
@@ -56,6 +60,7 @@ __all__ = [
     "ChainerEndpoint",
     "ChainerEstimator",
     "ChainerModel",
+    "ChainerTransformer",
     "ChainerValidationError",
     "CodeConfig",
     "Compression",
@@ -72,6 +77,7 @@ __all__ = [
     "TrainingInput",
     "TrainingPipeline",
     "TrainingPipelineFragment",
+    "TransformStep",
     "encode_hyperparameters",
     "gpu_count",
     "is_gpu_instance",
