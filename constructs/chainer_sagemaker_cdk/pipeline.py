@@ -1,30 +1,57 @@
-"""Training through Step Functions: train (.sync) -> model -> endpoint config -> create or
-update the endpoint -> wait until InService.
+"""Training through Step Functions: check the input -> train (.sync) -> model -> endpoint config
+-> create, update or recover the endpoint -> wait until InService -> delete old versions.
 
 Execution input (all optional)::
 
     {"TrainingJobName": "<base_job_name>-...",          # default: <base_job_name>-<uuid>
      "Hyperparameters": {"epochs": "20"},                # JSON-encoded strings, merged per key
-     "Channels": {"train": "s3://bucket/other/prefix"}}  # per channel, over the defaults
+     "Channels": {"train": "s3://bucket/other/prefix"}}  # declared channels only
 
-The model and the endpoint config take the training job's name, so every execution creates
-fresh ones; the endpoint keeps its name and is updated in place.
+A job name outside ``<base_job_name>-`` or a channel the estimator does not declare fails the
+execution before anything is created (``InvalidExecutionInput``). The model and the endpoint
+config take the training job's name, so every execution creates fresh ones; the endpoint keeps
+its name. The endpoint lifecycle (docs/contract.md §5):
+
+- not found (DescribeEndpoint's ``Could not find endpoint``; every other lookup error fails the
+  execution with its own error) -> CreateEndpoint;
+- InService / OutOfService / UpdateRollbackFailed -> UpdateEndpoint;
+- Creating / Updating / SystemUpdating / RollingBack (another execution's deployment) -> wait,
+  look again; an UpdateEndpoint that meets such an endpoint anyway ("in-progress") does the same;
+- Failed (accepts only DeleteEndpoint) -> DeleteEndpoint, wait until it is gone, create;
+- then poll until InService with this execution's config; RollingBack is waited on; a rollback
+  (InService with another config) or Failed fails the execution with SageMaker's FailureReason.
+
+The states are ``CustomState`` JSON, not aws-cdk-lib's ``SageMakerCreateTrainingJob`` & co.:
+that task has no spot (``EnableManagedSpotTraining``, ``MaxWaitTimeInSeconds``), checkpoint or
+``extra_request_fields`` support, and the deployment steps use aws-sdk integrations for their
+precise error names. :meth:`TrainingPipelineFragment.grant_run` grants what aws-cdk-lib's tasks
+grant for the same calls (AddTags and ListTags included, aws-cdk #32294 / PR #32536).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any
 
-from aws_cdk import Duration
+import jsii
+from aws_cdk import (
+    Duration,
+    IResolvable,
+    IResolveContext,
+    RemovalPolicies,
+    RemovalPolicy,
+    TagManager,
+    Token,
+)
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from . import _iam, _metadata
+from . import _iam, _metadata, _states
 from ._validation import is_unresolved, require, stack_of
 from .estimator import ChainerEstimator
 from .instance import has_instance_storage, normalize_instance_type
@@ -33,7 +60,23 @@ from .model import ISOLATED_MODEL_CODE_DIR, model_environment
 __all__ = ["TrainingPipelineFragment"]
 
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-_WAITING = ("Creating", "Updating", "SystemUpdating")
+_SDK = "aws-sdk:sagemaker"
+
+
+@jsii.implements(IResolvable)
+class _Resolvable:
+    """A value computed when the template is written (after aspects such as ``Tags.of``)."""
+
+    def __init__(self, produce: Callable[[], Any]) -> None:
+        self._produce = produce
+        self.creation_stack: list[str] = []
+        self.type_hint = None
+
+    def resolve(self, context: IResolveContext) -> Any:
+        return self._produce()
+
+    def to_string(self) -> str:
+        return Token.as_string(self)
 
 
 class TrainingPipelineFragment(sfn.StateMachineFragment):
@@ -41,7 +84,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
 
     Call :meth:`grant_run` with your state machine's role: the states are plain service
     integrations and carry no policies. Every task is an attribute (``train_task``, ...) for
-    ``add_retry``/``add_catch``.
+    ``add_retry``/``add_catch``; the default retriers come first.
     """
 
     def __init__(
@@ -60,6 +103,11 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         model_environment_variables: dict[str, str] | None = None,
         poll_interval: Duration | None = None,
         isolate_model: bool = False,
+        keep_versions: int | None = 2,
+        endpoint_removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        retry_interval: Duration | None = None,
+        retry_backoff_rate: float = 2.0,
+        resource_limit_wait: Duration | None = None,
     ) -> None:
         """Define the states.
 
@@ -74,16 +122,31 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             local NVMe storage); left out, True.
         :param model_server_workers: ``SAGEMAKER_MODEL_SERVER_WORKERS``; left out, one per CPU.
         :param model_environment_variables: extra model container variables; left out, none.
-        :param poll_interval: between DescribeEndpoint calls; left out, 30 seconds.
+        :param poll_interval: between DescribeEndpoint calls (and before looking at a busy
+            endpoint again); left out, 30 seconds. Tests use 0.
         :param isolate_model: run the model without network access. An isolated container
             cannot download its code, so it reads ``/opt/ml/model/code``: the training script
             must copy its code to ``$SM_MODEL_DIR/code``. Left out, False (the model downloads
             the code from S3), also when the training job itself was isolated.
+        :param keep_versions: after the endpoint is InService, delete the endpoint configs (and
+            their models) of this pipeline but the newest ``keep_versions`` (the one in service
+            included, so the previous one stays for a manual rollback). None keeps everything.
+            Left out, 2.
+        :param endpoint_removal_policy: what ``cdk destroy`` does to the endpoint the pipeline
+            deploys (and the serving role it runs under). ``DESTROY`` adds a finalizer (a custom
+            resource) that deletes the endpoint when the stack is deleted. Left out, ``RETAIN``:
+            the endpoint keeps serving (and billing) and keeps its role, so it does not break.
+        :param retry_interval: first wait of the default retriers; left out, 2 seconds.
+        :param retry_backoff_rate: growth of that wait; left out, 2.
+        :param resource_limit_wait: first wait after ``ResourceLimitExceeded`` on
+            CreateTrainingJob (5 attempts, doubling: about 31 times this in all); left out,
+            1 minute. Then the execution fails with SageMaker's message.
         """
         super().__init__(scope, id)
         self.estimator = estimator
         self.deploy = deploy
-        self._partition = stack_of(self).partition
+        self._stack = stack_of(self)
+        self._partition = self._stack.partition
         self.endpoint_name = endpoint_name or estimator.base_job_name
         require(
             is_unresolved(self.endpoint_name) or bool(_ENDPOINT_NAME.match(self.endpoint_name)),
@@ -100,6 +163,13 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             endpoint_instance_count,
             "use 1 or more",
         )
+        require(
+            keep_versions is None or keep_versions >= 1,
+            "keep_versions",
+            keep_versions,
+            "use 1 or more (the version in service counts), or None to keep every version",
+        )
+        self.keep_versions = keep_versions
         self.endpoint_kms_key: kms.IKey | None = None
         if deploy and encrypt_endpoint_storage:
             require(
@@ -116,7 +186,15 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 description="SageMaker endpoint storage volumes",
             )
         self._poll = poll_interval or Duration.seconds(30)
+        self._retry_interval = retry_interval or Duration.seconds(2)
+        self._backoff = retry_backoff_rate
+        self._limit_wait = resource_limit_wait or Duration.minutes(1)
         self.isolate_model = isolate_model
+        self.tag_source: TagManager = self._stack.tags
+        """Whose tags every created job, model, config and endpoint carries (with the
+        estimator's ``tags`` over them); :class:`TrainingPipeline` points it at its state
+        machine, whose tags include the stack's and ``Tags.of(pipeline)``."""
+        self.prefix = estimator.base_job_name
 
         self.prepare_states = self._prepare()
         self.train_task = self._custom(
@@ -129,14 +207,20 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts",
             },
         )
+        _states.retry_training(
+            self.train_task, self._retry_interval, self._backoff, self._limit_wait
+        )
+        self._catch_training_failure()
         chain = self.prepare_states.next(self.train_task)
         self._end: sfn.INextable = self.train_task
+        self.serving_role: iam.IRole | None = None
         if deploy:
             self._build_deploy(
                 chain,
                 endpoint_instance_count,
                 model_server_workers,
                 model_environment_variables or {},
+                endpoint_removal_policy,
             )
 
     # -- states -------------------------------------------------------------------------------
@@ -145,7 +229,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         id: str,
         integration: str,
         parameters: dict[str, Any],
-        result_path: str,
+        result_path: str | None,
         selector: dict[str, str] | None = None,
     ) -> sfn.CustomState:
         state: dict[str, Any] = {
@@ -157,6 +241,33 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         if selector:
             state["ResultSelector"] = selector
         return sfn.CustomState(self, id, state_json=state)
+
+    def _sdk(
+        self,
+        id: str,
+        api: str,
+        parameters: dict[str, Any],
+        result_path: str | None,
+        selector: dict[str, str] | None = None,
+    ) -> sfn.CustomState:
+        task = self._custom(id, f"{_SDK}:{api}", parameters, result_path, selector)
+        _states.retry_sdk(task, self._retry_interval, self._backoff)
+        return task
+
+    def _tags(self) -> Any:
+        """The tags of every create call, resolved at synth (after ``Tags.of`` has run)."""
+
+        def produce() -> list[dict[str, str]]:
+            rendered = self.tag_source.render_tags() or []
+            tags: dict[str, str] = {}
+            for tag in rendered:
+                key = tag.get("Key", tag.get("key"))
+                value = tag.get("Value", tag.get("value"))
+                tags[key] = value
+            tags.update(self.estimator.tags)
+            return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+        return _Resolvable(produce)
 
     def _prepare(self) -> sfn.Chain:
         est = self.estimator
@@ -171,6 +282,10 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                     "Hyperparameters": dict(est.hyperparameters),
                     "Channels": dict(est.channel_uris),
                 },
+                # One marker per declared channel, keys sorted: merging the input's channels in
+                # and the markers back over them gives the markers again only when the input
+                # names no other channel.
+                "declared": dict.fromkeys(sorted(est.channel_uris), 0),
                 "input.$": "$",
             },
         )
@@ -180,6 +295,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             parameters={
                 "merged.$": "States.JsonMerge($.defaults, $.input, false)",
                 "defaults.$": "$.defaults",
+                "declared.$": "$.declared",
             },
         )
         reserved = {
@@ -196,10 +312,72 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                     "$.merged.Hyperparameters, false)",
                     "Channels.$": "States.JsonMerge($.defaults.Channels, $.merged.Channels, false)",
                     "ReservedHyperparameters": reserved,
-                }
+                },
+                "check": {
+                    "declared.$": "States.JsonToString($.declared)",
+                    "given.$": "States.JsonToString(States.JsonMerge(States.JsonMerge("
+                    "$.declared, $.merged.Channels, false), $.declared, false))",
+                },
             },
         )
-        return defaults.next(merge).next(resolve)
+        declared = ", ".join(sorted(est.channel_uris)) or "none"
+        bad_name = sfn.Fail(
+            self,
+            "InvalidJobName",
+            error="InvalidExecutionInput",
+            cause=f"TrainingJobName must start with '{est.base_job_name}-' (the prefix the "
+            "pipeline's role is scoped to); leave it out for a generated name",
+        )
+        bad_channel = sfn.Fail(
+            self,
+            "UndeclaredChannel",
+            error="InvalidExecutionInput",
+            cause=f"Channels may only override the estimator's channels ({declared}); declare "
+            "other channels on the ChainerEstimator",
+        )
+        self._input_ok = sfn.Pass(self, "InputAccepted", result_path=sfn.JsonPath.DISCARD)
+        check = (
+            sfn.Choice(self, "CheckInput")
+            .when(
+                sfn.Condition.not_(
+                    sfn.Condition.string_matches(
+                        "$.config.TrainingJobName", f"{est.base_job_name}-*"
+                    )
+                ),
+                bad_name,
+            )
+            .when(
+                sfn.Condition.not_(
+                    sfn.Condition.string_equals_json_path("$.check.given", "$.check.declared")
+                ),
+                bad_channel,
+            )
+            .otherwise(self._input_ok)
+        )
+        self._prepare_start = defaults
+        defaults.next(merge).next(resolve).next(check)
+        return sfn.Chain.custom(defaults, [self._input_ok], self._input_ok)
+
+    def _catch_training_failure(self) -> None:
+        capacity = sfn.Fail(
+            self,
+            "TrainingCapacityError",
+            error="TrainingCapacityError",
+            cause_path="$.trainingError.Cause",
+        )
+        failed = sfn.Fail(
+            self, "TrainingFailed", error="TrainingFailed", cause_path="$.trainingError.Cause"
+        )
+        # SageMaker could not get instances (CapacityError): fail with its message; start the
+        # execution again later, or use spot with a longer max_wait (a documented choice).
+        route = (
+            sfn.Choice(self, "TrainingError")
+            .when(_states.cause_matches("$.trainingError.Cause", _states.CAPACITY_ERROR), capacity)
+            .otherwise(failed)
+        )
+        self.train_task.add_catch(
+            route, errors=["States.TaskFailed"], result_path="$.trainingError"
+        )
 
     def _training_parameters(self) -> dict[str, Any]:
         est = self.estimator
@@ -209,20 +387,55 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         request["HyperParameters.$"] = (
             "States.JsonMerge($.config.Hyperparameters, $.config.ReservedHyperparameters, false)"
         )
+        request["Tags"] = self._tags()
         for channel in request.get("InputDataConfig", []):
             name = channel["ChannelName"]
             if name in est.channels:  # the code channel keeps its fixed URL
                 _dynamic_uri(channel, _channel_path(name))
         return request
 
+    def _serving_role(self, removal_policy: RemovalPolicy) -> _iam.PolicyPrincipal:
+        """The model's own role: read this pipeline's artifacts and code, pull the image, write
+        the endpoint's logs; nothing under ``models/`` can be written with it."""
+        est = self.estimator
+        role = iam.Role(
+            self,
+            "ServingRole",
+            assumed_by=iam.ServicePrincipal(_iam.SAGEMAKER),
+            description="SageMaker execution role of the Chainer pipeline's serving model",
+        )
+        principal = _iam.PolicyPrincipal.for_role(self, "ServingPolicy", role)
+        with principal.batched():
+            _iam.bucket_prefix_read(principal, est.output_bucket, est.output_prefix)
+            if est.output_kms_key is not None:
+                _iam.key_decrypt(principal, est.output_kms_key)
+            if not self.isolate_model:
+                est.source_code.bind(self, principal)
+            _iam.sagemaker_logs_and_metrics(est, principal, "Endpoints")
+            est.network.grant(self, principal)
+        role.apply_removal_policy(removal_policy)
+        # The role's policies are written at synth, under the principal's container.
+        container = getattr(principal, "container", None)
+        if container is not None:
+            RemovalPolicies.of(container).apply(removal_policy)
+        else:
+            principal.policy.apply_removal_policy(removal_policy)
+        self.serving_role = role
+        self.serving_principal = principal
+        return principal
+
     def _build_deploy(
-        self, chain: sfn.Chain, instance_count: int, workers: int | None, extra_env: dict[str, str]
+        self,
+        chain: sfn.Chain,
+        instance_count: int,
+        workers: int | None,
+        extra_env: dict[str, str],
+        removal_policy: RemovalPolicy,
     ) -> None:
         est = self.estimator
-        principal = est.grant_principal
-        with principal.batched() if isinstance(principal, _iam.PolicyPrincipal) else nullcontext():
+        principal = self._serving_role(removal_policy)
+        with principal.batched():
             image = est.image_source.bind(est, principal, self.endpoint_instance_type)
-            _iam.sagemaker_logs_and_metrics(est, principal, "Endpoints")
         env = model_environment(
             entry_point=est.code.entry_point,
             submit_directory=ISOLATED_MODEL_CODE_DIR if self.isolate_model else est.code.s3_url,
@@ -234,74 +447,135 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         _metadata.record_model(
             self, environment=env, code_asset_hash=est.code.asset_hash, model_data_asset_hash=None
         )
+        name = "$.training.TrainingJobName"
         model: dict[str, Any] = {
-            "ModelName.$": "$.config.TrainingJobName",
-            "ExecutionRoleArn": est.role.role_arn,
+            "ModelName.$": name,
+            "ExecutionRoleArn": principal.role.role_arn,
             "PrimaryContainer": {
                 "Image": image.image_uri,
                 "Environment": env,
                 "ModelDataUrl.$": "$.training.ModelArtifacts",
             },
+            "Tags": self._tags(),
         }
         vpc_config = est.network.render()
         if vpc_config is not None:
             model["VpcConfig"] = vpc_config
         if self.isolate_model:
             model["EnableNetworkIsolation"] = True
-        self.create_model_task = self._custom(
-            "CreateModel", "sagemaker:createModel", model, "$.model", {"ModelArn.$": "$.ModelArn"}
+        deploy_failed = sfn.Fail(
+            self,
+            "DeploymentFailed",
+            error_path="$.deployError.Error",
+            cause_path="$.deployError.Cause",
+        )
+        self.create_model_task = self._sdk(
+            "CreateModel", "createModel", model, "$.model", {"ModelArn.$": "$.ModelArn"}
         )
         config: dict[str, Any] = {
-            "EndpointConfigName.$": "$.config.TrainingJobName",
+            "EndpointConfigName.$": name,
             "ProductionVariants": [
                 {
                     "VariantName": "AllTraffic",
-                    "ModelName.$": "$.config.TrainingJobName",
+                    "ModelName.$": name,
                     "InstanceType": self.endpoint_instance_type,
                     "InitialInstanceCount": instance_count,
                     "InitialVariantWeight": 1,
                 }
             ],
+            "Tags": self._tags(),
         }
         if self.endpoint_kms_key is not None:
             config["KmsKeyId"] = self.endpoint_kms_key.key_arn
-        self.create_endpoint_config_task = self._custom(
-            "CreateEndpointConfig",
-            "sagemaker:createEndpointConfig",
-            config,
-            "$.endpointConfig",
-            {"EndpointConfigArn.$": "$.EndpointConfigArn"},
+        self.create_endpoint_config_task = self._sdk(
+            "CreateEndpointConfig", "createEndpointConfig", config, "$.endpointConfig"
         )
-        endpoint = {
-            "EndpointName": self.endpoint_name,
-            "EndpointConfigName.$": "$.config.TrainingJobName",
-        }
-        self.describe_existing_endpoint_task = self._custom(
+        endpoint = {"EndpointName": self.endpoint_name, "EndpointConfigName.$": name}
+        self.describe_existing_endpoint_task = self._sdk(
             "FindEndpoint",
-            "aws-sdk:sagemaker:describeEndpoint",
+            "describeEndpoint",
             {"EndpointName": self.endpoint_name},
             "$.existing",
             {"EndpointStatus.$": "$.EndpointStatus"},
         )
-        self.create_endpoint_task = self._custom(
-            "CreateEndpoint", "sagemaker:createEndpoint", endpoint, "$.endpoint"
+        self.create_endpoint_task = self._sdk(
+            "CreateEndpoint",
+            "createEndpoint",
+            {**endpoint, "Tags": self._tags()},
+            "$.endpoint",
         )
-        self.update_endpoint_task = self._custom(
-            "UpdateEndpoint", "sagemaker:updateEndpoint", endpoint, "$.endpoint"
+        self.update_endpoint_task = self._sdk(
+            "UpdateEndpoint", "updateEndpoint", endpoint, "$.endpoint"
         )
-        # DescribeEndpoint fails (ValidationException) when the endpoint does not exist yet:
-        # any failure of that lookup means "create"; CreateEndpoint then reports real problems.
-        self.describe_existing_endpoint_task.add_catch(
-            self.create_endpoint_task, errors=["States.TaskFailed"], result_path="$.notFound"
+        self.delete_failed_endpoint_task = self._sdk(
+            "DeleteFailedEndpoint",
+            "deleteEndpoint",
+            {"EndpointName": self.endpoint_name},
+            sfn.JsonPath.DISCARD,
         )
+        find = self.describe_existing_endpoint_task
+        wait_busy = sfn.Wait(self, "WaitBeforeUpdate", time=sfn.WaitTime.duration(self._poll))
+        wait_busy.next(find)
+        self.delete_failed_endpoint_task.next(wait_busy)
+
+        # Idempotent creates: a retried create whose first attempt succeeded meets its own
+        # resource (names are unique per execution), and goes on.
+        def already_exists_or_fail(task: sfn.CustomState, id: str, then: sfn.IChainable) -> None:
+            route = (
+                sfn.Choice(self, id)
+                .when(_states.cause_matches("$.deployError.Cause", _states.ALREADY_EXISTS), then)
+                .otherwise(deploy_failed)
+            )
+            task.add_catch(route, errors=["States.TaskFailed"], result_path="$.deployError")
+
+        already_exists_or_fail(
+            self.create_model_task, "ModelCreated", self.create_endpoint_config_task
+        )
+        already_exists_or_fail(self.create_endpoint_config_task, "ConfigCreated", find)
+        # Another execution created the endpoint meanwhile: look again (then update).
+        already_exists_or_fail(self.create_endpoint_task, "EndpointCreatedMeanwhile", find)
+        update_error = (
+            sfn.Choice(self, "UpdateRefused")
+            .when(_states.cause_matches("$.deployError.Cause", _states.IN_PROGRESS), wait_busy)
+            .otherwise(deploy_failed)
+        )
+        self.update_endpoint_task.add_catch(
+            update_error, errors=["States.TaskFailed"], result_path="$.deployError"
+        )
+        lookup_error = (
+            sfn.Choice(self, "EndpointMissing")
+            .when(
+                _states.cause_matches("$.deployError.Cause", _states.NOT_FOUND_ENDPOINT),
+                self.create_endpoint_task,
+            )
+            .otherwise(deploy_failed)
+        )
+        find.add_catch(lookup_error, errors=["States.TaskFailed"], result_path="$.deployError")
+
+        existing = "$.existing.EndpointStatus"
+        unexpected = sfn.Fail(
+            self,
+            "UnexpectedEndpointStatus",
+            error="EndpointDeploymentFailed",
+            cause="The endpoint is in a status the pipeline does not handle (see the "
+            "execution history's FindEndpoint output)",
+        )
+        route = (
+            sfn.Choice(self, "RouteByStatus")
+            .when(_any_status(existing, _states.UPDATABLE_STATUSES), self.update_endpoint_task)
+            .when(_any_status(existing, (*_states.BUSY_STATUSES, "Deleting")), wait_busy)
+            .when(sfn.Condition.string_equals(existing, "Failed"), self.delete_failed_endpoint_task)
+            .otherwise(unexpected)
+        )
+        find.next(route)
+
         wait = sfn.Wait(self, "WaitForEndpoint", time=sfn.WaitTime.duration(self._poll))
-        self.describe_endpoint_task = self._custom(
+        self.describe_endpoint_task = self._sdk(
             "DescribeEndpoint",
-            "aws-sdk:sagemaker:describeEndpoint",
+            "describeEndpoint",
             {"EndpointName": self.endpoint_name},
             "$.status",
         )
-        self.endpoint_in_service = sfn.Pass(self, "EndpointInService")
         self.deployment_failed = sfn.Fail(
             self,
             "EndpointFailed",
@@ -310,41 +584,133 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         )
         self.deployment_rolled_back = sfn.Fail(
             self,
+            "EndpointRolledBack",
+            error="EndpointDeploymentRolledBack",
+            cause_path="$.status.FailureReason",
+        )
+        not_updated = sfn.Fail(
+            self,
             "EndpointNotUpdated",
             error="EndpointDeploymentFailed",
             cause="The endpoint is not InService with this execution's endpoint config "
-            "(update rolled back, or the endpoint is out of service)",
+            "(a newer execution updated it, or it is out of service)",
         )
         status = "$.status.EndpointStatus"
+        ours = sfn.Condition.string_equals_json_path(
+            "$.status.EndpointConfigName", "$.training.TrainingJobName"
+        )
+        reason = sfn.Condition.is_present("$.status.FailureReason")
+        self.endpoint_in_service = sfn.Pass(
+            self, "EndpointInService", result_path=sfn.JsonPath.DISCARD
+        )
         check = (
             sfn.Choice(self, "EndpointStatus")
+            .when(_any_status(status, _states.BUSY_STATUSES), wait)
             .when(
-                sfn.Condition.or_(*[sfn.Condition.string_equals(status, s) for s in _WAITING]), wait
-            )
-            .when(
-                sfn.Condition.and_(
-                    sfn.Condition.string_equals(status, "InService"),
-                    sfn.Condition.string_equals_json_path(
-                        "$.status.EndpointConfigName", "$.config.TrainingJobName"
-                    ),
-                ),
+                sfn.Condition.and_(sfn.Condition.string_equals(status, "InService"), ours),
                 self.endpoint_in_service,
             )
-            .when(sfn.Condition.is_present("$.status.FailureReason"), self.deployment_failed)
-            .otherwise(self.deployment_rolled_back)
+            .when(
+                sfn.Condition.and_(sfn.Condition.string_equals(status, "InService"), reason),
+                self.deployment_rolled_back,
+            )
+            .when(
+                sfn.Condition.and_(sfn.Condition.string_equals(status, "Failed"), reason),
+                self.deployment_failed,
+            )
+            .otherwise(not_updated)
         )
         wait.next(self.describe_endpoint_task).next(check)
         self.create_endpoint_task.next(wait)
         self.update_endpoint_task.next(wait)
-        chain.next(self.create_model_task).next(self.create_endpoint_config_task).next(
-            self.describe_existing_endpoint_task
-        ).next(self.update_endpoint_task)
+        chain.next(self.create_model_task).next(self.create_endpoint_config_task).next(find)
         self._end = self.endpoint_in_service
+        if self.keep_versions is not None:
+            self._end = self._build_cleanup()
+        if removal_policy == RemovalPolicy.DESTROY:
+            self._finalizer()
+
+    def _build_cleanup(self) -> sfn.INextable:
+        """Delete this pipeline's endpoint configs and models but the newest ``keep_versions``."""
+        listed = self._sdk(
+            "ListVersions",
+            "listEndpointConfigs",
+            {
+                "NameContains": f"{self.prefix}-",
+                "SortBy": "CreationTime",
+                "SortOrder": "Descending",
+                "MaxResults": 100,
+            },
+            "$.versions",
+        )
+        delete_config = self._sdk(
+            "DeleteOldEndpointConfig",
+            "deleteEndpointConfig",
+            {"EndpointConfigName.$": "$.name"},
+            sfn.JsonPath.DISCARD,
+        )
+        delete_model = self._sdk(
+            "DeleteOldModel", "deleteModel", {"ModelName.$": "$.name"}, sfn.JsonPath.DISCARD
+        )
+        gone = sfn.Pass(self, "AlreadyDeleted")
+        for task in (delete_config, delete_model):
+            task.add_catch(gone, errors=["States.TaskFailed"], result_path="$.deleteError")
+        keep = sfn.Pass(self, "KeepVersion")
+        old = sfn.Condition.and_(
+            sfn.Condition.number_greater_than_equals("$.index", self.keep_versions or 1),
+            sfn.Condition.not_(sfn.Condition.string_equals_json_path("$.name", "$.current")),
+            sfn.Condition.string_matches("$.name", f"{self.prefix}-*"),
+        )
+        delete_config.next(delete_model)
+        per_version = sfn.Choice(self, "IsOldVersion").when(old, delete_config).otherwise(keep)
+        cleanup = sfn.Map(
+            self,
+            "DeleteOldVersions",
+            items_path="$.versions.EndpointConfigs",
+            item_selector={
+                "name": sfn.JsonPath.string_at("$$.Map.Item.Value.EndpointConfigName"),
+                "index": sfn.JsonPath.number_at("$$.Map.Item.Index"),
+                "current": sfn.JsonPath.string_at("$.training.TrainingJobName"),
+            },
+            max_concurrency=1,
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        cleanup.item_processor(per_version)
+        # The deployment succeeded: a failed clean-up is recorded in the output, not fatal.
+        done = sfn.Pass(self, "Deployed")
+        cleanup.add_catch(done, errors=["States.ALL"], result_path="$.cleanupError")
+        listed.add_catch(done, errors=["States.ALL"], result_path="$.cleanupError")
+        self.endpoint_in_service.next(listed).next(cleanup).next(done)
+        self.list_versions_task = listed
+        self.delete_config_task = delete_config
+        self.delete_model_task = delete_model
+        return done
+
+    def _finalizer(self) -> None:
+        """Delete the endpoint on ``cdk destroy`` (endpoint_removal_policy=DESTROY)."""
+        arn = self._endpoint_arn()
+        self.finalizer = cr.AwsCustomResource(
+            self,
+            "EndpointFinalizer",
+            on_delete=cr.AwsSdkCall(
+                service="SageMaker",
+                action="deleteEndpoint",
+                parameters={"EndpointName": self.endpoint_name},
+                ignore_error_codes_matching="ValidationException",
+            ),
+            policy=cr.AwsCustomResourcePolicy.from_statements(
+                [iam.PolicyStatement(actions=["sagemaker:DeleteEndpoint"], resources=[arn])]
+            ),
+            install_latest_aws_sdk=False,
+        )
+        if self.serving_role is not None:
+            # The endpoint goes first, then the role it ran under.
+            self.finalizer.node.add_dependency(self.serving_role)
 
     # -- StateMachineFragment -------------------------------------------------------------------
     @property
     def start_state(self) -> sfn.State:
-        return self.prepare_states.start_state  # type: ignore[return-value]
+        return self._prepare_start
 
     @property
     def end_states(self) -> list[sfn.INextable]:
@@ -360,30 +726,75 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "describe_existing_endpoint_task",
             "create_endpoint_task",
             "update_endpoint_task",
+            "delete_failed_endpoint_task",
             "describe_endpoint_task",
+            "list_versions_task",
+            "delete_config_task",
+            "delete_model_task",
         )
         return [getattr(self, n) for n in names if hasattr(self, n)]
 
+    # -- the endpoint -----------------------------------------------------------------------------
+    def _endpoint_arn(self) -> str:
+        # SageMaker ARNs are lower case whatever the name's case.
+        name = (
+            self.endpoint_name if is_unresolved(self.endpoint_name) else self.endpoint_name.lower()
+        )
+        return self._stack.format_arn(service="sagemaker", resource="endpoint", resource_name=name)
+
+    def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow ``sagemaker:InvokeEndpoint`` on the pipeline's endpoint."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointAsync"],
+            resource_arns=[self._endpoint_arn()],
+        )
+
+    def metric(self, metric_name: str, **props: Any) -> cloudwatch.Metric:
+        """An ``AWS/SageMaker`` metric of the endpoint's ``AllTraffic`` variant."""
+        return cloudwatch.Metric(
+            namespace="AWS/SageMaker",
+            metric_name=metric_name,
+            dimensions_map={"EndpointName": self.endpoint_name, "VariantName": "AllTraffic"},
+            **props,
+        )
+
+    def metric_invocations(self, **props: Any) -> cloudwatch.Metric:
+        return self.metric("Invocations", **{"statistic": "Sum", **props})
+
+    def metric_model_latency(self, **props: Any) -> cloudwatch.Metric:
+        return self.metric("ModelLatency", **{"statistic": "Average", **props})
+
+    def metric_invocation_5xx_errors(self, **props: Any) -> cloudwatch.Metric:
+        return self.metric("Invocation5XXErrors", **{"statistic": "Sum", **props})
+
     # -- IAM ----------------------------------------------------------------------------------
-    def grant_run(self, grantee: iam.IGrantable) -> None:
+    def grant_run(self, grantee: iam.IGrantable) -> iam.Grant:
         """Give a state machine role what these states call, and nothing else."""
         principal = grantee.grant_principal
-        stack = stack_of(self)
-        prefix = self.estimator.base_job_name.lower()
+        stack = self._stack
+        prefix = self.prefix.lower()
         statements: list[iam.PolicyStatement] = []
 
         def arn(resource: str, name: str) -> str:
             return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
 
-        jobs = arn("training-job", f"{prefix}*")
-        job_actions = [
-            "sagemaker:CreateTrainingJob",
-            "sagemaker:DescribeTrainingJob",
-            "sagemaker:StopTrainingJob",
-        ]
-        if self.estimator.tags:
-            job_actions.append("sagemaker:AddTags")
-        statements.append(iam.PolicyStatement(actions=job_actions, resources=[jobs]))
+        jobs = arn("training-job", f"{prefix}-*")
+        grant = iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=[
+                "sagemaker:CreateTrainingJob",
+                "sagemaker:DescribeTrainingJob",
+                "sagemaker:StopTrainingJob",
+                "sagemaker:AddTags",
+                "sagemaker:ListTags",
+            ],
+            resource_arns=[jobs],
+        )
+        # https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html
+        # (createTrainingJob.sync): Step Functions tags the job it starts
+        # (MANAGED_BY_AWS, AWS_STEP_FUNCTIONS_EXECUTION_ARN) and lists its tags, so AddTags and
+        # ListTags are needed even without user tags (aws-cdk #32294, PR #32536).
         statements.append(
             iam.PolicyStatement(
                 actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
@@ -399,31 +810,50 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         _iam.pass_role(principal, self.estimator.role)
         if self.deploy:
             statements += self._deploy_statements(arn, prefix)
+            if self.serving_role is not None:
+                _iam.pass_role(principal, self.serving_role)
         _iam.add(principal, *statements)
+        return grant
 
     def _deploy_statements(
         self, arn: Callable[[str, str], str], prefix: str
     ) -> list[iam.PolicyStatement]:
-        statements: list[iam.PolicyStatement] = []
-        endpoint = arn("endpoint", self.endpoint_name.lower())
-        configs = arn("endpoint-config", f"{prefix}*")
-        statements.append(
+        endpoint = self._endpoint_arn()
+        configs = arn("endpoint-config", f"{prefix}-*")
+        models = arn("model", f"{prefix}-*")
+        # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html
+        # Creating with Tags needs sagemaker:AddTags on the created resource.
+        statements = [
             iam.PolicyStatement(
-                actions=["sagemaker:CreateModel"], resources=[arn("model", f"{prefix}*")]
-            )
-        )
-        statements.append(
-            iam.PolicyStatement(actions=["sagemaker:CreateEndpointConfig"], resources=[configs])
-        )
-        statements.append(
+                actions=["sagemaker:CreateModel", "sagemaker:DeleteModel", "sagemaker:AddTags"],
+                resources=[models],
+            ),
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateEndpointConfig",
+                    "sagemaker:DeleteEndpointConfig",
+                    "sagemaker:AddTags",
+                ],
+                resources=[configs],
+            ),
             iam.PolicyStatement(
                 actions=["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"],
                 resources=[endpoint, configs],
+            ),
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:DescribeEndpoint",
+                    "sagemaker:DeleteEndpoint",
+                    "sagemaker:AddTags",
+                ],
+                resources=[endpoint],
+            ),
+        ]
+        if self.keep_versions is not None:
+            # List actions have no resource type (Service Authorization Reference).
+            statements.append(
+                iam.PolicyStatement(actions=["sagemaker:ListEndpointConfigs"], resources=["*"])
             )
-        )
-        statements.append(
-            iam.PolicyStatement(actions=["sagemaker:DescribeEndpoint"], resources=[endpoint])
-        )
         if self.endpoint_kms_key is not None:
             statements.append(
                 iam.PolicyStatement(
@@ -433,6 +863,10 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 )
             )
         return statements
+
+
+def _any_status(path: str, statuses: tuple[str, ...]) -> sfn.Condition:
+    return sfn.Condition.or_(*[sfn.Condition.string_equals(path, s) for s in statuses])
 
 
 def _dynamic_uri(channel: dict[str, Any], path: str) -> dict[str, Any]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from typing import Any
+
+from aws_cdk import ArnFormat, Duration, RemovalPolicy
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
@@ -40,6 +43,11 @@ class TrainingPipeline(Construct):
         model_environment_variables: dict[str, str] | None = None,
         poll_interval: Duration | None = None,
         isolate_model: bool = False,
+        keep_versions: int | None = 2,
+        endpoint_removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        retry_interval: Duration | None = None,
+        retry_backoff_rate: float = 2.0,
+        resource_limit_wait: Duration | None = None,
         state_machine_name: str | None = None,
         timeout: Duration | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
@@ -59,6 +67,13 @@ class TrainingPipeline(Construct):
         :param model_environment_variables: left out, none.
         :param poll_interval: left out, 30 seconds.
         :param isolate_model: left out, False (see :class:`TrainingPipelineFragment`).
+        :param keep_versions: endpoint configs and models kept after a deployment; left out, 2
+            (None keeps all).
+        :param endpoint_removal_policy: left out, ``RETAIN`` (``DESTROY`` deletes the endpoint
+            on ``cdk destroy``).
+        :param retry_interval: left out, 2 seconds.
+        :param retry_backoff_rate: left out, 2.
+        :param resource_limit_wait: left out, 1 minute.
         :param state_machine_name: left out, CloudFormation generates one.
         :param timeout: the execution's limit; left out, the job's ``max_wait`` (or
             ``max_run``) plus 2 hours for deployment.
@@ -82,6 +97,11 @@ class TrainingPipeline(Construct):
             model_environment_variables=model_environment_variables,
             poll_interval=poll_interval,
             isolate_model=isolate_model,
+            keep_versions=keep_versions,
+            endpoint_removal_policy=endpoint_removal_policy,
+            retry_interval=retry_interval,
+            retry_backoff_rate=retry_backoff_rate,
+            resource_limit_wait=resource_limit_wait,
         )
         stack = stack_of(self)
         self.logs_key = logs_kms_key or kms.Key(
@@ -128,6 +148,11 @@ class TrainingPipeline(Construct):
             ),
         )
         self.state_machine.node.add_dependency(self.grant_principal.policy)  # type: ignore[attr-defined]
+        cfn = self.state_machine.node.default_child
+        assert isinstance(cfn, sfn.CfnStateMachine)
+        # The resources each execution creates carry the state machine's tags: the stack's,
+        # and those of Tags.of(pipeline) (rendered at synth, after Tags.of has run).
+        self.fragment.tag_source = cfn.tags
         self.state_machine_arn = self.state_machine.state_machine_arn
         self.endpoint_name = self.fragment.endpoint_name
 
@@ -149,6 +174,55 @@ class TrainingPipeline(Construct):
                 resources=["*"],
             ),
         )
+
+    @property
+    def serving_role(self) -> iam.IRole | None:
+        """The role the deployed model runs under (None with ``deploy=False``)."""
+        return self.fragment.serving_role
+
+    def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow invoking the endpoint the pipeline deploys."""
+        return self.fragment.grant_invoke(grantee)
+
+    def metric(self, metric_name: str, **props: Any) -> cloudwatch.Metric:
+        """An ``AWS/SageMaker`` metric of the deployed endpoint (variant ``AllTraffic``)."""
+        return self.fragment.metric(metric_name, **props)
+
+    def metric_invocations(self, **props: Any) -> cloudwatch.Metric:
+        return self.fragment.metric_invocations(**props)
+
+    def metric_model_latency(self, **props: Any) -> cloudwatch.Metric:
+        return self.fragment.metric_model_latency(**props)
+
+    def metric_invocation_5xx_errors(self, **props: Any) -> cloudwatch.Metric:
+        return self.fragment.metric_invocation_5xx_errors(**props)
+
+    def grant_wait(self, grantee: iam.IGrantable) -> iam.Grant:
+        """What ``client.fit(..., wait=True)`` calls: start and describe executions, read the
+        history (to find the job name), and read the training job's CloudWatch logs."""
+        grant = self.state_machine.grant_start_execution(grantee)
+        self.state_machine.grant_read(grantee)
+        stack = stack_of(self)
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["logs:FilterLogEvents", "logs:DescribeLogStreams"],
+            resource_arns=[
+                stack.format_arn(
+                    service="logs",
+                    resource="log-group",
+                    resource_name="/aws/sagemaker/TrainingJobs",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                ),
+                stack.format_arn(
+                    service="logs",
+                    resource="log-group",
+                    resource_name="/aws/sagemaker/TrainingJobs:log-stream:"
+                    f"{self.fragment.prefix.lower()}-*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                ),
+            ],
+        )
+        return grant
 
     @property
     def tasks(self) -> list[sfn.CustomState]:

@@ -70,9 +70,6 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service impor
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resource import (
     ResourceCondition,
 )
-from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (
-    StateTaskServiceCallback,
-)
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
 
@@ -90,6 +87,10 @@ class ThrottlingError(SagemakerClientError):
     code = "ThrottlingException"
 
 
+class AccessDeniedError(SagemakerClientError):
+    code = "AccessDeniedException"
+
+
 @dataclass
 class Scenario:
     """How the stand-in SageMaker behaves; tests change it between or during executions."""
@@ -101,12 +102,17 @@ class Scenario:
     delete_polls: int = 1
     update_outcome: str = "InService"
     """``InService``, ``Failed`` or ``RolledBack`` for the next create/update."""
-    failure_reason: str = "The primary container for production variant AllTraffic did not pass the ping health check."
+    failure_reason: str = (
+        "The primary container for production variant AllTraffic did not pass the ping "
+        "health check."
+    )
     throttle: dict[str, int] = field(default_factory=dict)
     """API name -> how many of its next calls are throttled."""
     fail_after_create: set[str] = field(default_factory=set)
     """Create* API names whose next call creates the resource, then answers a 500 (as if the
     reply were lost), so the retry meets the existing resource."""
+    deny: set[str] = field(default_factory=set)
+    """API names whose next call is denied (AccessDeniedException)."""
     calls: list[str] = field(default_factory=list)
     """Every SageMaker API called, in order."""
 
@@ -132,6 +138,9 @@ class _FakeSageMaker:
     def call(self, api: str) -> None:
         with self.lock:
             self.scenario.calls.append(api)
+            if api in self.scenario.deny:
+                self.scenario.deny.discard(api)
+                raise AccessDeniedError(f"User is not authorized to perform: sagemaker:{api}")
             left = self.scenario.throttle.get(api, 0)
             if left:
                 self.scenario.throttle[api] = left - 1
@@ -323,7 +332,7 @@ def _patch_backend(fake: _FakeSageMaker, stack: contextlib.ExitStack) -> None:
 
 def _settle(endpoint: Any, pending: _Pending, fake: _FakeSageMaker) -> None:
     """The end of a create/update: InService with the new config, Failed, or rolled back."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     endpoint.last_modified_time = now
     if pending.outcome == "InService":
         endpoint.endpoint_status = "InService"
@@ -369,7 +378,7 @@ def _jsonable(value: Any) -> Any:
     )
 
 
-class _SageMakerIntegration(StateTaskServiceCallback):
+class _SageMakerIntegration(callback.StateTaskServiceCallback):  # type: ignore[misc]
     """``arn:aws:states:::sagemaker:<api>[.sync]``: forwards the call; ``.sync`` polls the job."""
 
     def __init__(self) -> None:
