@@ -38,6 +38,7 @@ class ServingConfig:
     max_batch_rows: int
     optimize_model: bool
     keepalive: float = 20.0
+    header_timeout: float = 10.0
     max_connections: int = 1024
     max_concurrent_transforms: int = 0  # 0: one per worker
     batch_strategy: str = "MULTI_RECORD"
@@ -121,6 +122,9 @@ class ServingConfig:
                 number("CHAINER_SAGEMAKER_MAX_BATCH_ROWS", 256, integer=True, minimum=1)
             ),
             keepalive=number("CHAINER_SAGEMAKER_KEEPALIVE", 20, integer=False, minimum=0.1),
+            header_timeout=number(
+                "CHAINER_SAGEMAKER_HEADER_TIMEOUT", 10, integer=False, minimum=0.1
+            ),
             max_connections=int(
                 number("CHAINER_SAGEMAKER_MAX_CONNECTIONS", 1024, integer=True, minimum=1)
             ),

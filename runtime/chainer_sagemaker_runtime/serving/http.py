@@ -190,6 +190,7 @@ class Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._head_size = 0  # bytes of the complete fields of the current head
         self._head_fed = 0  # bytes fed while inside one head (catches a field never ending)
+        self._trailer_size = 0
         self._feeding = False
         self._eof = False
         self._header_count = 0
@@ -505,6 +506,7 @@ class Connection(asyncio.Protocol):
         self._headers = {}
         self._head_size = 0
         self._head_fed = 0
+        self._trailer_size = 0
         self._header_count = 0
         self._body = []
         self._body_size = 0
@@ -520,6 +522,9 @@ class Connection(asyncio.Protocol):
         self._header_count += 1
         limits = self._limits
         if self._state == _BODY:  # a trailer field: read, bounded, not used
+            self._trailer_size += len(name) + len(value) + 4
+            if self._trailer_size > limits.max_trailer:
+                raise _Reject(431, f"the trailer section is larger than {limits.max_trailer} bytes")
             if self._header_count > limits.max_headers:
                 raise _Reject(431, f"more than {limits.max_headers} header and trailer fields")
             return
@@ -568,8 +573,12 @@ class Connection(asyncio.Protocol):
             raise _Reject(400, f"the request target {url[:100]!r} is not a path")
         limits = self._limits
         encoding = headers.get("transfer-encoding")
-        if encoding is not None and encoding.strip().lower() != "chunked":
-            raise _Reject(501, f"Transfer-Encoding {encoding!r} is not supported; send chunked")
+        if encoding is not None:
+            codings = [c.strip().lower() for c in encoding.split(",")]
+            if codings[-1] != "chunked":  # RFC 9112 section 6.3: the length is unknowable
+                raise _Reject(400, f"Transfer-Encoding {encoding!r} does not end in chunked")
+            if len(codings) > 1:
+                raise _Reject(501, f"Transfer-Encoding {encoding!r} is not supported; send chunked")
         length_header = headers.get("content-length")
         length = int(length_header) if length_header is not None else 0  # llhttp checked it
         expects = headers.get("expect")

@@ -102,7 +102,12 @@ class Worker:
         self.config = config
         self.handler = handler
         self._ready = ready_flag
-        self.limits = Limits(max_body=config.max_payload_bytes, keepalive=config.keepalive)
+        self.limits = Limits(
+            max_body=config.max_payload_bytes,
+            keepalive=config.keepalive,
+            header_timeout=config.header_timeout,
+            body_grace=config.header_timeout,
+        )
         self._jobs: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._connections: set[Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -278,8 +278,8 @@ def test_pipelined_requests_are_answered_in_order(healthy: Server) -> None:
 def test_expect_100_continue(healthy: Server) -> None:
     body = b"[[" + b",".join([b"0"] * 784) + b"]]"
     head = (
-        b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
-        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\n" + f"Content-Length: {len(body)}\r\n\r\n".encode()
     )
     with socket.create_connection(("127.0.0.1", healthy.port), timeout=10) as sock:
         sock.sendall(head)
@@ -295,7 +295,8 @@ def test_expect_100_continue(healthy: Server) -> None:
         b"NONSENSE\r\n\r\n",
         b"POST /invocations HTTP/1.1\r\nHost: t\r\nContent-Length: -5\r\n\r\n",
         b"POST /invocations HTTP/1.1\r\nHost: t\r\nbad header line\r\n\r\n",
-        b"POST /invocations HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        b"POST /invocations HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\nhello\r\n0\r\n\r\n",
     ],
 )
 def test_malformed_requests_are_400(healthy: Server, data: bytes) -> None:
