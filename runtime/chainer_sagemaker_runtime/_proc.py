@@ -165,11 +165,14 @@ class Stops:
         interruptible: bool = False,
         time_limit: float | None = None,
         limit_name: str | None = None,
+        announce: bool = False,
     ) -> Iterator[None]:
         """Run a phase: its name goes into the stop message; ``interruptible`` lets the handler
         raise in it; ``time_limit`` (named by ``limit_name``) stops its children when exceeded.
         A phase does not start once a stop was requested (raises :class:`Stopped`)."""
         self.check()
+        if announce:
+            _raw_log(f"{name}")
         previous = (self.current, self._interruptible, self.limit_at, self.limit_name)
         self.current = name
         self.limit_at = None if time_limit is None else time.monotonic() + time_limit

@@ -75,7 +75,7 @@ def _train(env: TrainingEnv, settings: MpiSettings) -> None:
     paths.make_dirs()
     fetch = f"code fetch and extraction of {env.module_dir or paths.code_dir}"
     # Pure Python work (download, extraction): the handler may interrupt it at once.
-    with stops.phase(fetch, interruptible=True):
+    with stops.phase(fetch, interruptible=True, announce=True):
         code_dir = fetch_code(env.module_dir, paths.code_dir, region=env.region)
     pip_limit = cluster.wait_seconds(PIP_TIMEOUT_ENV, DEFAULT_PIP_TIMEOUT_SECONDS, allow_zero=False)
     name = "pip install of requirements.txt"
@@ -102,8 +102,7 @@ def _train(env: TrainingEnv, settings: MpiSettings) -> None:
                 with stops.phase("starting sshd"):
                     sshd = cluster.start_sshd()
                 others = [h for h in env.hosts if h != env.current_host]
-                with stops.phase(f"the SSH wait for {', '.join(others)}"):
-                    _log(f"master: waiting until {others} are reachable over SSH")
+                with stops.phase(f"the SSH wait for {', '.join(others)}", announce=True):
                     cluster.wait_for_hosts(others, timeout=wait_timeout, check=cluster.can_ssh)
                 environ[HOST_ENV_FLAG] = "1"
             command = mpirun_argv(
@@ -137,9 +136,9 @@ def _worker(env: TrainingEnv, wait_timeout: float) -> None:
     try:
         with stops.phase("starting sshd"):
             sshd = cluster.start_sshd()
-        with stops.phase(f"the SSH wait for the master {master}"):
+        with stops.phase(f"the SSH wait for the master {master}", announce=True):
             cluster.wait_for_hosts([master], timeout=wait_timeout)
-        with stops.phase(f"the wait for MPI processes from {master}"):
+        with stops.phase(f"the wait for MPI processes from {master}", announce=True):
             result = cluster.wait_for_mpi_daemon(master, start_timeout=wait_timeout)
     finally:
         cluster.stop_sshd(sshd)
