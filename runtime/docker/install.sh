@@ -53,12 +53,18 @@ if step system && [ "$SYSTEM_PACKAGES" = 1 ]; then
 fi
 
 # 2. Python packages. Chainer's source build still imports pkg_resources, so its build runs
-#    with an old setuptools; the constraint applies to pip's isolated build environments too.
+#    with an old setuptools. pip before 26.2 applies PIP_CONSTRAINT to its isolated build
+#    environments; pip 25.3 and later read build constraints from PIP_BUILD_CONSTRAINT, and from
+#    26.2 on only from there. Both are set: each pip reads the one it knows (an unknown PIP_*
+#    variable is ignored), so the image's pip 24.0 and today's pip build Chainer alike.
 if step python; then
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo 'setuptools<70' >"$constraints"
-pip_install() { PIP_CONSTRAINT="$constraints" "$PYTHON" -m pip install -q --disable-pip-version-check "$@"; }
+pip_install() {
+  PIP_CONSTRAINT="$constraints" PIP_BUILD_CONSTRAINT="$constraints" \
+    "$PYTHON" -m pip install -q --disable-pip-version-check "$@"
+}
 
 pkgs=("$NUMPY_SPEC" "chainer==$CHAINER_VERSION" "$MPI4PY_SPEC")
 [ "$VARIANT" = gpu ] && pkgs+=("$CUPY_PACKAGE")
