@@ -41,7 +41,7 @@ from chainer_sagemaker_runtime.training.mpi import HOST_ENV_FLAG, PER_HOST_NAMES
 __all__ = ["RankStopper", "RankWatch", "host_environ", "main", "wrapper_argv"]
 
 _RANK_ENV = b"OMPI_COMM_WORLD_RANK="
-_TAG = re.compile(rb"^\[(\d+),(\d+)\]<(stdout|stderr)>:")
+_TAG = re.compile(rb"\[(\d+),(\d+)\]<(stdout|stderr)>:")
 _END = re.compile(r"^\[train\] rank (\d+) on (\S+) (exited with code (-?\d+)|was killed by (\w+))")
 _RANK_TAIL_BYTES = 4096
 _MAX_TRACKED_RANKS = 1024
@@ -160,34 +160,56 @@ class RankEnd:
 
 
 class RankWatch:
-    """Observes mpirun's tagged output: per-rank stderr tails and the wrapper's end lines."""
+    """Observes mpirun's tagged output: per-rank stderr tails and the wrapper's end lines.
+
+    With ``--tag-output`` Open MPI puts ``[job,rank]<stderr>:`` before every line *and* before
+    every chunk it forwards, so one line of a rank can arrive as several tagged pieces; a tag
+    holds until the end of its line, and text after a newline without a tag is mpirun's own.
+    """
 
     def __init__(self) -> None:
         self.tails: dict[int, collections.deque[str]] = {}
         self.ends: dict[int, RankEnd] = {}
         self.order: list[int] = []
-        self._partial = b""
+        self._buf = b""
+        self._partials: dict[tuple[int, bytes], bytes] = {}
 
     def feed(self, data: bytes) -> None:
-        data = self._partial + data
-        *lines, rest = data.split(b"\n")
-        self._partial = rest[-_MAX_LINE:]
-        for line in lines:
-            self._line(line[-_MAX_LINE:] if len(line) > _MAX_LINE else line)
+        buf = self._buf + data
+        cut = len(buf)
+        start = buf.rfind(b"[", max(0, len(buf) - 40))
+        if start >= 0 and not _TAG.match(buf, start) and b"\n" not in buf[start:]:
+            cut = start  # perhaps the first bytes of a tag
+        self._buf = buf[cut:]
+        data = buf[:cut]
+        matches = list(_TAG.finditer(data))
+        for i, match in enumerate(matches):
+            stop = matches[i + 1].start() if i + 1 < len(matches) else len(data)
+            segment = data[match.end() : stop]
+            newline = segment.find(b"\n")
+            if newline >= 0:
+                segment = segment[: newline + 1]
+            self._text(int(match.group(2)), match.group(3), segment)
 
-    def _line(self, raw: bytes) -> None:
-        match = _TAG.match(raw)
-        if match is None:
+    def _text(self, rank: int, stream: bytes, text: bytes) -> None:
+        key = (rank, stream)
+        if key not in self._partials and len(self._partials) >= 2 * _MAX_TRACKED_RANKS:
             return
-        rank = int(match.group(2))
-        text = raw[match.end() :].decode("utf-8", "replace").rstrip("\r")
+        partial = self._partials.get(key, b"") + text
+        *lines, rest = partial.split(b"\n")
+        self._partials[key] = rest[-_MAX_LINE:]
+        for line in lines:
+            self._line(rank, stream, line[-_MAX_LINE:])
+
+    def _line(self, rank: int, stream: bytes, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r")
         end = _END.match(text)
         if end is not None and int(end.group(1)) == rank:
             code = int(end.group(4)) if end.group(4) is not None else None
             self.ends[rank] = RankEnd(rank, end.group(2), code, end.group(5), time.monotonic())
             self.order.append(rank)
             return
-        if match.group(3) != b"stderr":
+        if stream != b"stderr":
             return
         tail = self.tails.get(rank)
         if tail is None:
