@@ -336,6 +336,7 @@ class Connection(asyncio.Protocol):
             if head.expect_continue and not head.continue_sent and head is self._current:
                 head.continue_sent = True
                 transport.write(_CONTINUE)
+                self._body_started = time.monotonic()  # the body clock starts now
         if "queue" in self._paused and len(queue) < self._limits.max_queued:
             self._resume("queue")
             if self._backlog and not self._dead and not self._lingering:
@@ -399,7 +400,11 @@ class Connection(asyncio.Protocol):
             return
         if self._state == _HEAD and now - self._head_started > limits.header_timeout:
             self._fail(408, f"the request head did not arrive within {limits.header_timeout:g} s")
-        elif self._state == _BODY and now - self._body_started > limits.body_grace:
+        elif (
+            self._state == _BODY
+            and now - self._body_started > limits.body_grace
+            and not self._awaiting_continue()
+        ):
             received = self._body_size - self._body_checked
             if received < limits.body_min_rate * (now - self._body_started):
                 self._fail(
@@ -473,6 +478,11 @@ class Connection(asyncio.Protocol):
                 if self._framing > allowed:
                     self._fail(431, "the chunk framing or trailer section is too large")
                     return
+
+    def _awaiting_continue(self) -> bool:
+        """The client waits for our 100 Continue (sent when its turn comes) before the body."""
+        current = self._current
+        return current is not None and current.expect_continue and not current.continue_sent
 
     def _stop_reading(self) -> None:
         """Read no further requests: close after the answers already queued."""

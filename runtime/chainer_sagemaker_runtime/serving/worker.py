@@ -19,6 +19,7 @@ that runs too long. Every request taken for inference is answered, whatever is r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import logging
@@ -136,8 +137,13 @@ class Worker:
         self._loop = loop
         self._listener = sock
         signal.signal(signal.SIGALRM, self._on_alarm)
+
+        def on_stop(signum: int, frame: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(self._begin_drain)
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda s, f: loop.call_soon_threadsafe(self._begin_drain))
+            signal.signal(signum, on_stop)
         io = threading.Thread(target=self._io_main, name="serve-io", daemon=True)
         io.start()
         try:
