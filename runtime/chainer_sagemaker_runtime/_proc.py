@@ -9,8 +9,8 @@ Three things live here because every phase of ``train`` needs them:
   work such as downloading or extracting) does it raise :class:`Stopped` at once.
 * :class:`Child`: a command in its own process group whose stderr (and optionally stdout) is
   pumped in chunks with ``os.read``, byte for byte (``\\r`` progress bars pass at once), into a
-  bounded tail buffer and on to our own stream. A broken or stalled sink never blocks the child:
-  the pump keeps draining and drops what it cannot write. Its wait escalates SIGTERM to SIGKILL
+  bounded tail buffer and on to our own stream. A broken sink (EPIPE) never blocks the child: the
+  pump keeps draining and drops the bytes (a slow one slows it, as a direct write would). Its wait escalates SIGTERM to SIGKILL
   after the grace, and when the group leader exits the rest of its group is ended.
 * :func:`reap_orphans`: as PID 1, ``train`` is the parent of every orphan (Open MPI's daemon
   that sshd leaves behind, a script's daemonised helpers) and reaps them, never its own children.
@@ -47,7 +47,7 @@ __all__ = [
 
 TAIL_BYTES = 64 * 1024
 CHUNK = 64 * 1024
-# What the pump holds for a slow sink before it drops output (the child never waits on us).
+# What the pump holds for a slow sink before the child has to wait for it.
 QUEUE_LIMIT = 4 * 1024 * 1024
 # How long a setup-phase child (pip) gets between SIGTERM and SIGKILL, at most.
 SETUP_GRACE_SECONDS = 10.0
@@ -255,9 +255,10 @@ def signal_group(pid: int, signum: int) -> None:
 class Pump:
     """Copy one pipe to one fd in chunks, keeping the last ``tail_bytes`` bytes.
 
-    A reader thread never blocks on the sink: it queues chunks for a writer thread and drops
-    them once ``QUEUE_LIMIT`` bytes wait (a stalled sink), or all of them once the sink is
-    broken (EPIPE, EBADF, EIO). ``on_data`` sees every chunk (for line observers).
+    A reader thread queues chunks for a writer thread. A slow sink slows the child down once
+    ``QUEUE_LIMIT`` bytes wait (back-pressure, as if it wrote to the sink itself); a broken
+    sink (EPIPE, EBADF, EIO) never does: from then on the reader keeps draining the child's
+    pipe and drops the bytes. ``on_data`` sees every chunk (tails, line observers).
     """
 
     def __init__(
@@ -305,7 +306,13 @@ class Pump:
                 with self._cond:
                     if self._sink < 0:
                         continue
-                    if self.broken or self._queued + len(data) > QUEUE_LIMIT:
+                    # A slow sink slows the child (as writing to it directly would); a broken
+                    # one never does: its bytes are dropped.
+                    while (
+                        not self.broken and self._queued and self._queued + len(data) > QUEUE_LIMIT
+                    ):
+                        self._cond.wait(1.0)
+                    if self.broken:
                         self.dropped += len(data)
                         continue
                     self._queue.append(data)
@@ -326,6 +333,7 @@ class Pump:
                 data = self._queue.popleft()
                 if data is not None:
                     self._queued -= len(data)
+                    self._cond.notify_all()
             if data is None:
                 return
             view = memoryview(data)
@@ -342,6 +350,7 @@ class Pump:
                             item for item in self._queue if item is None
                         )
                         self._queued = 0
+                        self._cond.notify_all()
 
     def tail(self) -> bytes:
         return bytes(self._tail[-self._tail_bytes :])
