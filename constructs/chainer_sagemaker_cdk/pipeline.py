@@ -729,9 +729,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "delete_failed_endpoint_task",
             "describe_endpoint_task",
             "list_versions_task",
-            "delete_config_task",
-            "delete_model_task",
-        )
+        )  # the clean-up's delete tasks run inside a Map: a catch cannot leave it
         return [getattr(self, n) for n in names if hasattr(self, n)]
 
     # -- the endpoint -----------------------------------------------------------------------------
@@ -813,6 +811,14 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             if self.serving_role is not None:
                 _iam.pass_role(principal, self.serving_role)
         _iam.add(principal, *statements)
+        if getattr(self, "_acknowledge_list", False):
+            _iam.acknowledge(
+                getattr(principal, "container", None) or self,
+                ["AwsSolutions-IAM5[Resource::*]"],
+                "sagemaker:ListEndpointConfigs has no resource type (Service Authorization "
+                "Reference); the other '*' statements are log delivery and X-Ray, which have "
+                "no resource-level permissions either",
+            )
         return grant
 
     def _deploy_statements(
@@ -854,6 +860,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             statements.append(
                 iam.PolicyStatement(actions=["sagemaker:ListEndpointConfigs"], resources=["*"])
             )
+            self._acknowledge_list = True
         if self.endpoint_kms_key is not None:
             statements.append(
                 iam.PolicyStatement(

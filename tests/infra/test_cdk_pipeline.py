@@ -1,11 +1,12 @@
-"""The pipeline's states: train (.sync) -> model -> config -> create or update -> InService."""
+"""The pipeline's synthesized states and grants (their behaviour: test_sfn_execution.py)."""
 
 from __future__ import annotations
 
-import itertools
+import json
 from typing import Any
 
 import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_stepfunctions as sfn
 
 from chainer_sagemaker_cdk import (
@@ -15,93 +16,70 @@ from chainer_sagemaker_cdk import (
     TrainingPipelineFragment,
 )
 
+from . import render
 from .render import state_machine_definition
 
 
-def test_flow(example_definition: dict[str, Any]) -> None:
+def _policy_statements(template: dict[str, Any], path_part: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = []
+    for logical_id, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::IAM::ManagedPolicy" and path_part in logical_id:
+            statements += resource["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+def _actions(statement: dict[str, Any]) -> set[str]:
+    actions = statement["Action"]
+    return {actions} if isinstance(actions, str) else set(actions)
+
+
+def test_sync_training_may_tag_and_list_tags_without_user_tags(
+    example_template: dict[str, Any],
+) -> None:
+    """Step Functions tags the jobs it starts with .sync and lists their tags (aws-cdk #32294):
+    the example's estimator has no tags, the grants must be there anyway."""
+    statements = _policy_statements(example_template, "PipelinePolicy")
+    training = [s for s in statements if "sagemaker:CreateTrainingJob" in _actions(s)]
+    assert training
+    assert {"sagemaker:AddTags", "sagemaker:ListTags"} <= set().union(
+        *(_actions(s) for s in training)
+    )
+
+
+def test_retriers_use_each_integrations_error_names(example_definition: dict[str, Any]) -> None:
     states = example_definition["States"]
-    assert example_definition["StartAt"] == "Defaults"
-    order = [
-        "Defaults",
-        "ApplyInput",
-        "ResolveConfig",
-        "Train",
-        "CreateModel",
-        "CreateEndpointConfig",
-        "FindEndpoint",
-        "UpdateEndpoint",
-        "WaitForEndpoint",
-        "DescribeEndpoint",
-        "EndpointStatus",
-    ]
-    for here, after in itertools.pairwise(order):
-        if here != "EndpointStatus":
-            assert states[here]["Next"] == after, here
-    assert states["FindEndpoint"]["Catch"] == [
-        {"ErrorEquals": ["States.TaskFailed"], "ResultPath": "$.notFound", "Next": "CreateEndpoint"}
-    ]
-    assert states["CreateEndpoint"]["Next"] == "WaitForEndpoint"
-    assert states["EndpointInService"]["End"] is True
-    assert states["EndpointFailed"] == {
-        "Type": "Fail",
-        "Error": "EndpointDeploymentFailed",
-        "CausePath": "$.status.FailureReason",
+    train = [e for r in states["Train"]["Retry"] for e in r["ErrorEquals"]]
+    assert "SageMaker.AmazonSageMakerException" in train  # optimized integration
+    assert "SageMaker.ResourceLimitExceededException" in train
+    for name, state in states.items():
+        if state.get("Type") == "Task" and ":aws-sdk:" in state["Resource"]:
+            errors = [e for r in state["Retry"] for e in r["ErrorEquals"]]
+            assert "SageMaker.ThrottlingException" in errors, name
+            assert "SageMaker.AmazonSageMakerException" not in errors, name
+
+
+def test_only_a_missing_endpoint_means_create(example_definition: dict[str, Any]) -> None:
+    states = example_definition["States"]
+    (catch,) = states["FindEndpoint"]["Catch"]
+    choice = states[catch["Next"]]
+    (missing,) = choice["Choices"]
+    assert missing["Next"] == "CreateEndpoint"
+    assert missing["And"][1] == {
+        "Variable": "$.deployError.Cause",
+        "StringMatches": "*Could not find endpoint*",
     }
+    assert choice["Default"] == "DeploymentFailed"
 
 
-def test_wait_loop_choices(example_definition: dict[str, Any]) -> None:
-    choice = example_definition["States"]["EndpointStatus"]
-    waiting, in_service, failed = choice["Choices"]
-    assert {c["StringEquals"] for c in waiting["Or"]} == {"Creating", "Updating", "SystemUpdating"}
+def test_rolling_back_is_waited_on(example_definition: dict[str, Any]) -> None:
+    waiting = example_definition["States"]["EndpointStatus"]["Choices"][0]
+    assert {c["StringEquals"] for c in waiting["Or"]} == {
+        "Creating",
+        "Updating",
+        "SystemUpdating",
+        "RollingBack",
+    }
     assert waiting["Next"] == "WaitForEndpoint"
-    assert in_service["And"][1] == {
-        "Variable": "$.status.EndpointConfigName",
-        "StringEqualsPath": "$.config.TrainingJobName",
-    }
-    assert in_service["Next"] == "EndpointInService"
-    assert failed == {
-        "Variable": "$.status.FailureReason",
-        "IsPresent": True,
-        "Next": "EndpointFailed",
-    }
-    assert choice["Default"] == "EndpointNotUpdated"
-
-
-def test_names_are_unique_per_execution(example_definition: dict[str, Any]) -> None:
-    states = example_definition["States"]
-    defaults = states["Defaults"]["Parameters"]["defaults"]
-    assert "States.UUID()" in defaults["TrainingJobName.$"]
-    assert states["Train"]["Parameters"]["TrainingJobName.$"] == "$.config.TrainingJobName"
-    assert states["CreateModel"]["Parameters"]["ModelName.$"] == "$.config.TrainingJobName"
-    config = states["CreateEndpointConfig"]["Parameters"]
-    assert config["EndpointConfigName.$"] == "$.config.TrainingJobName"
-    assert config["ProductionVariants"][0]["ModelName.$"] == "$.config.TrainingJobName"
-    assert states["CreateModel"]["Parameters"]["PrimaryContainer"]["ModelDataUrl.$"] == (
-        "$.training.ModelArtifacts"
-    )
-    assert states["Train"]["ResultSelector"] == {
-        "TrainingJobName.$": "$.TrainingJobName",
-        "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts",
-    }
-
-
-def test_execution_input_overrides(example_definition: dict[str, Any]) -> None:
-    states = example_definition["States"]
-    assert states["ApplyInput"]["Parameters"]["merged.$"] == (
-        "States.JsonMerge($.defaults, $.input, false)"
-    )
-    config = states["ResolveConfig"]["Parameters"]["config"]
-    assert config["Hyperparameters.$"] == (
-        "States.JsonMerge($.defaults.Hyperparameters, $.merged.Hyperparameters, false)"
-    )
-    assert config["Channels.$"] == (
-        "States.JsonMerge($.defaults.Channels, $.merged.Channels, false)"
-    )
-    train = states["Train"]["Parameters"]
-    # reserved keys win over user overrides
-    assert train["HyperParameters.$"] == (
-        "States.JsonMerge($.config.Hyperparameters, $.config.ReservedHyperparameters, false)"
-    )
 
 
 def test_serving_model_matches_the_contract(example_definition: dict[str, Any]) -> None:
@@ -125,7 +103,7 @@ def test_every_task_takes_retry_and_catch(code_dir: Any) -> None:
     fragment = TrainingPipelineFragment(stack, "Train", estimator=estimator)
     failed = sfn.Fail(stack, "MyFailure")
     for task in fragment.tasks:
-        task.add_retry(errors=["ThrottlingException"], max_attempts=5)
+        task.add_retry(errors=["MyError"], max_attempts=5)
         task.add_catch(failed, errors=["States.ALL"])
     done = sfn.Succeed(stack, "Done")
     machine = sfn.StateMachine(
@@ -137,21 +115,63 @@ def test_every_task_takes_retry_and_catch(code_dir: Any) -> None:
     )
     fragment.grant_run(machine)
     definition = state_machine_definition(cdk.assertions.Template.from_stack(stack).to_json())
-    assert len(fragment.tasks) == 7
-    for name in (
-        "Train",
-        "CreateModel",
-        "CreateEndpointConfig",
-        "FindEndpoint",
-        "CreateEndpoint",
-        "UpdateEndpoint",
-        "DescribeEndpoint",
-    ):
+    names = [t.node.id for t in fragment.tasks]
+    assert len(names) == 9
+    for name in names:
         state = definition["States"][name]
-        assert state["Retry"][0]["ErrorEquals"] == ["ThrottlingException"], name
+        # the default retriers come first; the user's follow
+        assert state["Retry"][-1]["ErrorEquals"] == ["MyError"], name
+        assert len(state["Retry"]) >= 2, name
         assert state["Catch"][-1]["Next"] == "MyFailure", name
-    assert definition["States"]["EndpointInService"]["Next"] == "Done"
+    assert definition["States"]["Deployed"]["Next"] == "Done"
     assert definition["StartAt"] == "Start"
+
+
+def test_serving_role_is_retained_with_the_endpoint_by_default(
+    example_template: dict[str, Any],
+) -> None:
+    roles = {
+        k: r
+        for k, r in example_template["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role" and "ServingRole" in k
+    }
+    (role,) = roles.values()
+    assert role["DeletionPolicy"] == "Retain"
+    assert not [
+        r for r in example_template["Resources"].values() if r["Type"] == "Custom::AWS"
+    ]  # no finalizer unless asked for
+
+
+def test_destroy_policy_adds_an_endpoint_finalizer(code_dir: Any) -> None:
+    from aws_cdk import RemovalPolicy
+
+    from chainer_sagemaker_cdk import TrainingPipeline
+
+    stack = cdk.Stack(cdk.App(), "Destroy")
+    estimator = ChainerEstimator(
+        stack,
+        "Estimator",
+        code=SourceCode.from_directory(code_dir, "train.py"),
+        image=RuntimeImage.from_registry("registry.example/c:1"),
+        base_job_name="digits",
+    )
+    pipeline = TrainingPipeline(
+        stack,
+        "P",
+        estimator=estimator,
+        endpoint_name="Digits-Prod",
+        endpoint_removal_policy=RemovalPolicy.DESTROY,
+    )
+    role = iam.Role(stack, "Client", assumed_by=iam.AccountRootPrincipal())
+    pipeline.grant_invoke(role)
+    template = cdk.assertions.Template.from_stack(stack).to_json()
+    (finalizer,) = [r for r in template["Resources"].values() if r["Type"] == "Custom::AWS"]
+    delete = json.loads(str(render.fill(finalizer["Properties"]["Delete"])))
+    assert delete["action"] == "deleteEndpoint"
+    assert delete["parameters"] == {"EndpointName": "Digits-Prod"}
+    text = json.dumps(render.fill(template["Resources"]))
+    assert ":endpoint/digits-prod" in text  # SageMaker ARNs are lower case
+    assert ":endpoint/Digits-Prod" not in text
 
 
 def test_training_only_fragment_grants_only_training(code_dir: Any) -> None:
