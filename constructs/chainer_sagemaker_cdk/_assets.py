@@ -37,15 +37,15 @@ def object_arn(scope: Construct, bucket_name: str, key: str) -> str:
 
 
 def grant_object_read(scope: Construct, grantee: iam.IGrantable, bucket: str, key: str) -> None:
-    grantee.grant_principal.add_to_principal_policy(
-        iam.PolicyStatement(actions=["s3:GetObject"], resources=[object_arn(scope, bucket, key)])
+    _iam.add(
+        grantee.grant_principal, _iam.statement(["s3:GetObject"], [object_arn(scope, bucket, key)])
     )
 
 
 def grant_bucket_object_read(grantee: iam.IGrantable, bucket: s3.IBucket, key: str) -> None:
     """``s3:GetObject`` on one object (and decrypt with the bucket's key): nothing wider."""
-    grantee.grant_principal.add_to_principal_policy(
-        iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects(key)])
+    _iam.add(
+        grantee.grant_principal, _iam.statement(["s3:GetObject"], [bucket.arn_for_objects(key)])
     )
     if bucket.encryption_key is not None:
         _iam.key_decrypt(grantee.grant_principal, bucket.encryption_key)

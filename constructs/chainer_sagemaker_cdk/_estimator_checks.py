@@ -11,6 +11,7 @@ from aws_cdk import aws_s3 as s3
 
 from ._validation import is_unresolved, require
 from .hyperparameters import RESERVED_PREFIX, TUNING_OBJECTIVE
+from .instance import has_instance_storage
 from .training_input import validate_channel_name
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ __all__ = [
     "CODE_CHANNEL",
     "MAX_JOB_PREFIX",
     "PROP_FIELDS",
+    "check_extra_conflicts",
     "check_extra_fields",
     "check_isolated_code",
     "validate",
@@ -80,6 +82,15 @@ def validate(
         "max_run",
         f"{run} s",
         "use between 1 second and Duration.days(28)",
+    )
+    require(
+        est.volume_kms_key is None or not has_instance_storage(est.instance_type),
+        "volume_kms_key",
+        "given",
+        f"{est.instance_type} has local NVMe instance storage, which SageMaker encrypts with "
+        "a hardware module and where it rejects VolumeKmsKeyId: leave volume_kms_key out, or "
+        "use an EBS-only type (e.g. ml.p3, ml.m5, ml.c5); see "
+        "https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ResourceConfig.html",
     )
     if est.max_wait is not None:
         require(
@@ -185,12 +196,13 @@ def check_extra_fields(est: ChainerEstimator) -> None:
     model = botocore.session.get_session().get_service_model("sagemaker")
     shape = model.operation_model("CreateTrainingJob").input_shape
     known = set(shape.members) if shape is not None else set()
-    for name in est.extra_request_fields:
+    for name, value in est.extra_request_fields.items():
         require(
-            name not in PROP_FIELDS,
+            name not in PROP_FIELDS or isinstance(value, Mapping),
             "extra_request_fields",
             name,
-            f"{name} is set by the estimator's props: use those",
+            f"{name} is set by the estimator's props: use those, or give an object to merge "
+            f"into it (e.g. {{'ResourceConfig': {{'KeepAlivePeriodInSeconds': 600}}}})",
         )
         require(
             name in known,
@@ -198,6 +210,28 @@ def check_extra_fields(est: ChainerEstimator) -> None:
             name,
             "use a CreateTrainingJob parameter name, e.g. TensorBoardOutputConfig",
         )
+
+
+def check_extra_conflicts(
+    base: Mapping[str, Any], extra: Mapping[str, Any], path: str = ""
+) -> None:
+    """Extra fields may add to the request and remove (None) from it, not change what a prop
+    set: that is the prop's job."""
+    for key, value in extra.items():
+        here = f"{path}.{key}" if path else key
+        current = base.get(key)
+        if value is None or current is None:
+            continue
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            check_extra_conflicts(current, value, here)
+        else:
+            require(
+                value == current,
+                "extra_request_fields",
+                {here: value},
+                f"{here} is set by the estimator's props ({current!r}): change the prop, or "
+                "give None to remove the field",
+            )
 
 
 def check_isolated_code(est: ChainerEstimator) -> None:

@@ -1,7 +1,11 @@
 """Least privilege in one place: the statements the execution and pipeline roles receive.
 
-Every grant lands in one customer-managed policy per role (no inline policies, no AWS managed
-policies), through :class:`PolicyPrincipal`, which CDK's own ``grant*`` helpers accept.
+Every grant lands in customer-managed policies of the role (no inline policies, no AWS managed
+policies), through :class:`PolicyPrincipal`, which CDK's own ``grant*`` helpers accept; the
+statements are merged and split to fit IAM's size limits (:mod:`._policy_document`).
+
+Other modules build statements as IAM JSON with :func:`statement` and add them with
+:func:`add`; public ``grant_*`` methods return :func:`grant`'s ``iam.Grant``.
 """
 
 from __future__ import annotations
@@ -13,13 +17,23 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import jsii
-from aws_cdk import Acknowledgment, ArnFormat, Validations
+from aws_cdk import (
+    Acknowledgment,
+    Annotations,
+    ArnFormat,
+    AspectPriority,
+    Aspects,
+    IAspect,
+    RemovalPolicy,
+    Validations,
+)
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
-from constructs import Construct, IConstruct, IValidation
+from constructs import Construct, DependencyGroup, IConstruct, IValidation
 
-from ._validation import stack_of
+from ._policy_document import MANAGED_POLICIES_PER_ROLE, MANAGED_POLICY_LIMIT, merge, split
+from ._validation import is_unresolved, stack_of
 
 __all__ = [
     "LOG_DELIVERY_ACTIONS",
@@ -27,45 +41,144 @@ __all__ = [
     "acknowledge",
     "acknowledge_each",
     "add",
+    "bucket_arn",
     "bucket_prefix_read",
+    "bucket_prefix_read_statements",
     "bucket_prefix_write",
+    "bucket_prefix_write_statements",
+    "grant",
+    "is_immutable",
     "key_decrypt",
     "key_use",
+    "key_use_statements",
+    "list_prefix",
+    "name_prefix_arn",
     "pass_role",
+    "sagemaker_arn",
     "sagemaker_logs_and_metrics",
+    "statement",
 ]
 
 SAGEMAKER = "sagemaker.amazonaws.com"
 
 
+def is_immutable(role: iam.IRole) -> bool:
+    """True for roles CDK treats as immutable: ``Role.from_role_arn(..., mutable=False)``, roles
+    of another account, and ``role.without_policy_updates()``.
+
+    aws-cdk-lib's ``ImmutableRole`` is private; it is recognized by the construct IDs CDK gives
+    it (``ImmutableRole<id>`` from ``without_policy_updates``; an ``MutableRole<id>`` sibling
+    that holds the wrapped import from ``from_role_arn``).
+    """
+    node = role.node
+    if node.id.startswith("ImmutableRole"):
+        return True
+    scope = node.scope
+    return scope is not None and scope.node.try_find_child(f"MutableRole{node.id}") is not None
+
+
+@jsii.implements(IAspect)
+class _Materialize:
+    """Turns the collected statements into managed policies once the app is complete."""
+
+    def __init__(self, principal: PolicyPrincipal) -> None:
+        self._principal = principal
+
+    def visit(self, node: IConstruct) -> None:
+        if node is self._principal.container:
+            self._principal._materialize()
+
+
+class _Policies(DependencyGroup):
+    """The role's managed policies as one dependable; they exist once the app synthesizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.removal_policy: RemovalPolicy | None = None
+
+    def apply_removal_policy(self, policy: RemovalPolicy) -> None:
+        """Apply ``policy`` to every managed policy of the role (when they are created)."""
+        self.removal_policy = policy
+
+
 @jsii.implements(iam.IPrincipal)
 class PolicyPrincipal:
-    """A role's principal whose policy additions go into one customer-managed policy."""
+    """A role's principal whose policy additions go into customer-managed policies.
 
-    def __init__(self, role: iam.IRole, policy: iam.ManagedPolicy) -> None:
+    Statements are collected as plain data; when the app synthesizes, they are merged and packed
+    into as few managed policies as IAM's 6,144-character limit allows (``<id>/Resource``, then
+    ``<id>/Part2``, ...), attached to the role. An immutable role (``mutable=False``,
+    ``without_policy_updates()``) gets no policies: :attr:`statements` lists what it needs.
+    CDK's own ``grant*`` helpers accept this principal.
+    """
+
+    def __init__(self, scope: Construct, id: str, role: iam.IRole) -> None:
         self._role = role
-        self.policy = policy
-        self._pending: list[iam.PolicyStatement] | None = None
+        self.immutable = is_immutable(role)
+        self._raw: list[dict[str, Any]] = []
+        self._statements: list[iam.PolicyStatement] = []
+        self.policies: list[iam.CfnManagedPolicy] = []
+        self.container = Construct(scope, id)
+        self.policy = _Policies()
+        """Depend on this to wait for every policy of the role (``node.add_dependency``)."""
+        if not self.immutable:
+            Aspects.of(self.container).add(_Materialize(self), priority=AspectPriority.MUTATING)
+
+    @staticmethod
+    def for_role(scope: Construct, id: str, role: iam.IRole) -> PolicyPrincipal:
+        return PolicyPrincipal(scope, id, role)
 
     @contextlib.contextmanager
     def batched(self) -> Iterator[None]:
-        """Collect the statements added inside the block and add them in one call."""
-        outer = self._pending is not None
-        if not outer:
-            self._pending = []
-        try:
-            yield
-        finally:
-            if not outer:
-                pending, self._pending = self._pending or [], None
-                if pending:
-                    self.policy.add_statements(*pending)
+        """Kept for callers of the earlier API: statements are always collected until synth."""
+        yield
 
-    def add_statements(self, *statements: iam.PolicyStatement) -> None:
-        if self._pending is not None:
-            self._pending.extend(statements)
-        else:
-            self.policy.add_statements(*statements)
+    @property
+    def statements(self) -> list[dict[str, Any]]:
+        """The merged statements (IAM JSON, deploy-time values as CDK tokens)."""
+        return merge(self._all())
+
+    def _all(self) -> list[dict[str, Any]]:
+        return [*self._raw, *(s.to_statement_json() for s in self._statements)]
+
+    def add_statements(self, *statements: iam.PolicyStatement | Mapping[str, Any]) -> None:
+        for statement in statements:
+            if isinstance(statement, iam.PolicyStatement):
+                # Read at synth: CDK's grants may still add to a statement after handing it over.
+                self._statements.append(statement)
+            else:
+                self._raw.append(dict(statement))
+
+    def _materialize(self) -> None:
+        if self.policies:
+            return
+        statements = merge(self._all())
+        if not statements:
+            return
+        parts = split(statements, MANAGED_POLICY_LIMIT)
+        role_name = self._role.role_name
+        for i, part in enumerate(parts):
+            policy = iam.CfnManagedPolicy(
+                self.container,
+                "Resource" if i == 0 else f"Part{i + 1}",
+                policy_document={"Version": "2012-10-17", "Statement": part},
+                roles=[role_name],
+                description=f"Part {i + 1} of {len(parts)} of the policies of "
+                f"{self.container.node.path}"
+                if len(parts) > 1
+                else None,
+            )
+            policy.node.add_validation(_AcknowledgeScopedWildcards(policy))
+            if self.policy.removal_policy is not None:
+                policy.apply_removal_policy(self.policy.removal_policy)
+            self.policies.append(policy)
+            self.policy.add(policy)
+        if len(parts) > MANAGED_POLICIES_PER_ROLE - 1:
+            Annotations.of(self.container).add_warning_v2(
+                "chainer-sagemaker-cdk:policy-count",
+                f"{len(parts)} managed policies for one role: IAM's default quota is 10 per "
+                "role (20 at most, by quota increase)",
+            )
 
     @property
     def role(self) -> iam.IRole:
@@ -90,17 +203,13 @@ class PolicyPrincipal:
     def add_to_principal_policy(
         self, statement: iam.PolicyStatement
     ) -> iam.AddToPrincipalPolicyResult:
+        # An immutable role is the caller's to manage: report the statement as added, as CDK's
+        # ImmutableRole does, so grants do not fall back to resource policies.
         self.add_statements(statement)
         return iam.AddToPrincipalPolicyResult(statement_added=True, policy_dependable=self.policy)
 
     def add_to_policy(self, statement: iam.PolicyStatement) -> bool:
         return self.add_to_principal_policy(statement).statement_added
-
-    @staticmethod
-    def for_role(scope: Construct, id: str, role: iam.IRole) -> PolicyPrincipal:
-        policy = iam.ManagedPolicy(scope, id, roles=[role])
-        policy.node.add_validation(_AcknowledgeScopedWildcards(policy))
-        return PolicyPrincipal(role, policy)
 
 
 def _render(value: Any) -> str:
@@ -197,11 +306,11 @@ class _AcknowledgeScopedWildcards:
     Runs at synth, once the policy is complete; a wildcard it cannot explain stays a finding.
     """
 
-    def __init__(self, policy: iam.ManagedPolicy) -> None:
+    def __init__(self, policy: iam.CfnManagedPolicy) -> None:
         self._policy = policy
 
     def validate(self) -> list[str]:
-        document = stack_of(self._policy).resolve(self._policy.document)
+        document = stack_of(self._policy).resolve(self._policy.policy_document)
         # One finding id can come from several statements: acknowledge it only when every
         # statement behind it is explained.
         reasons: dict[str, str | None] = {}
@@ -233,13 +342,48 @@ def acknowledge_each(scope: IConstruct, reasons: Mapping[str, str]) -> None:
         )
 
 
-def add(principal: iam.IPrincipal, *statements: iam.PolicyStatement) -> None:
-    """Add statements in one call where the principal is ours (fewer kernel round trips)."""
+StatementLike = iam.PolicyStatement | Mapping[str, Any]
+
+
+def statement(
+    actions: Sequence[str], resources: Sequence[str], conditions: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """An Allow statement as IAM JSON (no jsii objects: cheap to build, merged at synth)."""
+    out: dict[str, Any] = {"Effect": "Allow", "Action": list(actions), "Resource": list(resources)}
+    if conditions:
+        out["Condition"] = dict(conditions)
+    return out
+
+
+def _as_policy_statement(value: StatementLike) -> iam.PolicyStatement:
+    if isinstance(value, iam.PolicyStatement):
+        return value
+    return iam.PolicyStatement.from_json(dict(value))
+
+
+def add(principal: iam.IPrincipal, *statements: StatementLike) -> None:
+    """Add statements; plain dicts stay plain where the principal is ours."""
     if isinstance(principal, PolicyPrincipal):
         principal.add_statements(*statements)
     else:
-        for statement in statements:
-            principal.add_to_principal_policy(statement)
+        for value in statements:
+            principal.add_to_principal_policy(_as_policy_statement(value))
+
+
+def grant(grantee: iam.IGrantable, *statements: Mapping[str, Any]) -> iam.Grant:
+    """Add ``statements`` to ``grantee``'s policy and return them as one ``iam.Grant``."""
+    result: iam.Grant | None = None
+    for value in statements:
+        one = iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=list(value["Action"]),
+            resource_arns=list(value["Resource"]),
+            conditions=value.get("Condition"),
+        )
+        result = one if result is None else result.combine(one)
+    if result is None:
+        return iam.Grant.drop(grantee, "nothing to grant")
+    return result
 
 
 def _prefix(key_prefix: str) -> str:
@@ -251,18 +395,26 @@ def _objects(bucket: s3.IBucket, key_prefix: str) -> str:
     return bucket.arn_for_objects(f"{prefix}/*" if prefix else "*")
 
 
-def _list(bucket: s3.IBucket, key_prefix: str) -> iam.PolicyStatement:
+def bucket_arn(scope: IConstruct, bucket_name: str) -> str:
+    """``arn:<partition>:s3:::<bucket>``."""
+    return stack_of(scope).format_arn(service="s3", region="", account="", resource=bucket_name)
+
+
+def list_prefix(bucket_arn: str, key_prefix: str) -> dict[str, Any]:
+    """``s3:ListBucket`` on the bucket, limited to ``key_prefix`` (and what lies below it).
+
+    SageMaker lists an ``S3Prefix`` data source before it downloads it; the ``s3:prefix``
+    condition key limits the listing
+    (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html).
+    """
     prefix = _prefix(key_prefix)
-    conditions: dict[str, Any] = {}
-    if prefix:
-        conditions = {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}
-    return iam.PolicyStatement(
-        actions=["s3:ListBucket"], resources=[bucket.bucket_arn], conditions=conditions or None
-    )
+    conditions = {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}} if prefix else None
+    return statement(["s3:ListBucket"], [bucket_arn], conditions)
 
 
 # What SageMaker does with a customer key: decrypt inputs, encrypt outputs, data keys for
-# volumes and S3 objects. Named actions, no ``kms:*Encrypt*`` wildcards.
+# volumes and S3 objects. Named actions, no ``kms:*Encrypt*`` wildcards
+# (https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html#sagemaker-roles-createtrainingjob-perms).
 KMS_DECRYPT = ["kms:Decrypt"]
 KMS_ENCRYPT_DECRYPT = [
     "kms:Decrypt",
@@ -272,65 +424,87 @@ KMS_ENCRYPT_DECRYPT = [
 ]
 
 
-def _key_statement(key: kms.IKey, actions: list[str]) -> iam.PolicyStatement:
-    return iam.PolicyStatement(actions=actions, resources=[key.key_arn])
+def bucket_prefix_read_statements(bucket: s3.IBucket, key_prefix: str) -> list[dict[str, Any]]:
+    """List and read the objects under ``key_prefix`` (and decrypt them with the bucket key)."""
+    statements = [
+        list_prefix(bucket.bucket_arn, key_prefix),
+        statement(["s3:GetObject"], [_objects(bucket, key_prefix)]),
+    ]
+    key = bucket.encryption_key
+    if key is not None:
+        statements.append(statement(KMS_DECRYPT, [key.key_arn]))
+    return statements
+
+
+def bucket_prefix_write_statements(bucket: s3.IBucket, key_prefix: str) -> list[dict[str, Any]]:
+    """List, read, write and delete the objects under ``key_prefix``."""
+    statements = [
+        list_prefix(bucket.bucket_arn, key_prefix),
+        statement(
+            ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+            [_objects(bucket, key_prefix)],
+        ),
+    ]
+    key = bucket.encryption_key
+    if key is not None:
+        statements.append(statement(KMS_ENCRYPT_DECRYPT, [key.key_arn]))
+    return statements
 
 
 def bucket_prefix_read(principal: iam.IPrincipal, bucket: s3.IBucket, key_prefix: str) -> None:
-    """List and read the objects under ``key_prefix`` (and decrypt them with the bucket key)."""
-    statements = [
-        _list(bucket, key_prefix),
-        iam.PolicyStatement(actions=["s3:GetObject"], resources=[_objects(bucket, key_prefix)]),
-    ]
-    key = bucket.encryption_key
-    if key is not None:
-        statements.append(_key_statement(key, KMS_DECRYPT))
-    add(principal, *statements)
+    add(principal, *bucket_prefix_read_statements(bucket, key_prefix))
 
 
 def bucket_prefix_write(principal: iam.IPrincipal, bucket: s3.IBucket, key_prefix: str) -> None:
-    """List, read, write and delete the objects under ``key_prefix``."""
-    statements = [
-        _list(bucket, key_prefix),
-        iam.PolicyStatement(
-            actions=["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
-            resources=[_objects(bucket, key_prefix)],
+    add(principal, *bucket_prefix_write_statements(bucket, key_prefix))
+
+
+def key_use_statements(key: kms.IKey) -> list[dict[str, Any]]:
+    """What SageMaker needs to use a customer key on the role's behalf (volumes, outputs)."""
+    return [
+        statement(KMS_ENCRYPT_DECRYPT, [key.key_arn]),
+        statement(
+            ["kms:CreateGrant", "kms:DescribeKey"],
+            [key.key_arn],
+            {"Bool": {"kms:GrantIsForAWSResource": "true"}},
         ),
     ]
-    key = bucket.encryption_key
-    if key is not None:
-        statements.append(_key_statement(key, KMS_ENCRYPT_DECRYPT))
-    add(principal, *statements)
 
 
 def key_use(principal: iam.IPrincipal, key: kms.IKey) -> None:
-    """What SageMaker needs to use a customer key on the role's behalf (volumes, outputs)."""
-    add(
-        principal,
-        _key_statement(key, KMS_ENCRYPT_DECRYPT),
-        iam.PolicyStatement(
-            actions=["kms:CreateGrant", "kms:DescribeKey"],
-            resources=[key.key_arn],
-            conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
-        ),
-    )
+    add(principal, *key_use_statements(key))
 
 
 def key_decrypt(principal: iam.IPrincipal, key: kms.IKey) -> None:
     """Decrypt only (objects read from an encrypted bucket)."""
-    add(principal, _key_statement(key, KMS_DECRYPT))
+    add(principal, statement(KMS_DECRYPT, [key.key_arn]))
 
 
 def pass_role(principal: iam.IPrincipal, role: iam.IRole) -> None:
     """``iam:PassRole`` on ``role``, only towards SageMaker."""
     add(
         principal,
-        iam.PolicyStatement(
-            actions=["iam:PassRole"],
-            resources=[role.role_arn],
-            conditions={"StringEquals": {"iam:PassedToService": SAGEMAKER}},
+        statement(
+            ["iam:PassRole"],
+            [role.role_arn],
+            {"StringEquals": {"iam:PassedToService": SAGEMAKER}},
         ),
     )
+
+
+def sagemaker_arn(scope: IConstruct, resource: str, name: str) -> str:
+    """A SageMaker ARN; SageMaker ARNs hold names in lower case, whatever case they were given
+    in (https://docs.aws.amazon.com/sagemaker/latest/dg/security_iam_id-based-policy-examples.html),
+    so a plain name is lower-cased here."""
+    if not is_unresolved(name):
+        name = name.lower()
+    return stack_of(scope).format_arn(service="sagemaker", resource=resource, resource_name=name)
+
+
+def name_prefix_arn(scope: IConstruct, resource: str, prefix: str) -> str:
+    """ARNs of resources named ``<prefix>-...``: the delimiter keeps ``chainer-digits`` from
+    matching the jobs of ``chainer-digits-v2``."""
+    return sagemaker_arn(scope, resource, f"{prefix.lower()}-*")
 
 
 def sagemaker_logs_and_metrics(scope: Construct, principal: iam.IPrincipal, kind: str) -> None:
@@ -346,19 +520,12 @@ def sagemaker_logs_and_metrics(scope: Construct, principal: iam.IPrincipal, kind
     )
     add(
         principal,
-        iam.PolicyStatement(
-            actions=["logs:CreateLogGroup", "logs:DescribeLogStreams"], resources=[group_arn]
-        ),
-        iam.PolicyStatement(
-            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-            resources=[f"{group_arn}:log-stream:*"],
-        ),
+        statement(["logs:CreateLogGroup", "logs:DescribeLogStreams"], [group_arn]),
+        statement(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{group_arn}:log-stream:*"]),
         # PutMetricData has no resource type; the namespace condition scopes it.
-        iam.PolicyStatement(
-            actions=["cloudwatch:PutMetricData"],
-            resources=["*"],
-            conditions={
-                "StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "aws/sagemaker/*"]}
-            },
+        statement(
+            ["cloudwatch:PutMetricData"],
+            ["*"],
+            {"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*", "aws/sagemaker/*"]}},
         ),
     )

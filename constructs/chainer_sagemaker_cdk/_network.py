@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from ._iam import acknowledge
+from ._iam import acknowledge, add, statement
 from ._validation import require, stack_of
 
 if TYPE_CHECKING:
@@ -85,33 +85,29 @@ class VpcPlacement:
             )
             for g in self.security_groups
         ]
-        principal.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["ec2:CreateNetworkInterface"], resources=[eni, *subnets, *groups]
-            )
-        )
-        principal.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=[
+        # https://docs.aws.amazon.com/sagemaker/latest/dg/sagemaker-roles.html#sagemaker-roles-createtrainingjob-perms
+        add(
+            principal,
+            statement(["ec2:CreateNetworkInterface"], [eni, *subnets, *groups]),
+            statement(
+                [
                     "ec2:CreateNetworkInterfacePermission",
                     "ec2:DeleteNetworkInterface",
                     "ec2:DeleteNetworkInterfacePermission",
                 ],
-                resources=[eni],
-            )
-        )
-        principal.add_to_principal_policy(
-            iam.PolicyStatement(
-                # Describe* calls have no resource-level permissions.
-                actions=[
+                [eni],
+            ),
+            # Describe* calls have no resource-level permissions.
+            statement(
+                [
                     "ec2:DescribeNetworkInterfaces",
                     "ec2:DescribeVpcs",
                     "ec2:DescribeSubnets",
                     "ec2:DescribeSecurityGroups",
                     "ec2:DescribeDhcpOptions",
                 ],
-                resources=["*"],
-            )
+                ["*"],
+            ),
         )
 
 

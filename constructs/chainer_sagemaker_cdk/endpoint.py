@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from aws_cdk import Annotations, Duration
+from aws_cdk import Annotations, Duration, RemovalPolicy, Resource
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -21,7 +21,7 @@ from ._validation import is_unresolved, require, stack_of
 from .instance import has_instance_storage, is_gpu_instance, normalize_instance_type
 from .model import ChainerModel
 
-__all__ = ["ChainerEndpoint", "DataCapture", "EndpointVariant"]
+__all__ = ["ChainerEndpoint", "DataCapture", "EndpointVariant", "IChainerEndpoint"]
 
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
@@ -64,8 +64,148 @@ class DataCapture:
     kms_key: kms.IKey | None = None
 
 
-class ChainerEndpoint(Construct):
+@runtime_checkable
+class IChainerEndpoint(Protocol):
+    """What callers of an endpoint use: its name and ARN, invoke grants and metrics.
+
+    :class:`ChainerEndpoint` and the importers (``ChainerEndpoint.from_endpoint_name``,
+    ``from_endpoint_attributes``) provide it.
+    """
+
+    @property
+    def endpoint_name(self) -> str: ...
+
+    @property
+    def endpoint_arn(self) -> str: ...
+
+    def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant: ...
+
+    def metric(self, metric_name: str, **props: Any) -> cloudwatch.Metric: ...
+
+
+class _EndpointBase(Resource):
+    """Invoke grants and the endpoint metrics of aws-sagemaker-alpha, for any endpoint."""
+
+    endpoint_name: str
+    endpoint_arn: str
+    variant_names: list[str]
+
+    def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow ``sagemaker:InvokeEndpoint`` on this endpoint only."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee, actions=["sagemaker:InvokeEndpoint"], resource_arns=[self.endpoint_arn]
+        )
+
+    def metric(
+        self,
+        metric_name: str,
+        *,
+        variant_name: str | None = None,
+        namespace: str = "AWS/SageMaker",
+        **props: Any,
+    ) -> cloudwatch.Metric:
+        """Any SageMaker endpoint metric for one variant (left out: the first).
+
+        ``props`` are ``cloudwatch.Metric``'s (``statistic``, ``period``, ``label``, ...).
+        """
+        return cloudwatch.Metric(
+            namespace=namespace,
+            metric_name=metric_name,
+            dimensions_map={
+                "EndpointName": self.endpoint_name,
+                "VariantName": variant_name or self.variant_names[0],
+            },
+            **props,
+        )
+
+    def _with(self, metric_name: str, statistic: str, namespace: str, props: Any) -> Any:
+        props.setdefault("statistic", statistic)
+        return self.metric(metric_name, namespace=namespace, **props)
+
+    # Invocation metrics (AWS/SageMaker), as aws-sagemaker-alpha's IEndpointProductionVariant:
+    # https://docs.aws.amazon.com/sagemaker/latest/dg/monitoring-cloudwatch.html
+    def metric_invocations(self, **props: Any) -> cloudwatch.Metric:
+        """Requests per period (sum)."""
+        return self._with("Invocations", "Sum", "AWS/SageMaker", props)  # type: ignore[no-any-return]
+
+    def metric_invocations_per_instance(self, **props: Any) -> cloudwatch.Metric:
+        """Requests per instance (sum)."""
+        return self._with("InvocationsPerInstance", "Sum", "AWS/SageMaker", props)  # type: ignore[no-any-return]
+
+    def metric_invocation_5xx_errors(self, **props: Any) -> cloudwatch.Metric:
+        """Server errors per period (sum)."""
+        return self._with("Invocation5XXErrors", "Sum", "AWS/SageMaker", props)  # type: ignore[no-any-return]
+
+    def metric_invocation_4xx_errors(self, **props: Any) -> cloudwatch.Metric:
+        """Client errors per period (sum)."""
+        return self._with("Invocation4XXErrors", "Sum", "AWS/SageMaker", props)  # type: ignore[no-any-return]
+
+    def metric_model_latency(self, **props: Any) -> cloudwatch.Metric:
+        """Model latency in microseconds (average)."""
+        return self._with("ModelLatency", "Average", "AWS/SageMaker", props)  # type: ignore[no-any-return]
+
+    def metric_overhead_latency(self, **props: Any) -> cloudwatch.Metric:
+        """SageMaker's overhead per request in microseconds (average)."""
+        return self._with("OverheadLatency", "Average", "AWS/SageMaker", props)  # type: ignore[no-any-return]
+
+    # Instance metrics (/aws/sagemaker/Endpoints), percent.
+    def metric_cpu_utilization(self, **props: Any) -> cloudwatch.Metric:
+        """CPU utilization of the instances (average; 100% per core)."""
+        return self._with("CPUUtilization", "Average", _INSTANCE_NAMESPACE, props)  # type: ignore[no-any-return]
+
+    def metric_memory_utilization(self, **props: Any) -> cloudwatch.Metric:
+        """Memory utilization of the instances (average)."""
+        return self._with("MemoryUtilization", "Average", _INSTANCE_NAMESPACE, props)  # type: ignore[no-any-return]
+
+    def metric_disk_utilization(self, **props: Any) -> cloudwatch.Metric:
+        """Disk space utilization of the instances (average)."""
+        return self._with("DiskUtilization", "Average", _INSTANCE_NAMESPACE, props)  # type: ignore[no-any-return]
+
+    def metric_gpu_utilization(self, **props: Any) -> cloudwatch.Metric:
+        """GPU utilization of the instances (average; 100% per GPU)."""
+        return self._with("GPUUtilization", "Average", _INSTANCE_NAMESPACE, props)  # type: ignore[no-any-return]
+
+    def metric_gpu_memory_utilization(self, **props: Any) -> cloudwatch.Metric:
+        """GPU memory utilization of the instances (average)."""
+        return self._with("GPUMemoryUtilization", "Average", _INSTANCE_NAMESPACE, props)  # type: ignore[no-any-return]
+
+
+_INSTANCE_NAMESPACE = "/aws/sagemaker/Endpoints"
+
+
+class _ImportedEndpoint(_EndpointBase):
+    def __init__(self, scope: Construct, id: str, name: str, variant_names: list[str]) -> None:
+        super().__init__(scope, id)
+        self.endpoint_name = name
+        self.endpoint_arn = _iam.sagemaker_arn(self, "endpoint", name)
+        self.variant_names = variant_names
+
+
+class ChainerEndpoint(_EndpointBase):
     """A real-time endpoint (``AWS::SageMaker::EndpointConfig`` + ``AWS::SageMaker::Endpoint``)."""
+
+    @staticmethod
+    def from_endpoint_name(scope: Construct, id: str, endpoint_name: str) -> IChainerEndpoint:
+        """An existing endpoint (variant ``AllTraffic``): grants and metrics, nothing created."""
+        return ChainerEndpoint.from_endpoint_attributes(scope, id, endpoint_name=endpoint_name)
+
+    @staticmethod
+    def from_endpoint_attributes(
+        scope: Construct,
+        id: str,
+        *,
+        endpoint_name: str,
+        variant_names: Sequence[str] = ("AllTraffic",),
+    ) -> IChainerEndpoint:
+        """An existing endpoint with its variants (the first is the metrics' default)."""
+        require(
+            is_unresolved(endpoint_name) or bool(_NAME.match(endpoint_name)),
+            "endpoint_name",
+            endpoint_name,
+            "use at most 63 letters, digits and hyphens",
+        )
+        require(bool(variant_names), "variant_names", [], "give at least one variant name")
+        return _ImportedEndpoint(scope, id, endpoint_name, list(variant_names))
 
     def __init__(
         self,
@@ -80,6 +220,7 @@ class ChainerEndpoint(Construct):
         encrypt_storage: bool = True,
         data_capture: DataCapture | None = None,
         endpoint_name: str | None = None,
+        removal_policy: RemovalPolicy | None = None,
     ) -> None:
         """Define the endpoint; give ``model`` (one variant) or ``variants``.
 
@@ -92,6 +233,9 @@ class ChainerEndpoint(Construct):
             NVMe storage (e.g. ml.g5, ml.m5d), which SageMaker encrypts itself; left out, True.
         :param data_capture: left out, no capture.
         :param endpoint_name: left out, CloudFormation generates one.
+        :param removal_policy: for the endpoint, its config and the storage key created here;
+            left out, CloudFormation deletes the endpoint and config with the stack (CDK's
+            default for these resources), the key is retained.
         """
         super().__init__(scope, id)
         require(
@@ -166,18 +310,30 @@ class ChainerEndpoint(Construct):
             kms_key_id=self.kms_key.key_arn if self.kms_key else None,
             data_capture_config=self._data_capture(data_capture),
         )
-        for variant in self.variants:
-            self.config.node.add_dependency(variant.model)
+        # The config references each model (GetAtt), and each model waits for its role's
+        # policies: no further DependsOn (cfn-lint W3005).
         self.resource = sagemaker.CfnEndpoint(
             self,
             "Endpoint",
             endpoint_config_name=self.config.attr_endpoint_config_name,
             endpoint_name=endpoint_name,
         )
-        self.endpoint_name = self.resource.attr_endpoint_name
-        self.endpoint_arn = stack_of(self).format_arn(
-            service="sagemaker", resource="endpoint", resource_name=self.endpoint_name
+        self.endpoint_name = (
+            endpoint_name if endpoint_name is not None else self.resource.attr_endpoint_name
         )
+        # Ref of AWS::SageMaker::Endpoint is its ARN, which SageMaker writes in lower case
+        # whatever the case of the name.
+        self.endpoint_arn = self.resource.ref
+        if removal_policy is not None:
+            self.apply_removal_policy(removal_policy)
+
+    def apply_removal_policy(self, policy: RemovalPolicy) -> None:
+        """Apply ``policy`` to the endpoint, its config and the storage key created here."""
+        self.resource.apply_removal_policy(policy)
+        self.config.apply_removal_policy(policy)
+        key = self.node.try_find_child("StorageKey")
+        if key is not None:
+            key.apply_removal_policy(policy)  # type: ignore[attr-defined]
 
     def _variant(
         self, name: str, variant: EndpointVariant
@@ -243,12 +399,6 @@ class ChainerEndpoint(Construct):
         )
 
     # -- API --------------------------------------------------------------------------------
-    def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Allow ``sagemaker:InvokeEndpoint`` on this endpoint only."""
-        return iam.Grant.add_to_principal(
-            grantee=grantee, actions=["sagemaker:InvokeEndpoint"], resource_arns=[self.endpoint_arn]
-        )
-
     def scale_on_invocations(
         self,
         *,
@@ -294,7 +444,10 @@ class ChainerEndpoint(Construct):
             # would add an empty role of its own.
             role=self._scaling_role(),
         )
-        target.node.add_dependency(self.resource)
+        if not is_unresolved(self.endpoint_name):
+            # A given name is not a reference: wait for the endpoint explicitly. (Otherwise
+            # the resource ID's GetAtt orders them; a DependsOn would be redundant, W3005.)
+            target.node.add_dependency(self.resource)
         target.scale_to_track_metric(
             "Invocations",
             target_value=invocations_per_instance,
@@ -315,44 +468,3 @@ class ChainerEndpoint(Construct):
             "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"
         )
         return iam.Role.from_role_arn(self, "ScalingRole", arn, mutable=False)
-
-    def metric(
-        self,
-        metric_name: str,
-        *,
-        variant_name: str | None = None,
-        namespace: str = "AWS/SageMaker",
-        **props: Any,
-    ) -> cloudwatch.Metric:
-        """Any SageMaker endpoint metric for one variant (left out: the first)."""
-        return cloudwatch.Metric(
-            namespace=namespace,
-            metric_name=metric_name,
-            dimensions_map={
-                "EndpointName": self.endpoint_name,
-                "VariantName": variant_name or self.variant_names[0],
-            },
-            **props,
-        )
-
-    def metric_invocations(self, **props: Any) -> cloudwatch.Metric:
-        """Requests per period (sum)."""
-        return self.metric("Invocations", statistic="Sum", **props)
-
-    def metric_invocation_5xx_errors(self, **props: Any) -> cloudwatch.Metric:
-        """Server errors per period (sum)."""
-        return self.metric("Invocation5XXErrors", statistic="Sum", **props)
-
-    def metric_invocation_4xx_errors(self, **props: Any) -> cloudwatch.Metric:
-        """Client errors per period (sum)."""
-        return self.metric("Invocation4XXErrors", statistic="Sum", **props)
-
-    def metric_model_latency(self, **props: Any) -> cloudwatch.Metric:
-        """Model latency in microseconds (average)."""
-        return self.metric("ModelLatency", statistic="Average", **props)
-
-    def metric_cpu_utilization(self, **props: Any) -> cloudwatch.Metric:
-        """CPU utilization of the instances (average)."""
-        return self.metric(
-            "CPUUtilization", namespace="/aws/sagemaker/Endpoints", statistic="Average", **props
-        )

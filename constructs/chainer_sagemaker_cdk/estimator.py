@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aws_cdk import Annotations, Duration, Names, Size
+import jsii
+from aws_cdk import Annotations, Duration, RemovalPolicy, Resource, Size
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from . import _estimator_checks, _iam, _metadata
+from . import _estimator_checks, _iam, _metadata, _shapes
 from ._estimator_checks import CODE_CHANNEL, MAX_JOB_PREFIX
 from ._network import VpcPlacement
 from ._validation import is_unresolved, stack_of
@@ -34,12 +37,38 @@ __all__ = ["ChainerEstimator"]
 ISOLATED_CODE_DIR = f"/opt/ml/input/data/{CODE_CHANNEL}"
 
 
-class ChainerEstimator(Construct):
+def default_job_prefix(scope: Construct) -> str:
+    """``<construct id>-<8 hex of its path>``, lower case, at most 26 characters: readable,
+    and distinct for estimators of the same id in other stacks or scopes."""
+    slug = re.sub(r"[^a-z0-9]+", "-", scope.node.id.lower()).strip("-") or "chainer"
+    digest = hashlib.sha256(scope.node.path.encode()).hexdigest()[:8]
+    return f"{slug[: MAX_JOB_PREFIX - 9].strip('-')}-{digest}"
+
+
+# Where a request field comes from, for error messages (longest prefix first).
+_PROP_OF = (
+    ("AlgorithmSpecification.MetricDefinitions", "metric_definitions"),
+    ("StoppingCondition.MaxWaitTimeInSeconds", "max_wait"),
+    ("StoppingCondition.MaxRuntimeInSeconds", "max_run"),
+    ("ResourceConfig.VolumeSizeInGB", "volume_size"),
+    ("ResourceConfig.InstanceCount", "instance_count"),
+    ("RetryStrategy", "max_retry_attempts"),
+    ("HyperParameters", "hyperparameters"),
+    ("InputDataConfig", "channels"),
+    ("Environment", "environment"),
+    ("Tags", "tags"),
+)
+_OUTPUT_URL_FIELDS = ("S3OutputPath",)
+
+
+@jsii.implements(iam.IGrantable)
+class ChainerEstimator(Resource):
     """What to train and how: code, image, instances, data, outputs, security.
 
     It creates the execution role (when none is given), the code asset and the image asset;
     :class:`~chainer_sagemaker_cdk.TrainingPipeline` runs it. ``training_job_request()`` gives
-    the CreateTrainingJob parameters for any other runner.
+    the CreateTrainingJob parameters for any other runner. It is an ``iam.IGrantable``:
+    ``bucket.grant_read(estimator)`` lets its jobs read the bucket.
     """
 
     def __init__(
@@ -82,6 +111,7 @@ class ChainerEstimator(Construct):
         additional_mpi_options: str | None = None,
         max_retry_attempts: int | None = None,
         extra_request_fields: Mapping[str, Any] | None = None,
+        removal_policy: RemovalPolicy | None = None,
     ) -> None:
         """Define the training job.
 
@@ -98,19 +128,24 @@ class ChainerEstimator(Construct):
         :param output_bucket: where ``model.tar.gz`` goes; left out, a bucket is created
             (KMS-encrypted, versioned, TLS only, public access blocked, retained).
         :param output_prefix: key prefix in ``output_bucket``; left out, ``models``.
-        :param output_kms_key: key for the output artifacts; left out, the bucket's encryption.
+        :param output_kms_key: key for the output artifacts; left out, the output bucket's KMS
+            key when it has one (sent as ``KmsKeyId``: SageMaker would otherwise use the
+            account's default S3 key), else the bucket's default encryption.
         :param volume_size: ML storage per instance; left out, 30 GiB.
         :param volume_kms_key: key for the ML storage volume; left out, AWS-managed encryption.
+            Refused for types with local NVMe storage (g4dn, g5, g6, p3dn, p4d, p5, trn1, ...),
+            which SageMaker encrypts itself and where it rejects ``VolumeKmsKeyId``.
         :param max_run: stop the job after this; left out, 24 hours (at most 28 days).
         :param use_spot_instances: managed spot training; left out, on-demand.
         :param max_wait: spot only: the total time including waits for capacity; left out with
-            spot, ``max_run``. Must be at least ``max_run``.
+            spot, twice ``max_run`` (as long again to wait for capacity). Must be at least
+            ``max_run``.
         :param checkpoint_bucket: where ``checkpoint_local_path`` is synced; left out, no
-            checkpoints (recommended with spot).
+            checkpoints (spot without checkpoints restarts from scratch: a synth warning).
         :param checkpoint_prefix: key prefix for checkpoints; left out, ``checkpoints``.
         :param checkpoint_local_path: left out, ``/opt/ml/checkpoints``.
-        :param base_job_name: job names start with this (at most 26 characters, since a UUID
-            follows); left out, derived from the construct path.
+        :param base_job_name: job names are ``<base_job_name>-<uuid>`` (at most 26 characters);
+            left out, ``<construct id>-<8 hex digits of the construct path>``.
         :param vpc: run in this VPC; left out, SageMaker's network.
         :param vpc_subnets: left out, the VPC's private subnets.
         :param security_groups: left out with a VPC, one is created that lets the hosts of a job
@@ -126,9 +161,14 @@ class ChainerEstimator(Construct):
         :param process_slots_per_host: left out, the host's GPU count (1 without GPUs).
         :param additional_mpi_options: extra ``mpirun`` options; left out, none.
         :param max_retry_attempts: retries on internal errors; left out, none.
-        :param extra_request_fields: further CreateTrainingJob parameters the props do not cover
-            (e.g. ``TensorBoardOutputConfig``, ``ExperimentConfig``), added as given; names are
-            checked against botocore's SageMaker model. Left out, none.
+        :param extra_request_fields: further CreateTrainingJob fields, deep-merged into the
+            request: objects merge key by key (``{"ResourceConfig": {"KeepAlivePeriodInSeconds":
+            600}}`` keeps the props' instance type), None removes a key, other values replace
+            what the props set only where the props leave it out. The merged request is checked
+            against botocore's SageMaker model; an ``S3OutputPath`` in them (TensorBoard,
+            Debugger, Profiler) is granted like the output prefix. Left out, none.
+        :param removal_policy: for the artifacts bucket and key this construct creates; left
+            out, retained (CDK's default for buckets and keys).
         """
         super().__init__(scope, id)
         self.instance_type = normalize_instance_type(instance_type)
@@ -140,7 +180,9 @@ class ChainerEstimator(Construct):
         self.volume_size = volume_size or Size.gibibytes(30)
         self.max_run = max_run or Duration.hours(24)
         self.use_spot_instances = use_spot_instances
-        self.max_wait = max_wait or (self.max_run if use_spot_instances else None)
+        self.max_wait = max_wait or (
+            self.max_run.plus(self.max_run) if use_spot_instances else None
+        )
         self.encrypt_inter_container_traffic = encrypt_inter_container_traffic
         self.enable_network_isolation = enable_network_isolation
         self.metric_definitions = dict(metric_definitions or {})
@@ -151,6 +193,7 @@ class ChainerEstimator(Construct):
         self.output_prefix = output_prefix.strip("/")
         self.output_kms_key = output_kms_key
         self.volume_kms_key = volume_kms_key
+        self._removal_policy = removal_policy
         self.checkpoint_local_path = checkpoint_local_path
         self.mpi = MpiOptions(
             use_mpi, num_processes, process_slots_per_host, additional_mpi_options
@@ -161,10 +204,14 @@ class ChainerEstimator(Construct):
         self.gpus_per_instance = gpu_count(self.instance_type)
         _estimator_checks.check_extra_fields(self)
         self._warn_about_mpi_slots()
-        self.base_job_name = (
-            base_job_name
-            or Names.unique_resource_name(self, max_length=MAX_JOB_PREFIX, separator="-").lower()
-        )
+        if use_spot_instances and checkpoint_bucket is None:
+            Annotations.of(self).add_warning_v2(
+                "chainer-sagemaker-cdk:spot-without-checkpoints",
+                "use_spot_instances without checkpoint_bucket: an interrupted spot job starts "
+                "over from the first epoch; give checkpoint_bucket and save checkpoints under "
+                "/opt/ml/checkpoints",
+            )
+        self.base_job_name = base_job_name or default_job_prefix(self)
 
         self.role = role or iam.Role(
             self,
@@ -173,7 +220,8 @@ class ChainerEstimator(Construct):
             description="SageMaker execution role of a Chainer training job",
         )
         principal = _iam.PolicyPrincipal.for_role(self, "ExecutionPolicy", self.role)
-        self.grant_principal: iam.IPrincipal = principal  # type: ignore[assignment]
+        self.principal = principal
+        self._grant_principal: iam.IPrincipal = principal  # type: ignore[assignment]
         with principal.batched():
             self._bind(
                 code,
@@ -187,6 +235,12 @@ class ChainerEstimator(Construct):
                 vpc_subnets,
                 security_groups,
             )
+        _estimator_checks.check_extra_conflicts(
+            self._base_request("x" * 63), self.extra_request_fields
+        )
+        _shapes.validate_request(
+            "CreateTrainingJob", self.training_job_request("x" * 63), self._prop_of
+        )
         _metadata.record_training_job(
             self,
             hyperparameters={**self.hyperparameters, **self.reserved_hyperparameters(None)},
@@ -234,6 +288,24 @@ class ChainerEstimator(Construct):
         )
         self._grant_training()
 
+    @property
+    def grant_principal(self) -> iam.IPrincipal:
+        """The execution role's principal (``iam.IGrantable``): grants land in its policies."""
+        return self._grant_principal
+
+    def _prop_of(self, path: str) -> str:
+        for prefix, prop in _PROP_OF:
+            if path.startswith(prefix):
+                return prop
+        return "extra_request_fields"
+
+    def apply_removal_policy(self, policy: RemovalPolicy) -> None:
+        """Apply ``policy`` to the artifacts bucket and key this construct created (if any)."""
+        for child in ("Artifacts", "ArtifactsKey"):
+            found = self.node.try_find_child(child)
+            if found is not None:
+                found.apply_removal_policy(policy)  # type: ignore[attr-defined]
+
     # -- validation ---------------------------------------------------------------------------
     def _warn_about_mpi_slots(self) -> None:
         slots = self.mpi.process_slots_per_host
@@ -268,7 +340,7 @@ class ChainerEstimator(Construct):
             enable_key_rotation=True,
             description="Chainer training artifacts (model.tar.gz)",
         )
-        return s3.Bucket(
+        bucket = s3.Bucket(
             self,
             "Artifacts",
             encryption=s3.BucketEncryption.KMS,
@@ -278,7 +350,11 @@ class ChainerEstimator(Construct):
             versioned=True,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=self._removal_policy,
         )
+        if self._removal_policy is not None and self.output_kms_key is None:
+            key.apply_removal_policy(self._removal_policy)
+        return bucket
 
     def _grant_training(self) -> None:
         principal = self.grant_principal
@@ -291,7 +367,53 @@ class ChainerEstimator(Construct):
         for key in (self.output_kms_key, self.volume_kms_key):
             if key is not None:
                 _iam.key_use(principal, key)
+        if self.enable_network_isolation and self.code.bucket_name is not None:
+            # The code channel is an S3Prefix data source: SageMaker lists the prefix (the
+            # object's key) before it downloads the object.
+            bucket_arn = _iam.bucket_arn(self, self.code.bucket_name)
+            _iam.add(principal, _iam.list_prefix(bucket_arn, str(self.code.object_key)))
+        self._grant_extra_outputs()
         self.network.grant(self, principal)
+
+    def _grant_extra_outputs(self) -> None:
+        """Write access for the ``S3OutputPath`` of extra fields (TensorBoard, Debugger, ...)."""
+
+        def walk(value: Any) -> None:
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    if key in _OUTPUT_URL_FIELDS and isinstance(item, str):
+                        self._grant_url_write(item)
+                    else:
+                        walk(item)
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    walk(item)
+
+        walk(self.extra_request_fields)
+
+    def _grant_url_write(self, url: str) -> None:
+        from ._assets import S3_URL
+
+        match = S3_URL.match(url.rstrip("/") + "/") if not is_unresolved(url) else None
+        if match is None:
+            Annotations.of(self).add_warning_v2(
+                "chainer-sagemaker-cdk:extra-output-url",
+                f"{url}: not an s3:// URL known at synth; grant the execution role write "
+                "access to it yourself (estimator.grant_principal)",
+            )
+            return
+        bucket_name, prefix = match.group(1), match.group(2)
+        bucket_arn = _iam.bucket_arn(self, bucket_name)
+        prefix = prefix.strip("/")
+        objects = f"{bucket_arn}/{prefix}/*" if prefix else f"{bucket_arn}/*"
+        _iam.add(
+            self.grant_principal,
+            _iam.list_prefix(bucket_arn, prefix),
+            _iam.statement(
+                ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                [objects],
+            ),
+        )
 
     # -- API ------------------------------------------------------------------------------------
     @property
@@ -299,9 +421,9 @@ class ChainerEstimator(Construct):
         """``s3://bucket/prefix``: each job writes ``<job name>/output/model.tar.gz`` below it."""
         return self.output_bucket.s3_url_for_object(self.output_prefix or None)
 
-    def grant_read_input(self, bucket: s3.IBucket, key_prefix: str = "") -> None:
-        """Let jobs read another prefix (e.g. channels overridden per pipeline execution)."""
-        _iam.bucket_prefix_read(self.grant_principal, bucket, key_prefix)
+    def grant_read_input(self, bucket: s3.IBucket, key_prefix: str = "") -> iam.Grant:
+        """Let jobs list and read another prefix (e.g. channels overridden per execution)."""
+        return _iam.grant(self, *_iam.bucket_prefix_read_statements(bucket, key_prefix))
 
     def code_channel(self) -> dict[str, Any]:
         """The ``code`` channel of a network-isolated job (the SDK's layout)."""
@@ -333,6 +455,9 @@ class ChainerEstimator(Construct):
 
     def training_job_request(self, job_name: str) -> dict[str, Any]:
         """CreateTrainingJob parameters for a job named ``job_name`` (tokens resolve at synth)."""
+        return _shapes.deep_merge(self._base_request(job_name), self.extra_request_fields)
+
+    def _base_request(self, job_name: str) -> dict[str, Any]:
         algorithm: dict[str, Any] = {
             "TrainingImage": self.image.image_uri,
             "TrainingInputMode": self.input_mode.value,
@@ -342,8 +467,11 @@ class ChainerEstimator(Construct):
                 {"Name": name, "Regex": regex} for name, regex in self.metric_definitions.items()
             ]
         output: dict[str, Any] = {"S3OutputPath": self.output_s3_url}
-        if self.output_kms_key is not None:
-            output["KmsKeyId"] = self.output_kms_key.key_arn
+        output_key = self.output_kms_key or self.output_bucket.encryption_key
+        if output_key is not None:
+            # Without KmsKeyId SageMaker writes with the account's default S3 key (aws/s3),
+            # not the bucket's (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_OutputDataConfig.html).
+            output["KmsKeyId"] = output_key.key_arn
         resources: dict[str, Any] = {
             "InstanceType": self.instance_type,
             "InstanceCount": self.instance_count,
@@ -385,5 +513,4 @@ class ChainerEstimator(Construct):
             request["RetryStrategy"] = {"MaximumRetryAttempts": self.max_retry_attempts}
         if self.tags:
             request["Tags"] = [{"Key": k, "Value": v} for k, v in self.tags.items()]
-        request.update(self.extra_request_fields)
         return request

@@ -3,6 +3,8 @@ old official AWS Chainer images."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -15,9 +17,9 @@ from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from ._iam import add
+from ._iam import add, statement
 from ._validation import require, stack_of
-from .instance import is_gpu_instance
+from .instance import is_arm_instance, is_gpu_instance
 
 __all__ = [
     "OFFICIAL_ACCOUNTS",
@@ -73,12 +75,23 @@ def resolve_official_version(framework_version: str) -> str:
     return max(matches, key=lambda v: tuple(int(p) for p in v.split(".")))
 
 
+def _require_x86(instance_type: str, image: str) -> None:
+    """The runtime's images are linux/amd64 only (CUDA base images, Chainer wheels)."""
+    require(
+        not is_arm_instance(instance_type),
+        "instance_type",
+        instance_type,
+        f"{image} is built for linux/amd64 and cannot run on AWS Graviton (arm64) types: use an "
+        "x86 type (e.g. ml.c6i, ml.m5) or RuntimeImage.from_registry with an arm64 image",
+    )
+
+
 def _grant_pull(grantee: iam.IGrantable, repository_arn: str) -> None:
     add(
         grantee.grant_principal,
-        iam.PolicyStatement(actions=_ECR_PULL, resources=[repository_arn]),
+        statement(_ECR_PULL, [repository_arn]),
         # GetAuthorizationToken has no resource type.
-        iam.PolicyStatement(actions=["ecr:GetAuthorizationToken"], resources=["*"]),
+        statement(["ecr:GetAuthorizationToken"], ["*"]),
     )
 
 
@@ -169,9 +182,14 @@ class _AssetImage(RuntimeImage):
             "give the build context that holds the runtime Dockerfile, or use "
             "RuntimeImage.from_registry/from_ecr_repository",
         )
+        _require_x86(instance_type, "The runtime image (RuntimeImage.from_asset)")
         variant = "gpu" if is_gpu_instance(instance_type) else "cpu"
         stack = stack_of(scope)
         asset_id = f"ChainerRuntimeImage{variant.upper()}"
+        if self.build_args or self.directory != default_runtime_directory():
+            # One image per build context and build args: another from_asset is another image.
+            key = json.dumps([str(self.directory), self.build_args], sort_keys=True)
+            asset_id += hashlib.sha256(key.encode()).hexdigest()[:8]
         existing = stack.node.try_find_child(asset_id)
         if isinstance(existing, ecr_assets.DockerImageAsset):
             asset = existing
@@ -236,6 +254,7 @@ class _OfficialImage(RuntimeImage):
         return mapping.find_in_map(Aws.REGION, "account", _COMMERCIAL_ACCOUNT)
 
     def bind(self, scope: Construct, grantee: iam.IGrantable, instance_type: str) -> ImageConfig:
+        _require_x86(instance_type, "The official sagemaker-chainer image")
         stack = stack_of(scope)
         account = self._account(stack)
         variant = "gpu" if is_gpu_instance(instance_type) else "cpu"

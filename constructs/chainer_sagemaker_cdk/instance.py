@@ -6,7 +6,13 @@ import re
 
 from ._validation import is_unresolved, require
 
-__all__ = ["gpu_count", "has_instance_storage", "is_gpu_instance", "normalize_instance_type"]
+__all__ = [
+    "gpu_count",
+    "has_instance_storage",
+    "is_arm_instance",
+    "is_gpu_instance",
+    "normalize_instance_type",
+]
 
 _PATTERN = re.compile(r"^ml\.[a-z][a-z0-9-]*\.[a-z0-9]+$")
 
@@ -24,6 +30,8 @@ _GPUS: dict[str, dict[str, int]] = {
     "g5": {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8},
     "g6": {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8},
     "g6e": {"12xlarge": 4, "24xlarge": 4, "48xlarge": 8},
+    "p6-b200": {"48xlarge": 8},
+    "p6e-gb200": {"36xlarge": 4},
 }
 
 
@@ -64,13 +72,49 @@ def gpu_count(instance_type: str) -> int:
     return _GPUS.get(family, {}).get(size, 1)
 
 
+# Families whose instances come with local NVMe instance store volumes, which SageMaker
+# encrypts with a hardware module: it rejects a VolumeKmsKeyId (training) and a KmsKeyId
+# (endpoint configs) for them. From AWS's lists of instance storage volumes for training
+# (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ResourceConfig.html, "Instance
+# Store Volumes") and hosting (https://docs.aws.amazon.com/sagemaker/latest/dg/host-instance-storage.html),
+# and EC2's instance-store table for the families: besides these, every "*d", "*dn", "*gd"
+# family (m5d, c5d, r5d, m6id, c6gd, x2iedn, ...).
+_NVME_FAMILIES = frozenset(
+    {
+        "g4dn",
+        "g4ad",
+        "g5",
+        "g6",
+        "g6e",
+        "gr6",
+        "p3dn",
+        "p4d",
+        "p4de",
+        "p5",
+        "p5e",
+        "p5en",
+        "p6-b200",
+        "p6e-gb200",
+        "trn1",
+        "trn1n",
+        "trn2",
+        "dl1",
+    }
+)
+_GRAVITON = re.compile(r"^[a-z]+\d+g[a-z]*$")
+
+
 def has_instance_storage(instance_type: str) -> bool:
-    """Families with local NVMe storage, where SageMaker rejects an endpoint ``KmsKeyId``."""
+    """Types with local NVMe storage, where SageMaker rejects ``VolumeKmsKeyId``/``KmsKeyId``."""
     if is_unresolved(instance_type):
         return False
     family, _ = _family_and_size(instance_type)
-    return (
-        family.endswith("d")
-        or "dn" in family
-        or family in {"g5", "g6", "g6e", "g4ad", "p5", "p5e", "p5en"}
-    )
+    return family in _NVME_FAMILIES or family.endswith("d") or "dn" in family
+
+
+def is_arm_instance(instance_type: str) -> bool:
+    """AWS Graviton (arm64) types: ``ml.c6g``, ``ml.m7g``, ``ml.r8g``, ``ml.c6gn``, ``ml.g5g``..."""
+    if is_unresolved(instance_type):
+        return False
+    family, _ = _family_and_size(instance_type)
+    return bool(_GRAVITON.match(family))

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import jsii
+from aws_cdk import RemovalPolicy, Resource
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
-from . import _iam, _metadata
+from . import _iam, _metadata, _shapes
 from ._network import VpcPlacement
 from ._validation import is_unresolved, require, stack_of
 from .image import RuntimeImage
@@ -23,7 +25,7 @@ from .source import CodeConfig, SourceCode
 if TYPE_CHECKING:
     from aws_cdk import aws_ec2 as ec2
 
-__all__ = ["ChainerModel", "model_environment"]
+__all__ = ["ChainerModel", "IChainerModel", "model_environment"]
 
 ISOLATED_MODEL_CODE_DIR = "/opt/ml/model/code"
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -53,8 +55,61 @@ def model_environment(
     return env
 
 
-class ChainerModel(Construct):
-    """A SageMaker model: model data + code + image + environment (``AWS::SageMaker::Model``)."""
+@runtime_checkable
+class IChainerModel(Protocol):
+    """A SageMaker model an endpoint can serve: its name and ARN.
+
+    :class:`ChainerModel` and its importers (``from_model_name``, ``from_model_attributes``)
+    provide it.
+    """
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def model_arn(self) -> str: ...
+
+
+class _ImportedModel(Resource):
+    def __init__(
+        self, scope: Construct, id: str, name: str, role: iam.IRole | None, instance_type: str
+    ) -> None:
+        super().__init__(scope, id)
+        self.model_name = name
+        self.model_arn = _iam.sagemaker_arn(self, "model", name)
+        self.role = role
+        self.instance_type = normalize_instance_type(instance_type)
+
+
+@jsii.implements(iam.IGrantable)
+class ChainerModel(Resource):
+    """A SageMaker model: model data + code + image + environment (``AWS::SageMaker::Model``).
+
+    An ``iam.IGrantable``: ``key.grant_decrypt(model)`` lets its containers use the key.
+    """
+
+    @staticmethod
+    def from_model_name(scope: Construct, id: str, model_name: str) -> IChainerModel:
+        """An existing model, by name (nothing is created)."""
+        return ChainerModel.from_model_attributes(scope, id, model_name=model_name)
+
+    @staticmethod
+    def from_model_attributes(
+        scope: Construct,
+        id: str,
+        *,
+        model_name: str,
+        role: iam.IRole | None = None,
+        instance_type: str = "ml.m5.large",
+    ) -> IChainerModel:
+        """An existing model with its execution role (for grants) and its instance type."""
+        require(
+            is_unresolved(model_name) or bool(_NAME.match(model_name)),
+            "model_name",
+            model_name,
+            "use at most 63 letters, digits and hyphens",
+        )
+        return _ImportedModel(scope, id, model_name, role, instance_type)
 
     def __init__(
         self,
@@ -74,6 +129,7 @@ class ChainerModel(Construct):
         vpc_subnets: ec2.SubnetSelection | None = None,
         security_groups: Sequence[ec2.ISecurityGroup] | None = None,
         enable_network_isolation: bool = False,
+        removal_policy: RemovalPolicy | None = None,
     ) -> None:
         """Define the model.
 
@@ -92,6 +148,7 @@ class ChainerModel(Construct):
         :param vpc_subnets: left out, the VPC's private subnets.
         :param security_groups: left out with a VPC, one is created.
         :param enable_network_isolation: left out, off.
+        :param removal_policy: for the model resource; left out, deleted with the stack.
         """
         super().__init__(scope, id)
         self.instance_type = normalize_instance_type(instance_type)
@@ -121,9 +178,7 @@ class ChainerModel(Construct):
             assumed_by=iam.ServicePrincipal(_iam.SAGEMAKER),
             description="SageMaker execution role of a Chainer model",
         )
-        self.grant_principal: iam.IPrincipal = _iam.PolicyPrincipal.for_role(
-            self, "ExecutionPolicy", self.role
-        )  # type: ignore[assignment]
+        self.principal = _iam.PolicyPrincipal.for_role(self, "ExecutionPolicy", self.role)
         _iam.sagemaker_logs_and_metrics(self, self.grant_principal, "Endpoints")
         if enable_network_isolation:
             # No network: the code travels inside model.tar.gz (as the SageMaker SDK repacks it).
@@ -147,6 +202,11 @@ class ChainerModel(Construct):
             model_server_workers=model_server_workers,
             environment=environment,
         )
+        _shapes.validate_request(
+            "CreateModel",
+            {"PrimaryContainer": {"Environment": self.environment}},
+            lambda path: "environment",
+        )
         container: dict[str, Any] = {
             "image": image_config.image_uri,
             "model_data_url": data_config.s3_url,
@@ -167,15 +227,29 @@ class ChainerModel(Construct):
             else None,
         )
         # The role's policy must exist before SageMaker checks the model's access.
-        self.resource.node.add_dependency(self.grant_principal.policy)  # type: ignore[attr-defined]
+        self.resource.node.add_dependency(self.principal.policy)
+        if removal_policy is not None:
+            self.resource.apply_removal_policy(removal_policy)
         _metadata.record_model(
             self,
             environment=self.environment,
             code_asset_hash=code_config.asset_hash,
             model_data_asset_hash=data_config.asset_hash,
         )
+        # GetAtt even for a given name: an endpoint config then waits for the model.
         self.model_name = self.resource.attr_model_name
+        # Ref of AWS::SageMaker::Model is its ARN.
+        self.model_arn = self.resource.ref
         self.model_data_url = data_config.s3_url
+
+    @property
+    def grant_principal(self) -> iam.IPrincipal:
+        """The execution role's principal (``iam.IGrantable``)."""
+        return self.principal  # type: ignore[return-value]
+
+    def apply_removal_policy(self, policy: RemovalPolicy) -> None:
+        """Apply ``policy`` to the model resource."""
+        self.resource.apply_removal_policy(policy)
 
     @classmethod
     def from_training_job(
@@ -189,6 +263,6 @@ class ChainerModel(Construct):
             scope, id, model_data=ModelData.from_training_job(training_job_name), code=code, **props
         )
 
-    def grant_key(self, key: kms.IKey) -> None:
+    def grant_key(self, key: kms.IKey) -> iam.Grant:
         """Let the model's role use ``key`` (e.g. the bucket key of the model data)."""
-        _iam.key_use(self.grant_principal, key)
+        return _iam.grant(self, *_iam.key_use_statements(key))

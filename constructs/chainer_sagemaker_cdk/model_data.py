@@ -202,9 +202,7 @@ class _UrlModelData(ModelData):
 
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> ModelDataConfig:
         arn = _assets.url_object_arn(scope, "model_data", self.url)
-        grantee.grant_principal.add_to_principal_policy(
-            iam.PolicyStatement(actions=["s3:GetObject"], resources=[arn])
-        )
+        _iam.add(grantee.grant_principal, _iam.statement(["s3:GetObject"], [arn]))
         return ModelDataConfig(self.url)
 
 
@@ -242,11 +240,10 @@ class _TrainingJobModelData(ModelData):
         )
         _iam.add(
             principal,  # type: ignore[arg-type]
-            iam.PolicyStatement(actions=["sagemaker:DescribeTrainingJob"], resources=[job_arn]),
-            iam.PolicyStatement(actions=["logs:CreateLogGroup"], resources=[logs_arn]),
-            iam.PolicyStatement(
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[f"{logs_arn}:log-stream:*"],
+            _iam.statement(["sagemaker:DescribeTrainingJob"], [job_arn]),
+            _iam.statement(["logs:CreateLogGroup"], [logs_arn]),
+            _iam.statement(
+                ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{logs_arn}:log-stream:*"]
             ),
         )
         lookup = cr.AwsCustomResource(
@@ -260,10 +257,8 @@ class _TrainingJobModelData(ModelData):
         lookup.node.add_dependency(principal.policy)
         _acknowledge_lookup_function(stack)
         url = lookup.get_response_field("ModelArtifacts.S3ModelArtifacts")
-        grantee.grant_principal.add_to_principal_policy(
-            iam.PolicyStatement(
-                actions=["s3:GetObject"],
-                resources=[_assets.url_object_arn(scope, "model_data", url)],
-            )
+        _iam.add(
+            grantee.grant_principal,
+            _iam.statement(["s3:GetObject"], [_assets.url_object_arn(scope, "model_data", url)]),
         )
         return ModelDataConfig(url)

@@ -29,6 +29,10 @@ class CodeConfig:
     """The file name of the archive (the last part of its S3 key)."""
     asset_hash: str | None = None
     """The staged asset's hash when the code is a file asset (local mode finds it by it)."""
+    bucket_name: str | None = None
+    """The bucket that holds the archive (for the list grant of an isolated job's channel)."""
+    object_key: str | None = None
+    """The archive's key in that bucket."""
 
 
 class SourceCode(ABC):
@@ -122,6 +126,8 @@ class _DirectorySource(SourceCode):
             self.entry_point,
             _assets.basename(asset.s3_object_key),
             asset.asset_hash,
+            asset.s3_bucket_name,
+            key,
         )
 
 
@@ -151,6 +157,8 @@ class _TarballSource(SourceCode):
             self.entry_point,
             _assets.basename(asset.s3_object_key),
             asset.asset_hash,
+            asset.s3_bucket_name,
+            key,
         )
 
 
@@ -170,5 +178,9 @@ class _BucketSource(SourceCode):
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> CodeConfig:
         _assets.grant_bucket_object_read(grantee, self.bucket, self.key)
         return CodeConfig(
-            self.bucket.s3_url_for_object(self.key), self.entry_point, _assets.basename(self.key)
+            self.bucket.s3_url_for_object(self.key),
+            self.entry_point,
+            _assets.basename(self.key),
+            bucket_name=self.bucket.bucket_name,
+            object_key=self.key,
         )
