@@ -106,7 +106,10 @@ class Stops:
             self.signum = signum
             self.stopped_at = time.monotonic()
             self.stop_phase = self.current
-            _raw_log(f"received {signal.Signals(signum).name} during {self.current}; stopping")
+            _raw_log(
+                f"received {signal.Signals(signum).name} during {self.current}; stopping "
+                f"(grace {self.grace:g} s)"
+            )
         self.wake()
         if first:
             for child in list(self._children.values()):
