@@ -33,6 +33,7 @@ __all__ = [
     "DECODERS",
     "ENCODERS",
     "JSON",
+    "JSONLINES",
     "NPY",
     "TEXT_TYPES",
     "decode",
@@ -43,9 +44,10 @@ __all__ = [
 
 NPY = "application/x-npy"
 JSON = "application/json"
+JSONLINES = "application/jsonlines"  # one JSON list per line: batch transform's Line split
 CSV = "text/csv"
 #: Types whose bodies user ``input_fn`` hooks receive as ``str`` (as the old server did).
-TEXT_TYPES = frozenset({JSON, CSV, "text/plain"})
+TEXT_TYPES = frozenset({JSON, JSONLINES, CSV, "text/plain"})
 
 _NPY_MAGIC = b"\x93NUMPY"
 _MAX_HEADER = 16 * 1024  # numpy itself refuses headers over 10 000 bytes by default
@@ -190,11 +192,49 @@ def _to_float32(obj: Any, what: str) -> npt.NDArray[np.float32]:
 
 
 def decode_json(body: Body) -> npt.NDArray[np.float32]:
-    """One JSON list (nested lists for more dimensions) as a float32 array."""
-    obj = _json_loads(body)
+    """One JSON list (nested lists for more dimensions) as a float32 array; several lines of
+    one list each (JSON Lines, as batch transform's MultiRecord sends them) as rows."""
+    try:
+        obj = _json_loads(body)
+    except BadRequest:
+        if not is_json_lines(body):
+            raise
+        return decode_jsonlines(body)
     if not isinstance(obj, list):
         raise BadRequest(f"the JSON body must be a list of numbers, not {type(obj).__name__}")
     return _to_float32(obj, "the JSON body")
+
+
+def is_json_lines(body: Body) -> bool:
+    """Whether a JSON body is several records, one list per line (``[1, 2]\n[3, 4]``), rather
+    than one document (possibly pretty-printed over several lines)."""
+    text = _as_bytes(body).strip()
+    first, sep, rest = text.partition(b"\n")
+    return bool(sep) and first.rstrip().endswith(b"]") and rest.lstrip().startswith(b"[")
+
+
+def decode_jsonlines(body: Body) -> npt.NDArray[np.float32]:
+    """JSON Lines: one JSON list per line, each a record (a row of the result)."""
+    lines = [line for line in _as_bytes(body).splitlines() if line.strip()]
+    if not lines:
+        raise BadRequest("the JSON Lines body has no records")
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(_json_loads(line))
+        except BadRequest as exc:
+            raise BadRequest(f"record {number} of the JSON Lines body: {exc.message}") from None
+    return _to_float32(rows, "the JSON Lines records")
+
+
+def encode_jsonlines(value: Any) -> bytes:
+    """One JSON line per row (per record of a JSON Lines or multi-line request)."""
+    arr = np.asarray(value)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim == 1:
+        return encode_json(arr) + b"\n"
+    return b"".join(encode_json(row) + b"\n" for row in arr)
 
 
 def decode_csv(body: Body) -> npt.NDArray[np.float32]:
@@ -249,8 +289,18 @@ def encode_csv(value: Any) -> bytes:
     return ("\n".join(",".join(map(repr, row)) for row in arr.tolist()) + "\n").encode()
 
 
-DECODERS: dict[str, Decoder] = {NPY: decode_npy, JSON: decode_json, CSV: decode_csv}
-ENCODERS: dict[str, Encoder] = {NPY: encode_npy, JSON: encode_json, CSV: encode_csv}
+DECODERS: dict[str, Decoder] = {
+    NPY: decode_npy,
+    JSON: decode_json,
+    CSV: decode_csv,
+    JSONLINES: decode_jsonlines,
+}
+ENCODERS: dict[str, Encoder] = {
+    NPY: encode_npy,
+    JSON: encode_json,
+    CSV: encode_csv,
+    JSONLINES: encode_jsonlines,
+}
 
 
 def decode(body: Body, content_type: str) -> Any:

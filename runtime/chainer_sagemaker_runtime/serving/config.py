@@ -17,6 +17,9 @@ from chainer_sagemaker_runtime.gpu import count_cpus
 __all__ = ["ServingConfig"]
 
 _MB = 1024 * 1024
+_MAX_MB = 100  # SAGEMAKER_MAX_PAYLOAD_IN_MB=0 (batch transform's "any size, chunked"): the most
+# a transform job may send (CreateTransformJob's MaxPayloadInMB goes up to 100)
+_STRATEGIES = {"singlerecord": "SINGLE_RECORD", "multirecord": "MULTI_RECORD"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class ServingConfig:
     max_connections: int = 1024
     max_concurrent_transforms: int = 0  # 0: one per worker
     batch_strategy: str = "MULTI_RECORD"
+    batch: bool = False  # SAGEMAKER_BATCH: running as a batch transform job
 
     @property
     def model_dir(self) -> Path:
@@ -96,6 +100,15 @@ class ServingConfig:
                 problems.append(f"{name}={raw!r} must be 0 or 1")
             return raw not in {"0", "false", "no", "off"}
 
+        strategy_raw = env.get("SAGEMAKER_BATCH_STRATEGY", "").strip()
+        strategy = _STRATEGIES.get(strategy_raw.replace("_", "").lower(), "")
+        if not strategy:
+            if strategy_raw:
+                problems.append(
+                    f"SAGEMAKER_BATCH_STRATEGY={strategy_raw!r} must be SINGLE_RECORD or "
+                    "MULTI_RECORD"
+                )
+            strategy = "MULTI_RECORD"
         config = cls(
             base_dir=base_dir,
             program=program,
@@ -114,7 +127,8 @@ class ServingConfig:
             timeout=number("SAGEMAKER_MODEL_SERVER_TIMEOUT", 60, integer=False, minimum=0.001),
             default_accept=accept.split(";", 1)[0].strip().lower(),
             max_payload_bytes=int(
-                number("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, integer=False, minimum=0.000001) * _MB
+                (number("SAGEMAKER_MAX_PAYLOAD_IN_MB", 6, integer=False, minimum=0) or _MAX_MB)
+                * _MB
             ),
             batching=flag("CHAINER_SAGEMAKER_BATCHING"),
             optimize_model=flag("CHAINER_SAGEMAKER_OPTIMIZE_MODEL"),
@@ -128,6 +142,11 @@ class ServingConfig:
             max_connections=int(
                 number("CHAINER_SAGEMAKER_MAX_CONNECTIONS", 1024, integer=True, minimum=1)
             ),
+            max_concurrent_transforms=int(
+                number("SAGEMAKER_MAX_CONCURRENT_TRANSFORMS", 0, integer=True, minimum=0)
+            ),
+            batch_strategy=strategy,
+            batch=env.get("SAGEMAKER_BATCH", "").strip().lower() in {"1", "true", "yes", "on"},
         )
         if config.port > 65535:
             problems.append(f"SAGEMAKER_BIND_TO_PORT={config.port} is not a TCP port (1-65535)")

@@ -247,13 +247,28 @@ class Handler:
             raise
         except Exception as exc:
             if fn is None:
+                if isinstance(data, numpy.ndarray) and data.ndim == 1 and self._takes_rows(data):
+                    return self.predict(data[None])[0]  # one record (a CSV line) as one row
                 mismatch = self._shape_mismatch(data)
                 if mismatch is not None:
                     raise BadRequest(mismatch) from None
             raise _user_failure("predict_fn", exc) from exc
-        if self._row_shape is None and isinstance(data, numpy.ndarray) and data.ndim >= 1:
+        if self._row_shape is None and isinstance(data, numpy.ndarray) and data.ndim >= 2:
             self._row_shape = data.shape[1:]  # what the model is known to take
         return result
+
+    def _takes_rows(self, row: numpy.ndarray[Any, Any]) -> bool:
+        """Whether ``row`` is one row of what the model is known to take."""
+        if self._row_shape is not None:
+            return tuple(row.shape) == self._row_shape
+        return bool(self._input_features() == row.size)
+
+    def records(self, body: bytes, content_type: str) -> bool:
+        """Whether the request is several JSON records, one per line (batch transform's
+        MultiRecord with SplitType Line): the default output_fn then answers a line each."""
+        if content_type == codecs.JSONLINES:
+            return True
+        return content_type == codecs.JSON and b"\n" in body and codecs.is_json_lines(body)
 
     def _shape_mismatch(self, data: Any) -> str | None:
         """Why the default predict failed, when it is the input's shape and that can be known:
@@ -303,8 +318,11 @@ class Handler:
             self._features = inputs.pop()
         return self._features
 
-    def encode(self, prediction: Any, accept: str) -> Reply:
+    def encode(self, prediction: Any, accept: str, *, records: bool = False) -> Reply:
+        """``output_fn`` (or the default encoder); ``records``: answer one JSON line per row."""
         if self.hooks.output_fn is None:
+            if records and accept in (codecs.JSON, codecs.JSONLINES):
+                accept = codecs.JSONLINES
             try:
                 return Reply(codecs.encode(prediction, accept), accept)
             except ServingError:
@@ -335,4 +353,6 @@ class Handler:
             except Exception as exc:
                 raise _user_failure("transform_fn", exc) from exc
             return _as_reply(result, accept, "transform_fn")
-        return self.encode(self.predict(self.decode(body, content_type)), accept)
+        data = self.decode(body, content_type)
+        records = self.records(body, content_type)
+        return self.encode(self.predict(data), accept, records=records)

@@ -93,6 +93,7 @@ class _Job:
     error: ServingError | None = None
     accept: str = ""
     data: Any = None
+    records: bool = False  # several JSON records, one per line: answered a line each
     sent: bool = False
 
 
@@ -406,10 +407,11 @@ class Worker:
             headers = job.request.headers
             try:
                 job.accept = handler.negotiate(headers.get("accept"))
-                ctype = headers.get("content-type") or headers.get("contenttype")
-                job.data = self._call(
-                    handler.decode, job.request.body, media_type(ctype, "application/json")
+                ctype = media_type(
+                    headers.get("content-type") or headers.get("contenttype"), "application/json"
                 )
+                job.data = self._call(handler.decode, job.request.body, ctype)
+                job.records = handler.records(job.request.body, ctype)
             except ServingError as exc:
                 job.error = exc
                 self._deliver([job])
@@ -468,9 +470,12 @@ class Worker:
 
     def _finish(self, job: _Job, prediction: Any) -> None:
         try:
-            job.reply = self._call(self.handler.encode, prediction, job.accept)
+            job.reply = self._call(self._encode, prediction, job)
         except ServingError as exc:
             job.error = exc
+
+    def _encode(self, prediction: Any, job: _Job) -> Reply:
+        return self.handler.encode(prediction, job.accept, records=job.records)
 
     def _on_alarm(self, signum: int, frame: object) -> None:
         if self._armed:

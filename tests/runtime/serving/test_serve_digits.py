@@ -334,3 +334,45 @@ def test_chunked_body_over_the_limit_is_413_and_connection_still_usable(
 def test_unknown_transfer_encoding_is_501(healthy: Server) -> None:
     head = b"POST /invocations HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
     assert _raw(healthy, head).startswith(b"HTTP/1.1 501 Not Implemented")
+
+
+# batch transform's mini-batches (issue 13): one output record per input record -------------
+def test_multi_record_lines_get_one_output_line_each(
+    healthy: Server, test_set: np.ndarray, in_process: np.ndarray
+) -> None:
+    rows = test_set[:5]
+    jsonl = b"".join(codecs.encode_json(r) + b"\n" for r in rows)
+    for ctype, accept in (
+        (JSON, JSON),
+        ("application/jsonlines", "application/jsonlines"),
+        (CSV, CSV),
+        (CSV, JSON),
+    ):
+        body = codecs.encode_csv(rows) if ctype == CSV else jsonl
+        status, headers, reply = healthy.invoke(body, ctype, accept)
+        assert status == 200, reply
+        lines = reply.decode().strip().split("\n")
+        if ctype == CSV and accept == JSON:  # a CSV mini-batch asked for as one JSON document
+            got = np.asarray(json.loads(reply), dtype=np.float32)
+        elif accept == CSV:
+            got = np.asarray([[float(v) for v in line.split(",")] for line in lines])
+        else:
+            assert headers["content-type"] == "application/jsonlines"
+            got = np.asarray([json.loads(line) for line in lines], dtype=np.float32)
+        assert got.shape == (5, 10), (ctype, accept)
+        np.testing.assert_allclose(got, in_process[:5], rtol=1e-4, atol=1e-4)
+
+
+def test_single_record_csv_line_is_one_row(
+    healthy: Server, test_set: np.ndarray, in_process: np.ndarray
+) -> None:
+    status, _, reply = healthy.invoke(codecs.encode_csv(test_set[7]), CSV, CSV)
+    assert status == 200, reply
+    got = np.asarray([float(v) for v in reply.decode().strip().split(",")])
+    np.testing.assert_allclose(got, in_process[7], rtol=1e-4, atol=1e-4)
+
+
+def test_bad_json_lines_record_is_named(healthy: Server) -> None:
+    status, _, reply = healthy.invoke(b"[0.5, 0.5]\n[0.5, oops]\n", "application/jsonlines")
+    assert status == 400
+    assert "record 2" in json.loads(reply)["message"]

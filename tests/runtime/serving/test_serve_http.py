@@ -546,7 +546,15 @@ def hooks_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     code.mkdir()
     (code / "inference.py").write_text(HOOKS)
     (base / "model").mkdir()
-    srv = Server(base, code, "inference.py", {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "1.5"})
+    env = {
+        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "1.5",
+        # as a batch transform job sets them (issue 13)
+        "SAGEMAKER_BATCH": "true",
+        "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD",
+        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "3",
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2",
+    }
+    srv = Server(base, code, "inference.py", env)
     srv.wait_ready()
     yield srv
     srv.stop()
@@ -627,3 +635,13 @@ def test_shape_mismatch_names_the_expected_shape(server: Server) -> None:
     status, _, body = server.invoke(b"[[1, 2, 3]]", "application/json")
     assert status == 400
     assert "(N, 2)" in json.loads(body)["message"]
+
+
+def test_execution_parameters_follow_the_transform_job(hooks_server: Server) -> None:
+    status, headers, body = hooks_server.request("GET", "/execution-parameters")
+    assert (status, headers["content-type"]) == (200, "application/json")
+    assert json.loads(body) == {
+        "MaxConcurrentTransforms": 3,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": 2,
+    }
