@@ -161,8 +161,9 @@ def test_clear_errors(cdk_out: Path, tmp_path: Path, args: list[str], message: s
     assert message in result.stderr
 
 
-def test_a_two_instance_job_runs_as_two_hosts_under_mpi(digits: Path, tmp_path: Path) -> None:
-    """A stack synthesized in-process: the ChainerMN example on two instances."""
+def test_a_two_instance_job_runs_emulated_under_one_mpirun(digits: Path, tmp_path: Path) -> None:
+    """A stack synthesized in-process: the ChainerMN example on two instances, as the emulation
+    (every host's ranks under one mpirun here; tests/multihost runs them as separate hosts)."""
     from aws_cdk import App, Stack
 
     from chainer_sagemaker_cdk import ChainerEstimator, SourceCode
@@ -186,8 +187,10 @@ def test_a_two_instance_job_runs_as_two_hosts_under_mpi(digits: Path, tmp_path: 
         {"train": digits / "train", "test": digits / "test"},
         tmp_path / "work",
         log=lines.append,
+        hosts="emulated",
     )
     output = "\n".join(lines)
+    assert "[local] EMULATION: the 2 hosts run as processes of one mpirun" in output
     assert result.succeeded, output[-3000:]
     assert "rank 0 of 2" in output
     assert "rank 1 of 2" in output

@@ -55,6 +55,17 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--channel", action="append", default=[], metavar="NAME=DIR|file://|s3://")
     train.add_argument("--hyperparameter", action="append", default=[], metavar="NAME=JSON")
     train.add_argument("--work-dir", type=Path, default=Path("local-run"))
+    train.add_argument(
+        "--hosts",
+        choices=("auto", "namespaces", "emulated"),
+        default="auto",
+        help="how the job's instances run: each as its own host in Linux namespaces "
+        "(needs root; the default for more than one instance), or 'emulated': every host's "
+        "processes under one mpirun on this machine, sharing one tree (an emulation)",
+    )
+    train.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="add to every host's env"
+    )
     serve = sub.add_parser("serve", help="serve a model of the stack here until interrupted")
     serve.add_argument(
         "--model-data",
@@ -111,9 +122,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             hps = {
                 k: _hp_value(v) for k, v in _pairs(args.hyperparameter, "hyperparameter").items()
             }
-            result = run_training(
-                job, _pairs(args.channel, "channel"), args.work_dir, hyperparameters=hps
-            )
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
+            try:
+                result = run_training(
+                    job,
+                    _pairs(args.channel, "channel"),
+                    args.work_dir,
+                    hyperparameters=hps,
+                    hosts=args.hosts,
+                    environment=_pairs(args.env, "env"),
+                )
+            except KeyboardInterrupt:
+                print("[local] training stopped", file=sys.stderr)
+                return 130
             if not result.succeeded:
                 print(f"[local] training failed: {result.failure_reason}", file=sys.stderr)
                 return result.exit_code or 1

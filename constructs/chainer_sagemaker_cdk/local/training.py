@@ -2,38 +2,78 @@
 
 Lays out the ``/opt/ml`` tree SageMaker would write (hyperparameters.json, resourceconfig.json
 for ``algo-1..algo-N``, inputdataconfig.json, the channels), runs ``train``, and packs
-``model.tar.gz`` and ``output.tar.gz`` like SageMaker. A job of several instances runs every
-host's processes on this machine under one mpirun.
+``model.tar.gz`` and ``output.tar.gz`` like SageMaker.
+
+How the hosts of a job run (``hosts``):
+
+- ``"namespaces"`` (the default for more than one instance): every host is its own network,
+  PID, UTS, IPC and mount namespace with its own ``/opt/ml`` tree, hostname, ``eth0`` on a
+  private bridge and sshd, each running ``train`` as PID 1 (:mod:`.netns`); the runtime's own
+  master/worker flow connects them. Needs root.
+- ``"emulated"``: every host's processes under one mpirun on this machine, sharing one tree
+  (``CHAINER_SAGEMAKER_LOCAL_HOSTS=1``): an emulation, with no sshd, no host names and no
+  master/worker flow, for machines where namespaces cannot be created.
+- ``"auto"``: one instance runs ``train`` directly; more use namespaces.
+
+Pipe-mode channels get SageMaker's per-epoch FIFOs (:mod:`.pipe`); FastFile works as File.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from chainer_sagemaker_cdk.local._commands import LocalModeError, runtime_command, stream
 from chainer_sagemaker_cdk.local.artifacts import pack_model, pack_output
 from chainer_sagemaker_cdk.local.assembly import TrainingJobSpec
+from chainer_sagemaker_cdk.local.hosts import HostLayout, host_layouts, write_host_files
+from chainer_sagemaker_cdk.local.netns import (
+    NamespaceCluster,
+    NamespacesUnavailable,
+    namespaces_unavailable,
+)
+from chainer_sagemaker_cdk.local.pipe import PipeFeeder
 
-__all__ = ["LocalTrainingResult", "resolve_channel", "run_training"]
+__all__ = ["HostOutcome", "HostsMode", "LocalTrainingResult", "resolve_channel", "run_training"]
+
+HostsMode = Literal["auto", "namespaces", "emulated"]
+# Variables of this process that every host sees too (credentials and endpoints for S3 code and
+# channels); everything else a host sees is the job's own environment, as in a container.
+_PASSED_PREFIXES = ("AWS_",)
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# StopTrainingJob's grace for local runs: the runtime's own SIGTERM grace (30 s) and a margin.
+STOP_GRACE_SECONDS = 40.0
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    """How one host's ``train`` ended: exit code, and its ``success``/``failure`` file."""
+
+    host: str
+    exit_code: int | None  # None: the host never started
+    outcome: str  # "success", "failure" or "none" (no file written)
+    failure_reason: str | None
+    seconds: float | None = None
 
 
 @dataclass(frozen=True)
 class LocalTrainingResult:
     exit_code: int
     failure_reason: str | None
-    base_dir: Path
+    base_dir: Path  # the master's /opt/ml tree
     model_artifact: Path
     output_artifact: Path
     seconds: float
+    hosts: tuple[HostOutcome, ...] = field(default=())
 
     @property
     def succeeded(self) -> bool:
@@ -76,30 +116,90 @@ def resolve_channel(name: str, source: str | Path, downloads: Path) -> Path:
 
 
 def _lay_out(
-    base: Path, job: TrainingJobSpec, hps: dict[str, str], channels: Mapping[str, Path]
-) -> None:
+    base: Path,
+    job: TrainingJobSpec,
+    hps: dict[str, str],
+    channels: Mapping[str, Path],
+    *,
+    current_host: str = "algo-1",
+) -> list[PipeFeeder]:
+    """Write one host's tree; returns the (not yet started) feeders of its Pipe channels."""
     cfg = base / "input" / "config"
     cfg.mkdir(parents=True)
     hosts = [f"algo-{i}" for i in range(1, job.instance_count + 1)]
     (cfg / "hyperparameters.json").write_text(json.dumps(hps, indent=2, sort_keys=True))
     (cfg / "resourceconfig.json").write_text(
-        json.dumps({"current_host": hosts[0], "hosts": hosts, "network_interface_name": "eth0"})
+        json.dumps({"current_host": current_host, "hosts": hosts, "network_interface_name": "eth0"})
     )
     data_config: dict[str, Any] = {}
+    feeders: list[PipeFeeder] = []
+    data_dir = base / "input" / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
     for name, path in channels.items():
         declared = job.channels.get(name, {})
+        mode = declared.get("inputMode", job.input_mode)
         data_config[name] = {
-            "TrainingInputMode": declared.get("inputMode", job.input_mode),
+            "TrainingInputMode": mode,
             "S3DistributionType": declared.get("distribution", "FullyReplicated"),
             "RecordWrapperType": declared.get("recordWrapperType", "None"),
             **({"ContentType": declared["contentType"]} if declared.get("contentType") else {}),
         }
-        dest = base / "input" / "data" / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.symlink_to(path, target_is_directory=path.is_dir())
+        if mode == "Pipe":
+            feeders.append(PipeFeeder(name, path, data_dir))
+        else:  # File, and FastFile (which streams on demand on SageMaker: the same files here)
+            (data_dir / name).symlink_to(path, target_is_directory=path.is_dir())
     (cfg / "inputdataconfig.json").write_text(json.dumps(data_config, indent=2, sort_keys=True))
     for sub in ("model", "output/data", "code"):
         (base / sub).mkdir(parents=True, exist_ok=True)
+    return feeders
+
+
+@contextlib.contextmanager
+def _feeding(feeders: list[PipeFeeder]) -> Iterator[None]:
+    for feeder in feeders:
+        feeder.start()
+    try:
+        yield
+    finally:
+        for feeder in feeders:
+            feeder.stop()
+
+
+def _outcome(host: str, tree: Path, code: int | None, seconds: float | None) -> HostOutcome:
+    output = tree / "output"
+    if (output / "failure").exists():
+        reason = (output / "failure").read_text(errors="replace").strip()
+        return HostOutcome(host, code, "failure", reason, seconds)
+    if (output / "success").exists():
+        return HostOutcome(host, code, "success", None, seconds)
+    return HostOutcome(host, code, "none", None, seconds)
+
+
+def _host_environment(train: str, job: TrainingJobSpec, extra: Mapping[str, str]) -> dict[str, str]:
+    """A host's environment: the job's, as SageMaker gives a container, not this shell's."""
+    env = {
+        "PATH": f"{Path(train).parent}:{_SYSTEM_PATH}",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        **{k: v for k, v in os.environ.items() if k.startswith(_PASSED_PREFIXES)},
+    }
+    env.update(job.environment)
+    env.update(extra)
+    return env
+
+
+def _resolve_mode(mode: HostsMode, instance_count: int) -> str:
+    if mode == "emulated" or (mode == "auto" and instance_count == 1):
+        return "direct"
+    why = namespaces_unavailable()
+    if why is not None:
+        raise NamespacesUnavailable(
+            f"cannot run the job's {instance_count} host(s) as separate hosts here: {why}. "
+            "To run every host's processes under one mpirun on this machine instead, pass "
+            '--hosts emulated (hosts="emulated"): an emulation, with one shared /opt/ml tree, '
+            "no sshd, no host names and no master/worker flow"
+        )
+    return "namespaces"
 
 
 def run_training(
@@ -110,8 +210,20 @@ def run_training(
     hyperparameters: Mapping[str, Any] | None = None,
     job_name: str = "local-training-job",
     log: Callable[[str], None] = print,
+    hosts: HostsMode = "auto",
+    environment: Mapping[str, str] | None = None,
+    absent_hosts: Collection[str] = (),
+    on_start: Callable[[NamespaceCluster], None] | None = None,
 ) -> LocalTrainingResult:
-    """Run ``job`` here; ``hyperparameters`` override the synthesized ones (SDK-encoded)."""
+    """Run ``job`` here; ``hyperparameters`` override the synthesized ones (SDK-encoded).
+
+    ``hosts`` chooses how a job's hosts run (see the module docstring); ``environment`` adds
+    variables to every host's environment (after the job's own). For tests of the multi-host
+    flow, with namespaces: ``absent_hosts`` names hosts that never start (an instance that never
+    boots), and ``on_start`` is called with the running cluster once every host has started
+    (to signal or kill a host). Ctrl-C (KeyboardInterrupt) stops the job as StopTrainingJob
+    does, then re-raises.
+    """
     missing = sorted(set(job.channels) - set(channels))
     if missing:
         raise LocalModeError(
@@ -120,11 +232,12 @@ def run_training(
         )
     if job.code_asset is None:
         raise LocalModeError(f"{job.path} has no code asset in the assembly; synthesize again")
+    mode = _resolve_mode(hosts, job.instance_count)
     train = runtime_command("train")
     work_dir = Path(work_dir).resolve()
-    base = work_dir / "ml"
-    if base.exists():
-        shutil.rmtree(base)
+    for old in ("ml", "hosts"):
+        if (work_dir / old).exists():
+            shutil.rmtree(work_dir / old)
     with tempfile.TemporaryDirectory(
         prefix="channels-", dir=work_dir if work_dir.exists() else None
     ) as tmp:
@@ -132,26 +245,135 @@ def run_training(
         hps = dict(job.hyperparameters)
         hps["sagemaker_submit_directory"] = json.dumps(job.code_asset)
         hps.update({k: json.dumps(v) for k, v in (hyperparameters or {}).items()})
-        _lay_out(base, job, hps, local_channels)
-        env = {
-            **os.environ,
-            **job.environment,
-            "SAGEMAKER_BASE_DIR": str(base),
-            "TRAINING_JOB_NAME": job_name,
-        }
-        if job.instance_count > 1:
-            env["CHAINER_SAGEMAKER_LOCAL_HOSTS"] = "1"
-        log(
-            f"[local] training {job.path} as {job_name}: {job.instance_count} x "
-            f"{job.instance_type} on this machine, tree {base}"
-        )
-        started = time.monotonic()
-        code = stream([train], env=env, prefix="[algo-1] ", log=log)
-        seconds = time.monotonic() - started
-    output = base / "output"
-    failure = (output / "failure").read_text().strip() if (output / "failure").exists() else None
+        if mode == "direct":
+            return _run_direct(
+                job, hps, local_channels, work_dir, train, job_name, log, environment
+            )
+        return _run_namespaces(
+            job, hps, local_channels, work_dir, train, job_name, log,
+            environment, absent_hosts, on_start,
+        )  # fmt: skip
+
+
+def _finish(
+    work_dir: Path,
+    outcomes: list[HostOutcome],
+    master_tree: Path,
+    seconds: float,
+    log: Callable[[str], None],
+) -> LocalTrainingResult:
+    """Pack the master's model and output as SageMaker does and report every host."""
     artifacts = work_dir / "artifacts"
-    model_tar = pack_model(base / "model", artifacts / "model.tar.gz")
-    output_tar = pack_output(output, artifacts / "output.tar.gz")
-    log(f"[local] training {'succeeded' if code == 0 else 'failed'} in {seconds:.1f} s")
-    return LocalTrainingResult(code, failure, base, model_tar, output_tar, seconds)
+    model_tar = pack_model(master_tree / "model", artifacts / "model.tar.gz")
+    output_tar = pack_output(master_tree / "output", artifacts / "output.tar.gz")
+    failed = [o for o in outcomes if o.exit_code != 0]
+    code = failed[0].exit_code if failed else 0
+    reason = next((o.failure_reason for o in outcomes if o.failure_reason), None)
+    if failed and reason is None:
+        reason = f"{failed[0].host} exited with code {failed[0].exit_code} without a failure file"
+    log(f"[local] training {'succeeded' if not failed else 'failed'} in {seconds:.1f} s")
+    return LocalTrainingResult(
+        1 if code is None else code,
+        reason,
+        master_tree,
+        model_tar,
+        output_tar,
+        seconds,
+        tuple(outcomes),
+    )
+
+
+def _run_direct(
+    job: TrainingJobSpec,
+    hps: dict[str, str],
+    channels: Mapping[str, Path],
+    work_dir: Path,
+    train: str,
+    job_name: str,
+    log: Callable[[str], None],
+    environment: Mapping[str, str] | None,
+) -> LocalTrainingResult:
+    """One ``train`` process with ``SAGEMAKER_BASE_DIR``; several hosts emulated under one
+    mpirun (``CHAINER_SAGEMAKER_LOCAL_HOSTS=1``)."""
+    base = work_dir / "ml"
+    feeders = _lay_out(base, job, hps, channels)
+    env = {
+        **os.environ,
+        **job.environment,
+        **(environment or {}),
+        "SAGEMAKER_BASE_DIR": str(base),
+        "TRAINING_JOB_NAME": job_name,
+    }
+    if job.instance_count > 1:
+        env["CHAINER_SAGEMAKER_LOCAL_HOSTS"] = "1"
+        log(
+            f"[local] EMULATION: the {job.instance_count} hosts run as processes of one mpirun "
+            "on this machine, sharing one /opt/ml tree (no sshd, no host names)"
+        )
+    log(
+        f"[local] training {job.path} as {job_name}: {job.instance_count} x "
+        f"{job.instance_type} on this machine, tree {base}"
+    )
+    started = time.monotonic()
+    with _feeding(feeders):
+        code = stream([train], env=env, prefix="[algo-1] ", log=log)
+    seconds = time.monotonic() - started
+    outcome = _outcome("algo-1", base, code, seconds)
+    log(f"[local] algo-1: exit code {code}, {outcome.outcome}")
+    return _finish(work_dir, [outcome], base, seconds, log)
+
+
+def _run_namespaces(
+    job: TrainingJobSpec,
+    hps: dict[str, str],
+    channels: Mapping[str, Path],
+    work_dir: Path,
+    train: str,
+    job_name: str,
+    log: Callable[[str], None],
+    environment: Mapping[str, str] | None,
+    absent_hosts: Collection[str],
+    on_start: Callable[[NamespaceCluster], None] | None,
+) -> LocalTrainingResult:
+    """Every host its own namespaces and tree, each running ``train`` as PID 1."""
+    layouts: list[HostLayout] = host_layouts(job.instance_count, work_dir)
+    write_host_files(layouts, work_dir)
+    feeders = [
+        f
+        for h in layouts
+        for f in _lay_out(h.tree, job, hps, channels, current_host=h.name)
+        if h.name not in absent_hosts
+    ]
+    env = {**_host_environment(train, job, environment or {}), "TRAINING_JOB_NAME": job_name}
+    log(
+        f"[local] training {job.path} as {job_name}: {job.instance_count} x "
+        f"{job.instance_type}, each host its own namespaces on a private bridge "
+        f"({', '.join(f'{h.name} {h.address}' for h in layouts)}); trees under {work_dir / 'hosts'}"
+    )
+    started = time.monotonic()
+    with NamespaceCluster(layouts, [train], env, log=log) as cluster, _feeding(feeders):
+        cluster.start(absent=absent_hosts)
+        if on_start is not None:
+            on_start(cluster)
+        try:
+            cluster.wait()
+        except KeyboardInterrupt:
+            log(f"[local] interrupted: stopping every host (SIGTERM, SIGKILL after "
+                f"{STOP_GRACE_SECONDS:.0f} s), then removing the namespaces")  # fmt: skip
+            try:
+                cluster.stop(STOP_GRACE_SECONDS)
+            finally:
+                cluster.close()
+            raise
+    seconds = time.monotonic() - started
+    outcomes = []
+    for layout in layouts:
+        run = cluster.hosts[layout.name]
+        took = None if run.ended_at is None else run.ended_at - run.started_at
+        outcome = _outcome(layout.name, layout.tree, run.exit_code, took)
+        outcomes.append(outcome)
+        if run.proc is None:
+            log(f"[local] {layout.name}: never started")
+        else:
+            log(f"[local] {layout.name}: exit code {run.exit_code}, {outcome.outcome}")
+    return _finish(work_dir, outcomes, layouts[0].tree, seconds, log)

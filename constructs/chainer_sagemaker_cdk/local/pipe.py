@@ -1,0 +1,105 @@
+"""Pipe input mode for local runs: SageMaker's per-epoch FIFOs, fed from the channel's files.
+
+With ``TrainingInputMode`` Pipe, SageMaker does not download a channel: it streams the
+channel's S3 objects, one after the other, into the FIFO ``/opt/ml/input/data/<channel>_0``;
+when the script has read that to its end, ``<channel>_1`` carries the same data again for the
+next epoch, and so on. :class:`PipeFeeder` does the same from the channel's local files (sorted
+by path, concatenated as they are, like ``RecordWrapperType`` None): it creates
+``<channel>_0``, waits for the script to open it, writes the data, creates ``<channel>_1``
+*before* closing ``<channel>_0`` (so the script finds the next epoch's FIFO the moment it sees
+the end of this one), removes the drained FIFO, and so on, up to ``max_epochs`` FIFOs or until
+the job ends. A script that closes a FIFO early just ends that epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import threading
+from pathlib import Path
+
+__all__ = ["MAX_EPOCHS", "PipeFeeder"]
+
+MAX_EPOCHS = 1000
+_CHUNK = 1 << 20
+
+
+class PipeFeeder:
+    """Feeds ``<input_data_dir>/<channel>_<epoch>`` FIFOs from ``source`` on a thread."""
+
+    def __init__(
+        self,
+        channel: str,
+        source: Path,
+        input_data_dir: Path,
+        *,
+        max_epochs: int = MAX_EPOCHS,
+        poll: float = 0.05,
+    ) -> None:
+        self.channel = channel
+        self.files = (
+            sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+        )
+        self.input_data_dir = input_data_dir
+        self.max_epochs = max_epochs
+        self.epochs_fed = 0
+        self._poll = poll
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"pipe-{channel}", daemon=True)
+        self.fifo(0).parent.mkdir(parents=True, exist_ok=True)
+        os.mkfifo(self.fifo(0))  # before the job starts: the script may open it at once
+
+    def fifo(self, epoch: int) -> Path:
+        return self.input_data_dir / f"{self.channel}_{epoch}"
+
+    def start(self) -> PipeFeeder:
+        self._thread.start()
+        return self
+
+    def _open_writer(self, path: Path) -> int | None:
+        """Open ``path`` for writing once a reader has it open; None when stopped first."""
+        while not self._stop.is_set():
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                    raise
+                self._stop.wait(self._poll)
+                continue
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+            return fd
+        return None
+
+    def _write_epoch(self, fd: int) -> None:
+        with contextlib.suppress(BrokenPipeError):  # the script closed its end early
+            for path in self.files:
+                with path.open("rb") as source:
+                    while chunk := source.read(_CHUNK):
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[os.write(fd, view) :]
+
+    def _run(self) -> None:
+        for epoch in range(self.max_epochs):
+            fd = self._open_writer(self.fifo(epoch))
+            if fd is None:
+                return
+            try:
+                self._write_epoch(fd)
+                if epoch + 1 < self.max_epochs:
+                    os.mkfifo(self.fifo(epoch + 1))
+            finally:
+                os.close(fd)
+            self.fifo(epoch).unlink(missing_ok=True)
+            self.epochs_fed = epoch + 1
+
+    def stop(self) -> None:
+        """Stop feeding (the job has ended); leaves no FIFO behind."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for path in self.input_data_dir.glob(f"{self.channel}_*"):
+            if path.is_fifo():
+                path.unlink(missing_ok=True)

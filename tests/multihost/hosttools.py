@@ -1,0 +1,108 @@
+"""Helpers of the multi-host tests: a timestamped log, and what a run leaves behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = [
+    "Log",
+    "descendants",
+    "mounts_mentioning",
+    "named_netns",
+    "net_namespaces",
+    "processes_in",
+]
+
+
+class Log:
+    """A ``log`` callback that keeps each line with the time it arrived, and can wait for one."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, line: str) -> None:
+        with self._cond:
+            self.lines.append((time.monotonic(), line))
+            self._cond.notify_all()
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line for _, line in self.lines)
+
+    def matching(self, pattern: str) -> list[tuple[float, str]]:
+        return [(t, line) for t, line in self.lines if re.search(pattern, line)]
+
+    def wait_for(self, pattern: str, *, count: int = 1, timeout: float = 120.0) -> float:
+        """Wait until ``count`` lines match ``pattern``; the time the last of them arrived."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(found := self.matching(pattern)) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"{count} line(s) matching {pattern!r} did not come within {timeout} s:\n"
+                        + self.text[-4000:]
+                    )
+                self._cond.wait(min(left, 1.0))
+            return found[count - 1][0]
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def descendants(root: int) -> set[int]:
+    """Every living process below ``root``."""
+    parents = {int(p.name): _ppid(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def net_namespaces(pids: Iterable[int]) -> set[int]:
+    inodes = set()
+    for pid in pids:
+        try:
+            inodes.add(os.stat(f"/proc/{pid}/ns/net").st_ino)
+        except OSError:
+            continue
+    return inodes
+
+
+def processes_in(namespaces: set[int]) -> list[int]:
+    """Living processes in any of the network namespaces ``namespaces`` (inode numbers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                zombie = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+                if not zombie and os.stat(entry / "ns" / "net").st_ino in namespaces:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def mounts_mentioning(path: Path) -> list[str]:
+    """This mount namespace's mounts whose source or target is under ``path``."""
+    return [
+        line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(path) in line
+    ]
+
+
+def named_netns() -> list[str]:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
