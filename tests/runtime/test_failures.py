@@ -147,6 +147,16 @@ def test_non_python_entry_point_runs_as_a_command(job: JobTree, code_dir: Path) 
     assert out.read_text().strip() == "--epochs 2 2"
 
 
+def test_shell_entry_point_without_shebang_runs_through_bin_sh(
+    job: JobTree, code_dir: Path
+) -> None:
+    out = job.base / "model" / "args.txt"
+    hps = _script(code_dir, "run", f'echo "$@" > {out}\n')
+    result = job.configure({**hps, "epochs": 3}).train()
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().strip() == "--epochs 3"
+
+
 def test_working_directory_and_sys_path_are_the_code_dir(job: JobTree, code_dir: Path) -> None:
     (code_dir / "helper.py").write_text("VALUE = 42\n")
     hps = _script(

@@ -30,6 +30,13 @@ DECISIONS: list[tuple[dict[str, Any], int, int, tuple[bool, int, int, tuple[str,
         0,
         (True, 1, 1, ("-x", "FOO=1", "--mca", "a", "b c")),
     ),
+    # The toolkits' --NCCL_DEBUG option becomes -x NCCL_DEBUG=...; it is not passed raw.
+    (
+        {"sagemaker_use_mpi": True, "sagemaker_additional_mpi_options": "--NCCL_DEBUG WARN -x A"},
+        1,
+        0,
+        (True, 1, 1, ("-x", "A")),
+    ),
 ]
 
 
@@ -137,3 +144,68 @@ def test_local_mode_runs_every_hosts_processes_on_this_machine() -> None:
     assert argv[argv.index("-np") + 1] == "2"
     assert "btl_tcp_if_include" in argv
     assert argv[argv.index("btl_tcp_if_include") + 1] == "lo"
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [("--NCCL_DEBUG WARN", "WARN"), ("-x A=1 --NCCL_DEBUG=TRACE", "TRACE"), ("-x A=1", "INFO")],
+)
+def test_nccl_debug_option_becomes_an_exported_variable(options: str, expected: str) -> None:
+    settings = resolve_mpi(
+        {"sagemaker_use_mpi": True, "sagemaker_additional_mpi_options": options},
+        num_hosts=1,
+        num_gpus=0,
+    )
+    argv = mpirun_argv(
+        hosts=["algo-1"], settings=settings, interface="eth0", forwarded=[], command=["x"]
+    )
+    assert f"NCCL_DEBUG={expected}" in argv
+    assert "--NCCL_DEBUG" not in " ".join(argv)
+
+
+@pytest.mark.parametrize(
+    ("reserved", "hosts", "gpus", "message"),
+    [
+        (
+            {"sagemaker_num_processes": 5, "sagemaker_process_slots_per_host": 2},
+            2,
+            0,
+            "sagemaker_num_processes=5 is more than the 4 slots of this job (2 host(s) x 2 per "
+            "host, from sagemaker_process_slots_per_host)",
+        ),
+        (
+            {"sagemaker_use_mpi": True, "sagemaker_num_processes": 2},
+            1,
+            0,
+            "more than the 1 slots of this job (1 host(s) x 1 per host, from 1 without GPUs)",
+        ),
+        (
+            {"sagemaker_use_mpi": True, "sagemaker_additional_mpi_options": "--NCCL_DEBUG"},
+            1,
+            0,
+            "--NCCL_DEBUG needs a value",
+        ),
+    ],
+)
+def test_impossible_mpi_settings_are_configuration_errors(
+    reserved: dict[str, Any], hosts: int, gpus: int, message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_mpi(reserved, num_hosts=hosts, num_gpus=gpus)
+    assert message in str(caught.value)
+
+
+def test_multi_host_ranks_get_their_own_hosts_values_not_the_masters() -> None:
+    environ = {
+        "SM_HPS": "{}",
+        "SM_CURRENT_HOST": "algo-1",
+        "CURRENT_HOST": "algo-1",
+        "SM_TRAINING_ENV": "{}",
+        "SM_RESOURCE_CONFIG": "{}",
+        "SM_NUM_CPUS": "2",
+        "SM_NUM_GPUS": "0",
+        "CHAINER_SAGEMAKER_RANK_HOST_ENV": "1",
+    }
+    names = forwarded_env_names(environ, multi_host=True)
+    assert names == ["CHAINER_SAGEMAKER_RANK_HOST_ENV", "SM_HPS", "SM_NUM_GPUS"]
+    assert "SM_CURRENT_HOST" in forwarded_env_names(environ)  # one host: same values anyway
