@@ -137,10 +137,12 @@ class TrainingPipeline(Construct):
             "StateMachine",
             definition_body=sfn.DefinitionBody.from_chainable(self.fragment),
             state_machine_name=state_machine_name,
-            # Grants are made above, into one managed policy; CDK's own additions are dropped.
-            role=self.role.without_policy_updates()
-            if isinstance(self.role, iam.Role)
-            else self.role,
+            # Grants are made above, into managed policies; CDK's own additions are dropped.
+            # An immutable import of the role by ARN: the ARN's GetAtt orders role and machine,
+            # so CDK's DependsOn on the role would be redundant (cfn-lint W3005).
+            role=iam.Role.from_role_arn(
+                self, "StateMachineRole", self.role.role_arn, mutable=False
+            ),
             timeout=timeout or run.plus(Duration.hours(2)),
             tracing_enabled=True,
             logs=sfn.LogOptions(
