@@ -16,6 +16,7 @@
 #   SSH_ROOT         root directory under which to prepare sshd and root's SSH keys for
 #                    multi-host MPI; empty skips it                          (default: empty)
 #   STEPS            which steps to run, of: system python ssh              (default: all three)
+#                    (deps: python's packages without the runtime itself)
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
@@ -57,7 +58,9 @@ fi
 #    environments; pip 25.3 and later read build constraints from PIP_BUILD_CONSTRAINT, and from
 #    26.2 on only from there. Both are set: each pip reads the one it knows (an unknown PIP_*
 #    variable is ignored), so the image's pip 24.0 and today's pip build Chainer alike.
-if step python; then
+#    STEPS=deps installs only these packages, not the runtime (the image caches them in a layer
+#    of their own, so a runtime change rebuilds only the runtime's layer).
+if step python || step deps; then
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo 'setuptools<70' >"$constraints"
@@ -70,6 +73,8 @@ pkgs=("$NUMPY_SPEC" "chainer==$CHAINER_VERSION" "$MPI4PY_SPEC")
 [ "$VARIANT" = gpu ] && pkgs+=("$CUPY_PACKAGE")
 say "pip install ${pkgs[*]}"
 pip_install "${pkgs[@]}"
+fi
+if step python; then
 if [ "$EDITABLE" = 1 ]; then
   say "pip install -e $RUNTIME_SRC[s3]"
   pip_install -e "$RUNTIME_SRC[s3]"
