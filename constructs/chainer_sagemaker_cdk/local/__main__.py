@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from chainer_sagemaker_cdk.local import transform
 from chainer_sagemaker_cdk.local._commands import LocalModeError
 from chainer_sagemaker_cdk.local.assembly import AssemblyError, CloudAssembly
 from chainer_sagemaker_cdk.local.serving import LocalEndpoint
@@ -75,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="construct path of the model (when the stack has several)")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--work-dir", type=Path, default=Path("local-run"))
+    transform.add_arguments(
+        sub.add_parser("transform", help="run a batch transform here with the model's serve")
+    )
     return parser
 
 
@@ -142,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"[local] model: {result.model_artifact}\n[local] output: {result.output_artifact}"
             )
             return 0
+        if args.command == "transform":
+            return transform.command(args)
         return _serve(args)
     except (LocalModeError, AssemblyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
