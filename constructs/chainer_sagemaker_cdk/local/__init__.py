@@ -9,7 +9,9 @@ Reads ``cdk.out``, runs the container runtime's ``train`` and ``serve`` here::
     with LocalEndpoint(result.model_artifact, Path("local-run"), environment=...) as endpoint:
         ...
 
-or ``python -m chainer_sagemaker_cdk.local --help``.
+A job of several instances runs each instance as its own host (Linux namespaces, as root);
+``hosts="emulated"`` runs them under one mpirun instead. Or ``python -m chainer_sagemaker_cdk.local
+--help``.
 """
 
 from chainer_sagemaker_cdk.local._commands import LocalModeError
@@ -20,17 +22,27 @@ from chainer_sagemaker_cdk.local.assembly import (
     ModelSpec,
     TrainingJobSpec,
 )
+from chainer_sagemaker_cdk.local.netns import NamespacesUnavailable, namespaces_unavailable
 from chainer_sagemaker_cdk.local.serving import LocalEndpoint
-from chainer_sagemaker_cdk.local.training import LocalTrainingResult, run_training
+from chainer_sagemaker_cdk.local.training import (
+    HostOutcome,
+    HostsMode,
+    LocalTrainingResult,
+    run_training,
+)
 
 __all__ = [
     "AssemblyError",
     "CloudAssembly",
+    "HostOutcome",
+    "HostsMode",
     "LocalEndpoint",
     "LocalModeError",
     "LocalTrainingResult",
     "ModelSpec",
+    "NamespacesUnavailable",
     "TrainingJobSpec",
+    "namespaces_unavailable",
     "pack_model",
     "pack_output",
     "run_training",
