@@ -862,13 +862,18 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             )
             self._acknowledge_list = True
         if self.endpoint_kms_key is not None:
-            statements.append(
+            # kms:GrantIsForAWSResource is a condition key of CreateGrant only: on DescribeKey
+            # it would never hold (parliament: UNKNOWN_CONDITION_FOR_ACTION).
+            statements += [
                 iam.PolicyStatement(
-                    actions=["kms:CreateGrant", "kms:DescribeKey"],
+                    actions=["kms:CreateGrant"],
                     resources=[self.endpoint_kms_key.key_arn],
                     conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
-                )
-            )
+                ),
+                iam.PolicyStatement(
+                    actions=["kms:DescribeKey"], resources=[self.endpoint_kms_key.key_arn]
+                ),
+            ]
         return statements
 
 
