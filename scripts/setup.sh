@@ -4,6 +4,8 @@
 #   - .venv/ (Python 3.11): the runtime through the image's own install script
 #     (runtime/docker/install.sh), the construct library, and the development tools;
 #   - the AWS CDK CLI from npm into node_modules/;
+#   - the image recipe's Python step checked with the newest pip as well (.venv runs it with
+#     the image's pip, 24.0): a throwaway venv, skipped while install.sh is unchanged;
 #   - with COMPAT_VENVS=1, the two extra interpreters the compatibility tests run on:
 #     .venv-np1 (Python 3.11, NumPy 1.26) and .venv-py312 (Python 3.12, NumPy 2).
 set -euo pipefail
@@ -26,7 +28,34 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv with $PY311"
   "$PY311" -m venv .venv
 fi
+# The image's pip (python:3.11-slim-bookworm ships 24.0), so .venv installs as the image does.
+IMAGE_PIP=24.0
+if [ "$(.venv/bin/python -m pip --version | cut -d' ' -f2)" != "$IMAGE_PIP" ]; then
+  say "pip $IMAGE_PIP in .venv (the image's pip)"
+  .venv/bin/python -m pip install -q --disable-pip-version-check "pip==$IMAGE_PIP"
+fi
 SYSTEM_PACKAGES=1 PYTHON=.venv/bin/python EDITABLE=1 bash runtime/docker/install.sh
+
+# The same Python step with the newest pip (26.2+ builds sdists under PIP_BUILD_CONSTRAINT
+# only), in a throwaway venv and without pip's wheel cache, so Chainer's source build really
+# runs (about a minute). The stamp names the recipe's hash and that pip's version and lives in
+# a machine-wide cache directory, so fresh clones (CI) skip the check until either changes.
+cache_dir=${SETUP_CACHE_DIR:-/var/cache/chainer-sagemaker-cdk}
+recipe=$(cat runtime/docker/install.sh runtime/pyproject.toml | sha256sum | cut -c1-16)
+newest_pip=$("$PY311" -m pip index versions pip 2>/dev/null | sed -n 's/^pip (\(.*\))$/\1/p')
+stamp="$cache_dir/pip-latest-$recipe-${newest_pip:-unknown}"
+if [ ! -f "$stamp" ]; then
+  say "checking runtime/docker/install.sh with the newest pip (${newest_pip:-?}) in .venv-pip-latest"
+  rm -rf .venv-pip-latest
+  "$PY311" -m venv .venv-pip-latest
+  .venv-pip-latest/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  PIP_NO_CACHE_DIR=1 SYSTEM_PACKAGES=0 STEPS=python PYTHON=.venv-pip-latest/bin/python \
+    EDITABLE=1 bash runtime/docker/install.sh
+  say "install.sh works with $(.venv-pip-latest/bin/python -m pip --version | cut -d' ' -f1-2)"
+  rm -rf .venv-pip-latest
+  mkdir -p "$cache_dir"
+  touch "$stamp"
+fi
 say "pip install -r requirements.txt"
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 

@@ -94,6 +94,47 @@ def test_dockerfile_runs_the_install_script_with_every_build_arg() -> None:
     assert "FROM base-${VARIANT}" in text
 
 
+_RECORDING_PYTHON = """#!/bin/sh
+# Stands in for the interpreter: records each pip call and the constraint files it was given.
+{
+  echo "CALL $*"
+  for var in PIP_CONSTRAINT PIP_BUILD_CONSTRAINT; do
+    eval "file=\\${$var:-}"
+    echo "$var=$( [ -n "$file" ] && cat "$file" )"
+  done
+} >>"$RECORD"
+cat >/dev/null  # the script's closing import check arrives on stdin
+"""
+
+
+def test_every_pip_install_constrains_build_environments_for_old_and_new_pip(
+    tmp_path: Path,
+) -> None:
+    """pip < 26.2 takes build constraints from PIP_CONSTRAINT, pip >= 26.2 only from
+    PIP_BUILD_CONSTRAINT: Chainer's source build needs setuptools<70 from both (setup.sh also
+    runs the real install with the newest pip)."""
+    python = tmp_path / "python"
+    python.write_text(_RECORDING_PYTHON)
+    python.chmod(0o755)
+    record = tmp_path / "record"
+    env = {
+        **os.environ,
+        "STEPS": "python",
+        "SYSTEM_PACKAGES": "0",
+        "PYTHON": str(python),
+        "RECORD": str(record),
+    }
+    out = subprocess.run(["bash", str(INSTALL)], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    calls = record.read_text().split("CALL ")[1:]
+    installs = [c for c in calls if c.startswith("-m pip install")]
+    assert len(installs) == 2, calls  # the packages, then the runtime
+    for call in installs:
+        assert "PIP_CONSTRAINT=setuptools<70" in call
+        assert "PIP_BUILD_CONSTRAINT=setuptools<70" in call
+    assert "chainer==7.8.1" in installs[0]
+
+
 def test_install_script_refuses_an_unknown_variant() -> None:
     out = subprocess.run(
         ["bash", str(INSTALL)],
