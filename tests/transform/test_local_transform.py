@@ -241,16 +241,59 @@ def test_batches_fit_the_payload() -> None:
     assert _batches(records, "SingleRecord", 6, b"\n") == [[i] for i in range(5)]
 
 
-def test_command_line_starts_serve_and_reports_progress(
-    model_tar: Path, csv_input: Path, tmp_path: Path
+@pytest.fixture(scope="module")
+def cdk_out(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An app with a ChainerModel (the trained model as a directory asset) and a
+    ChainerTransformer, synthesized in-process (no CLI: the CLI path is tested in tests/e2e)."""
+    import aws_cdk as cdk
+    from aws_cdk import aws_s3 as s3
+
+    from chainer_sagemaker_cdk import (
+        ChainerModel,
+        ChainerTransformer,
+        ModelData,
+        RuntimeImage,
+        SourceCode,
+    )
+
+    out = tmp_path_factory.mktemp("transform-app") / "cdk.out"
+    app = cdk.App(outdir=str(out))
+    stack = cdk.Stack(app, "Scoring")
+    model = ChainerModel(
+        stack,
+        "Model",
+        model_data=ModelData.from_directory(trained_model),
+        code=SourceCode.from_directory(EXAMPLE, "train.py"),
+        image=RuntimeImage.from_registry("123456789012.dkr.ecr.us-east-1.amazonaws.com/chainer:1"),
+    )
+    data = s3.Bucket(stack, "Data")
+    ChainerTransformer(
+        stack,
+        "Score",
+        model=model,
+        input_bucket=data,
+        input_prefix="digits/test",
+        output_bucket=data,
+        content_type="text/csv",
+        accept="text/csv",
+        split_type="Line",
+        batch_strategy="MultiRecord",
+        assemble_with="Line",
+        max_concurrent_transforms=2,
+    )
+    app.synth()
+    return out
+
+
+def test_command_line_runs_the_synthesized_transform(
+    cdk_out: Path, csv_input: Path, expected: np.ndarray, tmp_path: Path
 ) -> None:
+    """The transformer's settings and its model's code and data come from cdk.out; serve is
+    started and stopped by the command; progress goes to stderr."""
     result = subprocess.run(
         [
-            sys.executable, "-m", "chainer_sagemaker_cdk.local.transform",
-            "--code", str(EXAMPLE), "--program", "train.py", "--model-data", str(model_tar),
-            "--input", f"file://{csv_input}", "--output", str(tmp_path / "out"),
-            "--content-type", "text/csv", "--accept", "text/csv", "--split-type", "Line",
-            "--batch-strategy", "MultiRecord", "--assemble-with", "Line",
+            sys.executable, "-m", "chainer_sagemaker_cdk.local", "--cdk-out", str(cdk_out),
+            "transform", "--input", f"file://{csv_input}", "--output", str(tmp_path / "out"),
             "--workers", "1", "--work-dir", str(tmp_path / "work"),
         ],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
@@ -259,8 +302,22 @@ def test_command_line_starts_serve_and_reports_progress(
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[transform] 4/4 files, 359/359 records" in result.stderr
     assert "records/s" in result.stderr
-    assert "BatchStrategy=MULTI_RECORD" in result.stderr
-    assert sorted(p.name for p in (tmp_path / "out").rglob("*.out")) == sorted(
-        Path(rel).name + ".out" for rel in LAYOUT
+    assert (
+        "MaxConcurrentTransforms=2, MaxPayloadInMB=6, BatchStrategy=MULTI_RECORD" in result.stderr
     )
-    assert "359 records in 4 files" in result.stdout
+    assert "359 records in 4 files, 4 requests" in result.stdout
+    np.testing.assert_allclose(_read_csv_outputs(tmp_path / "out"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_command_line_names_the_problem(cdk_out: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "chainer_sagemaker_cdk.local", "--cdk-out", str(cdk_out),
+            "transform", "--input", str(tmp_path / "missing"), "--output", str(tmp_path / "out"),
+            "--split-type", "Line", "--work-dir", str(tmp_path / "work"),
+            "--endpoint-url", "http://127.0.0.1:9",
+        ],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
