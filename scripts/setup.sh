@@ -35,6 +35,11 @@ if [ "$(.venv/bin/python -m pip --version | cut -d' ' -f2)" != "$IMAGE_PIP" ]; t
   .venv/bin/python -m pip install -q --disable-pip-version-check "pip==$IMAGE_PIP"
 fi
 SYSTEM_PACKAGES=1 PYTHON=.venv/bin/python EDITABLE=1 bash runtime/docker/install.sh
+# Multi-host local runs (tests/multihost) wire each host's network namespace with iproute2's `ip`.
+if ! command -v ip >/dev/null 2>&1; then
+  say "apt-get install iproute2"
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
+fi
 
 # The same Python step with the newest pip (26.2+ builds sdists under PIP_BUILD_CONSTRAINT
 # only), in a throwaway venv and without pip's wheel cache, so Chainer's source build really
