@@ -66,7 +66,7 @@ say "pip install -r requirements.txt"
 
 # The SageMaker Python SDK 1.x, only to compare hyperparameter encoding with (tests/infra).
 if [ ! -x .venv-sdk/bin/python ] || ! .venv-sdk/bin/python -c 'import sagemaker' 2>/dev/null; then
-  say "creating .venv-sdk (sagemaker 1.72.0: the SDK 1.x Chainer estimator CONTRACT.md describes)"
+  say "creating .venv-sdk (sagemaker 1.72.0: the SDK 1.x Chainer estimator of docs/contract.md §4)"
   "$PY311" -m venv .venv-sdk
   .venv-sdk/bin/python -m pip install -q --disable-pip-version-check 'sagemaker==1.72.0'
 fi

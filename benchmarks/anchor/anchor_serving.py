@@ -3,7 +3,7 @@
 Runs inside the anchor virtualenv under gunicorn (``anchor_serving:main``), on PyPI's
 ``sagemaker-containers`` 2.8.6.post2 exactly as the last official Chainer images did: the WSGI
 app is built lazily on a worker's first request (download + ``pip install`` of the user module,
-then ``model_fn``), and the defaults mirror CONTRACT.md §3.3 using that library's own encoders
+then ``model_fn``), and the defaults mirror docs/contract.md §3.3 using that library's own encoders
 and transformer. Written for this benchmark; not imported by the project.
 """
 

@@ -1,4 +1,4 @@
-"""How many GPUs and CPUs this host has (CONTRACT.md §1.8)."""
+"""How many GPUs and CPUs this host has (docs/contract.md §1.8)."""
 
 from __future__ import annotations
 

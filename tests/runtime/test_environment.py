@@ -1,4 +1,4 @@
-"""SM_* variables and argv for every kind of hyperparameter (CONTRACT.md §1.3-1.5)."""
+"""SM_* variables and argv for every kind of hyperparameter (docs/contract.md §1.3-§1.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The container's ``serve`` command: the SageMaker inference contract (CONTRACT.md §3).
+"""The container's ``serve`` command: the SageMaker inference contract (docs/contract.md §3).
 
 Layers, outermost first: :mod:`.cli` (the command) -> :mod:`.master` (pre-forked workers,
 readiness, replacement, draining) -> :mod:`.worker` (one process: event loop, HTTP, batching)

@@ -1,4 +1,4 @@
-"""The ``serve`` command (CONTRACT.md §3): ``main(argv) -> int``, errors become exit codes here.
+"""The ``serve`` command (docs/contract.md §3): ``main(argv) -> int``; errors become exit codes.
 
 BLAS thread counts are pinned to 1 before NumPy is first imported, because every worker is one
 core's worth of compute: several BLAS threads per worker only fight each other for the same

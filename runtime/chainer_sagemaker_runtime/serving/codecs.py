@@ -1,4 +1,4 @@
-"""Request decoders and response encoders for NPY, JSON and CSV (CONTRACT.md §3.3 defaults).
+"""Request decoders and response encoders for NPY, JSON and CSV (docs/contract.md §3.3 defaults).
 
 NPY is parsed by hand (magic, header, ``np.frombuffer``) instead of ``numpy.load``: that is
 faster for small bodies and, above all, can never unpickle. Object dtypes, structured dtypes,

@@ -1,4 +1,4 @@
-"""The ``serve`` settings, read once from the environment into a frozen object (CONTRACT.md §3.1).
+"""The ``serve`` settings, read once from the environment, frozen (docs/contract.md §3.1).
 
 Every bad variable is reported at once (:class:`ConfigError`), before anything is fetched or forked.
 """

@@ -1,8 +1,8 @@
 """The one error type of the serving path: what went wrong, for whom, with which HTTP status.
 
 The handler core raises these without knowing about HTTP; :func:`error_body` is the single place
-that turns one into the JSON a client sees (CONTRACT.md §3.2), so every status code has the same
-shape: ``{"error": "<short code>", "message": "<what to fix>"}``.
+that turns one into the JSON a client sees (docs/contract.md §3.2), so every status code has the
+same shape: ``{"error": "<short code>", "message": "<what to fix>"}``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The handler core: the user's hooks and their defaults (CONTRACT.md §3.3). Knows no HTTP.
+"""The handler core: the user's hooks and their defaults (docs/contract.md §3.3). Knows no HTTP.
 
 :meth:`Handler.invoke` takes a body, a ``Content-Type`` and an ``Accept`` value and returns the
 reply body and its type, or raises :class:`ServingError`. The steps are also exposed one by one

@@ -1,4 +1,4 @@
-"""Find, fetch and import the user's inference module (CONTRACT.md §3.1).
+"""Find, fetch and import the user's inference module (docs/contract.md §3.1).
 
 Runs once, in the parent, before any worker is forked: the download and ``pip install`` happen
 once per container instead of once per worker (the old server installed lazily on the first

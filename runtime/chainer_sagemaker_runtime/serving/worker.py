@@ -1,4 +1,4 @@
-"""One worker process: its own listening socket, the model, and two threads (DESIGN.md "serving").
+"""One worker process: its own listening socket, the model, two threads (docs/design.md, serving).
 
 The event loop runs on an I/O thread: it accepts connections, frames requests
 (:mod:`.http`), answers ``/ping``, ``/execution-parameters`` and every framing error at once,
