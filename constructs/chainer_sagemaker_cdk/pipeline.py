@@ -257,7 +257,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
     def _tags(self) -> Any:
         """The tags of every create call, resolved at synth (after ``Tags.of`` has run)."""
 
-        def produce() -> list[dict[str, str]]:
+        def produce() -> list[dict[str, str]] | None:
             rendered = self.tag_source.render_tags() or []
             tags: dict[str, str] = {}
             for tag in rendered:
@@ -265,7 +265,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 value = tag.get("Value", tag.get("value"))
                 tags[key] = value
             tags.update(self.estimator.tags)
-            return [{"Key": k, "Value": v} for k, v in tags.items()]
+            # None leaves the key out of the request (no tags at all).
+            return [{"Key": k, "Value": v} for k, v in tags.items()] or None
 
         return _Resolvable(produce)
 

@@ -29,11 +29,13 @@ SAMPLES: dict[str, Any] = {
 }
 OPERATIONS = {
     "sagemaker:createTrainingJob.sync": "CreateTrainingJob",
-    "sagemaker:createModel": "CreateModel",
-    "sagemaker:createEndpointConfig": "CreateEndpointConfig",
-    "sagemaker:createEndpoint": "CreateEndpoint",
-    "sagemaker:updateEndpoint": "UpdateEndpoint",
+    "aws-sdk:sagemaker:createModel": "CreateModel",
+    "aws-sdk:sagemaker:createEndpointConfig": "CreateEndpointConfig",
+    "aws-sdk:sagemaker:createEndpoint": "CreateEndpoint",
+    "aws-sdk:sagemaker:updateEndpoint": "UpdateEndpoint",
     "aws-sdk:sagemaker:describeEndpoint": "DescribeEndpoint",
+    "aws-sdk:sagemaker:deleteEndpoint": "DeleteEndpoint",
+    "aws-sdk:sagemaker:listEndpointConfigs": "ListEndpointConfigs",
 }
 
 

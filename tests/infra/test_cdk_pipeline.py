@@ -163,13 +163,30 @@ def test_destroy_policy_adds_an_endpoint_finalizer(code_dir: Any) -> None:
         endpoint_removal_policy=RemovalPolicy.DESTROY,
     )
     role = iam.Role(stack, "Client", assumed_by=iam.AccountRootPrincipal())
-    pipeline.grant_invoke(role)
+    assert isinstance(pipeline.grant_invoke(role), iam.Grant)
+    ci = iam.Role(stack, "Ci", assumed_by=iam.AccountRootPrincipal())
+    assert isinstance(pipeline.grant_wait(ci), iam.Grant)
     template = cdk.assertions.Template.from_stack(stack).to_json()
+    ci_actions = {
+        a
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::IAM::Policy"
+        and any("Ci" in str(x) for x in r["Properties"].get("Roles", []))
+        for st in r["Properties"]["PolicyDocument"]["Statement"]
+        for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+    }
+    # client.fit(wait=True): start, describe, read the history for the job name, read logs
+    assert {
+        "states:StartExecution",
+        "states:DescribeExecution",
+        "states:GetExecutionHistory",
+        "logs:FilterLogEvents",
+    } <= ci_actions
     (finalizer,) = [r for r in template["Resources"].values() if r["Type"] == "Custom::AWS"]
     delete = json.loads(str(render.fill(finalizer["Properties"]["Delete"])))
     assert delete["action"] == "deleteEndpoint"
     assert delete["parameters"] == {"EndpointName": "Digits-Prod"}
-    text = json.dumps(render.fill(template["Resources"]))
+    text = json.dumps(template["Resources"])
     assert ":endpoint/digits-prod" in text  # SageMaker ARNs are lower case
     assert ":endpoint/Digits-Prod" not in text
 
