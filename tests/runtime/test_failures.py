@@ -82,7 +82,8 @@ def test_missing_entry_point_names_the_file_and_what_is_there(job: JobTree, code
     job.configure({"sagemaker_program": "train.py", "sagemaker_submit_directory": str(code_dir)})
     assert job.train().returncode == 1
     assert (
-        "entry point 'train.py' (sagemaker_program) is not in the code directory" in job.failure()
+        "entry point 'train.py' (sagemaker_program) does not exist in the code directory"
+        in job.failure()
     )
     assert "other.py" in job.failure()
 

@@ -54,8 +54,9 @@ def resolve_entry(env: TrainingEnv, code_dir: Path, *, python: str = sys.executa
     path = code_dir / program
     if not path.is_file():
         found = sorted(p.name for p in code_dir.iterdir())[:20] if code_dir.is_dir() else []
+        what = "is not a file" if path.exists() else "does not exist"
         raise CodeError(
-            f"entry point {program!r} (sagemaker_program) is not in the code directory "
+            f"entry point {program!r} (sagemaker_program) {what} in the code directory "
             f"{code_dir}; it holds {found}. Check entry_point and source_dir."
         )
     if program.endswith(".py"):
