@@ -1,7 +1,8 @@
 """The client: boto3 only, importable without aws-cdk-lib.
 
 ``Predictor`` invokes an endpoint (SageMaker or a local URL); ``TrainingRun`` starts and
-follows a ``TrainingPipeline`` execution.
+follows a ``TrainingPipeline`` execution; ``TransformJob`` / ``transform`` run a batch
+transform and ``read_outputs`` reads its results into NumPy.
 """
 
 from chainer_sagemaker_cdk.client.predictor import Predictor, PredictorError
@@ -17,6 +18,13 @@ from chainer_sagemaker_cdk.client.training_run import (
     execution_input,
     fit,
 )
+from chainer_sagemaker_cdk.client.transform import (
+    TransformJob,
+    TransformJobError,
+    read_outputs,
+    transform,
+    transform_request,
+)
 
 __all__ = [
     "CSVSerializer",
@@ -27,6 +35,11 @@ __all__ = [
     "PredictorError",
     "TrainingRun",
     "TrainingRunError",
+    "TransformJob",
+    "TransformJobError",
     "execution_input",
     "fit",
+    "read_outputs",
+    "transform",
+    "transform_request",
 ]
