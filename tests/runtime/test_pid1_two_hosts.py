@@ -90,3 +90,45 @@ def test_the_worker_ends_within_seconds_when_the_master_dies(
         assert worker.wait(30) == 0, worker.stderr[-3000:]
         lag = time.monotonic() - gone
     assert lag < 5, f"the worker ended {lag:.1f} s after the master died:\n{worker.stderr}"
+
+
+CHECKPOINT_ON_STOP = """\
+import os, pathlib, signal, sys, time
+from mpi4py import MPI
+
+rank = MPI.COMM_WORLD.Get_rank()
+model = pathlib.Path(os.environ["SM_MODEL_DIR"])
+
+def stop(*_):
+    time.sleep(2)  # longer than Open MPI's 1 s kill timeout
+    (model / f"checkpoint-{rank}").write_text(os.environ["SM_CURRENT_HOST"])
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+(model / f"ready-{rank}").touch()
+while True:
+    time.sleep(0.1)
+"""
+
+
+def test_sigterm_on_every_host_reaches_every_rank_and_the_job_succeeds(
+    tmp_path: Path, code_dir: Path
+) -> None:
+    """StopTrainingJob signals every host's container: each host's train stops its own ranks,
+    which checkpoint and exit 0; the master reports success, the worker exits 0."""
+    with two_hosts(tmp_path / "cluster") as cluster:
+        _configure(cluster, code_dir, CHECKPOINT_ON_STOP)
+        worker = cluster.start("algo-2", SAGEMAKER_MPI_WAIT_SECONDS="60")
+        master = cluster.start("algo-1", SAGEMAKER_MPI_WAIT_SECONDS="60")
+        ready = [master.job.model / "ready-0", worker.job.model / "ready-1"]
+        deadline = time.monotonic() + 90
+        while not all(p.exists() for p in ready):
+            assert time.monotonic() < deadline, master.stderr[-3000:] + worker.stderr[-3000:]
+            time.sleep(0.1)
+        for host in (master, worker):
+            os.kill(host.train_pid(), signal.SIGTERM)
+        assert master.wait(60) == 0, master.stderr[-4000:] + "\nWORKER:\n" + worker.stderr[-4000:]
+        assert worker.wait(20) == 0, worker.stderr[-4000:]
+        assert (master.job.model / "checkpoint-0").read_text() == "algo-1"
+        assert (worker.job.model / "checkpoint-1").read_text() == "algo-2"
+        assert (master.job.output / "success").exists()

@@ -89,7 +89,7 @@ def big_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sleeper_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("archive") / "sourcedir.tar.gz"
-    return _archive(path, 12, b"import time\ntime.sleep(30)\n")
+    return _archive(path, 24, b"import time\ntime.sleep(30)\n")
 
 
 @pytest.mark.parametrize("pid1", [False, True], ids=["process", "pid1"])
@@ -121,7 +121,7 @@ def test_sigterm_in_the_spawn_window_always_ends_orderly(
         {"sagemaker_program": "train.py", "sagemaker_submit_directory": str(sleeper_archive)}
     )
     reasons = []
-    for delay in [0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.3]:
+    for delay in [0.0, 0.03, 0.06, 0.1, 0.15, 0.25]:
         for name in ("success", "failure"):
             (job.output / name).unlink(missing_ok=True)
         train = TrainProc(job.env(), pid1=pid1)

@@ -198,6 +198,9 @@ def wait_for_mpi_daemon(
     try:
         deadline = time.monotonic() + start_timeout
         while not running():
+            # A stop before MPI reached this host ends the wait; once the daemon runs (checked
+            # first, so a signal that races its start still reaches the ranks) it is phase two.
+            stops.check()
             if time.monotonic() >= deadline:
                 raise ClusterError(
                     f"no MPI process was started on this host by {master} within "
@@ -205,7 +208,8 @@ def wait_for_mpi_daemon(
                 )
             if not alive():
                 raise ClusterError(f"the master host {master} went away before starting MPI")
-            stops.sleep(interval)
+            stops.wait_readable([], interval)
+            reap_orphans()
         return _while_daemon_runs(master, running, alive, interval, grace)
     finally:
         if watch is not None:
