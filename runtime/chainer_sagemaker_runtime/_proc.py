@@ -10,8 +10,9 @@ Three things live here because every phase of ``train`` needs them:
 * :class:`Child`: a command in its own process group whose stderr (and optionally stdout) is
   pumped in chunks with ``os.read``, byte for byte (``\\r`` progress bars pass at once), into a
   bounded tail buffer and on to our own stream. A broken sink (EPIPE) never blocks the child: the
-  pump keeps draining and drops the bytes (a slow one slows it, as a direct write would). Its wait escalates SIGTERM to SIGKILL
-  after the grace, and when the group leader exits the rest of its group is ended.
+  pump keeps draining and drops the bytes (a slow one slows it, as a direct write would). Its
+  wait escalates SIGTERM to SIGKILL after the grace, and when the group leader exits the rest of
+  its group is ended.
 * :func:`reap_orphans`: as PID 1, ``train`` is the parent of every orphan (Open MPI's daemon
   that sshd leaves behind, a script's daemonised helpers) and reaps them, never its own children.
 
@@ -94,7 +95,9 @@ class Stops:
 
     # ------------------------------------------------------------------ signals
     def install(self) -> None:
-        """Install the handlers (idempotent); call on the first line of ``main()``."""
+        """Start afresh and install the handlers; call on the first line of ``main()``."""
+        self.signum = self.stopped_at = self.stop_phase = self.timed_out = None
+        self.current = "starting"
         if self._wfd < 0:
             self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         for signum in (signal.SIGTERM, signal.SIGINT):
