@@ -11,17 +11,15 @@ The entry point comes from ``SAGEMAKER_PROGRAM`` in the environment first (custo
 it), then from the ``sagemaker_program`` hyperparameter; the code location defaults to the
 code directory (``/opt/ml/code``), as the SageMaker training toolkit has it.
 
-This module also owns the parsing of duration variables (:func:`seconds_from_environ`, used
-for ``SAGEMAKER_SIGTERM_GRACE_SECONDS``): the caller picks the default and what to do with the
-warning, so ``training/cli.py`` keeps the policy and this module the validation.
+Duration variables such as ``SAGEMAKER_SIGTERM_GRACE_SECONDS`` are parsed where they are used,
+by ``training.cluster.wait_seconds`` (finite and >= 0, else the default and a log line).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,6 @@ __all__ = [
     "json_depth",
     "name_problems",
     "render_argv",
-    "seconds_from_environ",
     "split_reserved",
 ]
 
@@ -310,37 +307,6 @@ def exec_limit_problems(
             f"host's limit of {arg_max} bytes (ARG_MAX); " + _shorten(hps, total - arg_max)
         )
     return problems
-
-
-def seconds_from_environ(
-    name: str,
-    default: float,
-    environ: Mapping[str, str] | None = None,
-    *,
-    warn: Callable[[str], None] | None = None,
-) -> float:
-    """A duration in seconds from ``environ[name]``: finite and >= 0, else ``default``.
-
-    Unset or empty gives the default silently; anything else that is not a finite,
-    non-negative number (``nan``, ``inf``, ``-1``, ``soon``) gives the default and a warning
-    naming the variable, so a typo never disables an escalation or a timeout.
-    """
-    environ = os.environ if environ is None else environ
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if math.isfinite(value) and value >= 0:
-        return value
-    if warn is not None:
-        warn(
-            f"{name}={raw!r} is not a finite number of seconds >= 0; using the default "
-            f"{default:g} s"
-        )
-    return default
 
 
 def _read_json(path: Path, problems: list[str], default: Any, expect: type) -> Any:

@@ -19,7 +19,6 @@ from chainer_sagemaker_runtime.environment import (
     TrainingEnv,
     exec_limit_problems,
     json_depth,
-    seconds_from_environ,
 )
 
 NOWHERE = "/nonexistent/sourcedir.tar.gz"
@@ -162,36 +161,6 @@ def test_depth_is_measured_without_recursion() -> None:
     assert json_depth(deep) == 50_000
     assert json_depth({"a": [1, {"b": []}]}) == 4
     assert json_depth("x") == 0
-
-
-@pytest.mark.parametrize(
-    ("raw", "seconds", "warned"),
-    [
-        (None, 110.0, False),
-        ("", 110.0, False),
-        ("30", 30.0, False),
-        ("0", 0.0, False),
-        ("2.5", 2.5, False),
-        ("nan", 110.0, True),
-        ("inf", 110.0, True),
-        ("-inf", 110.0, True),
-        ("-1", 110.0, True),
-        ("soon", 110.0, True),
-    ],
-)
-def test_durations_from_the_environment_fall_back_to_the_default_with_a_warning(
-    raw: str | None, seconds: float, warned: bool
-) -> None:
-    environ = {} if raw is None else {"SAGEMAKER_SIGTERM_GRACE_SECONDS": raw}
-    warnings: list[str] = []
-    value = seconds_from_environ(
-        "SAGEMAKER_SIGTERM_GRACE_SECONDS", 110.0, environ, warn=warnings.append
-    )
-    assert value == seconds
-    assert bool(warnings) is warned
-    if warned:
-        assert warnings[0].startswith(f"SAGEMAKER_SIGTERM_GRACE_SECONDS={raw!r}")
-        assert "default 110 s" in warnings[0]
 
 
 def test_a_deeply_nested_config_file_is_a_configuration_error(tmp_path: Path) -> None:
