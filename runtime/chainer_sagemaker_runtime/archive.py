@@ -172,6 +172,12 @@ def check_members(
     symlinks = {"/".join(_parts(m.name)) for m in members if m.issym()}
     links = symlinks | {"/".join(_parts(m.name)) for m in members if m.islnk()}
     bad = [f"{m.name!r}: {why}" for m in members if (why := _problem(m, links, symlinks))]
+    files_so_far: set[str] = set()
+    for m in members:  # a hard link needs its file extracted before it
+        if m.islnk() and not bad and "/".join(_parts(m.linkname)) not in files_so_far:
+            bad.append(f"{m.name!r}: hard link to {m.linkname!r}, which is no earlier file member")
+        if m.isreg():
+            files_so_far.add("/".join(_parts(m.name)))
     if bad:
         shown = "; ".join(bad[:5]) + (f"; and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise UnsafeArchiveError(
@@ -226,7 +232,7 @@ def safe_extract(archive: Path, target: Path, *, limits: ArchiveLimits | None = 
                 tar.extractall(scratch, members=members, filter=data_filter)  # noqa: S202 - checked
             except tarfile.FilterError as exc:
                 raise UnsafeArchiveError(f"refusing to extract {archive}: {exc}") from exc
-            except (tarfile.TarError, OSError, EOFError) as exc:
+            except (tarfile.TarError, OSError, EOFError, KeyError) as exc:
                 raise CodeError(f"could not extract {archive} into {target}: {exc}") from exc
             scratch.chmod(0o755)
             _place(scratch, target)

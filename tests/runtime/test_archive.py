@@ -89,6 +89,11 @@ REFUSED: list[tuple[str, list[Member], str]] = [
         [("sym", "s", "good.py"), ("hard", "h", "s")],
         "hard link 's' to a symlink member",
     ),
+    (
+        "hardlink-to-no-earlier-file",
+        [("hard", "h", "later.py"), ("file", "later.py", "x")],
+        "hard link to 'later.py', which is no earlier file member",
+    ),
     ("fifo", [("fifo", "pipe", "")], "device file or FIFO"),
     ("device", [("chr", "tty", "")], "device file or FIFO"),
 ]
