@@ -34,7 +34,6 @@ from . import _iam
 from ._validation import require, stack_of
 
 if TYPE_CHECKING:
-    from .pipeline import TrainingPipelineFragment
     from .transformer import ChainerTransformer
 
 __all__ = ["TRANSFORM_RETRY_ERRORS", "TransformStep"]
@@ -60,29 +59,35 @@ class TransformStep(sfn.StateMachineFragment):
         overrides_path: str = "$",
         result_path: str = "$.transform",
         retry_attempts: int = 3,
+        retry_interval: Duration | None = None,
+        retry_backoff_rate: float = 2.0,
     ) -> None:
         """Define the states.
 
         :param transformer: what to run.
-        :param job_name_path: JSONPath of the job name in the state; left out,
-            ``<base_job_name>-<uuid>`` per execution.
-        :param model_name_path: JSONPath of the model name in the state (a pipeline's
-            model); left out, the transformer's ``model``.
+        :param job_name_path: JSONPath of the job name in the state; left out, the training
+            job's name after a pipeline, else ``<base_job_name>-<uuid>`` per execution.
+        :param model_name_path: JSONPath of the model name in the state; left out, the
+            training job's name after a pipeline (``$.training.TrainingJobName``), else the
+            transformer's ``model``.
         :param overrides_path: JSONPath of an object with per-execution overrides; left out,
             ``$`` (the execution input, when the step comes first).
         :param result_path: where the finished job's name, ARN, status and output path go;
             left out, ``$.transform``.
         :param retry_attempts: retries of the CreateTransformJob call on SageMaker service
-            errors such as throttling (10 s, then doubling); left out, 3.
+            errors such as throttling; left out, 3.
+        :param retry_interval: before the first retry; left out, 10 seconds.
+        :param retry_backoff_rate: left out, 2 (the interval doubles).
         """
         super().__init__(scope, id)
         self.transformer = transformer
+        model_name_path = model_name_path or transformer.model_name_path
+        job_name_path = job_name_path or transformer.model_name_path
         require(
             model_name_path is not None or transformer.model is not None,
             "model_name_path",
             None,
-            "a transformer of a pipeline's model needs the model's name from the state: use "
-            "TransformStep.after_training(...) or give model_name_path",
+            "give the JSONPath of the model's name in the state",
         )
         partition = stack_of(self).partition
         defaults: dict[str, Any] = {
@@ -138,35 +143,11 @@ class TransformStep(sfn.StateMachineFragment):
         if retry_attempts:
             self.transform_task.add_retry(
                 errors=list(TRANSFORM_RETRY_ERRORS),
-                interval=Duration.seconds(10),
-                backoff_rate=2,
+                interval=retry_interval or Duration.seconds(10),
+                backoff_rate=retry_backoff_rate,
                 max_attempts=retry_attempts,
             )
         self.defaults_state.next(self.apply_input_state).next(self.transform_task)
-
-    @classmethod
-    def after_training(
-        cls,
-        scope: Construct,
-        id: str,
-        *,
-        transformer: ChainerTransformer,
-        fragment: TrainingPipelineFragment | None = None,
-        **props: Any,
-    ) -> TransformStep:
-        """The step for the model a training pipeline just created: the job and the model
-        take the training job's name (``$.config.TrainingJobName``, as the pipeline names its
-        model). ``fragment``, when given, must deploy (only then is a model created)."""
-        if fragment is not None:
-            require(
-                getattr(fragment, "deploy", True),
-                "fragment",
-                "deploy=False",
-                "the pipeline creates its model only when it deploys: leave deploy on",
-            )
-        props.setdefault("job_name_path", "$.config.TrainingJobName")
-        props.setdefault("model_name_path", "$.config.TrainingJobName")
-        return cls(scope, id, transformer=transformer, **props)
 
     # -- StateMachineFragment -------------------------------------------------------------
     @property

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from ._transform_step import TransformStep
     from .estimator import ChainerEstimator
     from .model import ChainerModel
+    from .pipeline import TrainingPipelineFragment
+    from .training_pipeline import TrainingPipeline
 
 __all__ = ["TRANSFORM_METADATA", "ChainerTransformer"]
 
@@ -81,8 +83,9 @@ def _whole(prop: str, value: int | None, least: int, most: int | None = None) ->
 class ChainerTransformer(Construct):
     """A batch transform of an S3 prefix (or manifest) with a Chainer model.
 
-    Give ``model`` (a :class:`ChainerModel`) or ``estimator`` (the model a training pipeline
-    creates from that estimator's job, named at run time: the step supplies its name).
+    Give ``model`` (a :class:`ChainerModel`) or ``pipeline`` (the model a deploying
+    :class:`TrainingPipeline` creates from each training job, named after the job at run time:
+    :meth:`step` chained after the pipeline takes that name from the state).
     """
 
     def __init__(
@@ -93,7 +96,7 @@ class ChainerTransformer(Construct):
         input_bucket: s3.IBucket,
         output_bucket: s3.IBucket,
         model: ChainerModel | None = None,
-        estimator: ChainerEstimator | None = None,
+        pipeline: TrainingPipeline | TrainingPipelineFragment | None = None,
         input_prefix: str = "",
         manifest_key: str | None = None,
         output_prefix: str = "transform",
@@ -123,8 +126,9 @@ class ChainerTransformer(Construct):
 
         :param input_bucket: where the input objects are.
         :param output_bucket: where the ``<input>.out`` objects go.
-        :param model: the model that scores the records; instead of ``estimator``.
-        :param estimator: the pipeline's model, trained by this estimator; instead of ``model``.
+        :param model: the model that scores the records; instead of ``pipeline``.
+        :param pipeline: score with the model this pipeline (or fragment) just trained and
+            created, under its serving role; instead of ``model``.
         :param input_prefix: every object under this key prefix is transformed (with
             ``manifest_key``: the prefix the manifest's entries lie under, which the role may
             read); left out, the whole bucket.
@@ -168,15 +172,15 @@ class ChainerTransformer(Construct):
         :param tags: job tags (at most 50); left out, none.
         :param base_job_name: job names are ``<base_job_name>-<uuid>`` (at most 26
             characters); the state machine's rights are scoped to it. Left out, the
-            estimator's ``base_job_name`` (a pipeline's transform jobs take the training job's
-            name) or ``<construct id>``, shortened.
+            pipeline estimator's ``base_job_name`` (a pipeline's transform jobs take the training
+            job's name) or ``<construct id>``, shortened.
         """
         super().__init__(scope, id)
         require(
-            (model is None) != (estimator is None),
-            "model/estimator",
+            (model is None) != (pipeline is None),
+            "model/pipeline",
             "both" if model is not None else "neither",
-            "give exactly one of model (a ChainerModel) or estimator (the pipeline's model)",
+            "give exactly one of model (a ChainerModel) or pipeline (its trained model)",
         )
         for prop, value, allowed in (
             ("split_type", split_type, SPLIT_TYPES),
@@ -233,18 +237,32 @@ class ChainerTransformer(Construct):
         require(len(self.tags) <= 50, "tags", len(self.tags), "use at most 50 tags")
 
         self.model = model
-        self.estimator = estimator
+        self.pipeline: TrainingPipelineFragment | None = None
+        self.estimator: ChainerEstimator | None = None
+        self.model_name_path: str | None = None
+        """Where a pipeline's state holds its model's name (the training job's name)."""
         if model is not None:
             self.grant_principal: iam.IPrincipal = model.grant_principal
             default_type = model.instance_type
         else:
-            assert estimator is not None
-            self.grant_principal = estimator.grant_principal
-            default_type = "ml.m5.large"
+            fragment = getattr(pipeline, "fragment", pipeline)
+            principal = getattr(fragment, "serving_principal", None)
+            require(
+                principal is not None,
+                "pipeline",
+                "deploy=False",
+                "the pipeline creates a model only when it deploys: leave deploy on, or give "
+                "model=ChainerModel.from_training_job(...)",
+            )
+            self.pipeline = fragment  # type: ignore[assignment]
+            self.estimator = fragment.estimator  # type: ignore[union-attr]
+            self.grant_principal = principal  # type: ignore[assignment]
+            self.model_name_path = "$.training.TrainingJobName"
+            default_type = fragment.endpoint_instance_type  # type: ignore[union-attr]
         self.instance_type = normalize_instance_type(instance_type or default_type)
         self.instance_count = instance_count
         self.base_job_name = base_job_name or (
-            estimator.base_job_name if estimator is not None else self._default_prefix()
+            self.estimator.base_job_name if self.estimator is not None else self._default_prefix()
         )
         require(
             is_unresolved(self.base_job_name)
@@ -412,7 +430,8 @@ class ChainerTransformer(Construct):
     def transform_job_request(self, name: str, model_name: str | None = None) -> dict[str, Any]:
         """The complete CreateTransformJob parameters for a job called ``name``.
 
-        :param model_name: left out, the ``model``'s name (required with ``estimator``).
+        :param model_name: left out, the ``model``'s name (required with ``pipeline``; the
+            step takes it from the state).
         """
         chosen = model_name or self.model_name
         require(

@@ -24,7 +24,6 @@ from chainer_sagemaker_cdk import (
     RuntimeImage,
     SourceCode,
     TrainingPipelineFragment,
-    TransformStep,
 )
 from chainer_sagemaker_cdk.transformer import TRANSFORM_METADATA, ChainerTransformer
 
@@ -102,16 +101,14 @@ class _Stacks:
         self.pipeline_transformer = ChainerTransformer(
             pipe,
             "ScoreTestSet",
-            estimator=estimator,
+            pipeline=fragment,
             input_bucket=data,
             input_prefix="digits/test-csv",
             output_bucket=estimator.output_bucket,
             content_type="text/csv",
             split_type="Line",
         )
-        after = TransformStep.after_training(
-            pipe, "ScoreAfter", transformer=self.pipeline_transformer, fragment=fragment
-        )
+        after = self.pipeline_transformer.step(pipe, "ScoreAfter")
         machine_role = iam.Role(
             pipe, "Role", assumed_by=iam.ServicePrincipal("states.amazonaws.com")
         )
@@ -227,10 +224,10 @@ def _fill_samples(value: Any) -> Any:
 def test_pipeline_step_scores_with_the_model_just_trained(stacks: _Stacks) -> None:
     states = state_machine_definition(stacks.pipeline_template)["States"]
     defaults = next(s for n, s in states.items() if n.endswith("TransformDefaults"))["Parameters"]
-    assert defaults["ModelName.$"] == "$.config.TrainingJobName"
-    assert defaults["TransformJobName.$"] == "$.config.TrainingJobName"
-    # the pipeline's model runs as the estimator's role: that role reads the test set
-    role_statements = _policies_of(stacks.pipeline_template, "EstimatorExecutionRole")
+    assert defaults["ModelName.$"] == "$.training.TrainingJobName"
+    assert defaults["TransformJobName.$"] == "$.training.TrainingJobName"
+    # the pipeline's model runs as the pipeline's serving role: that role reads the test set
+    role_statements = _policies_of(stacks.pipeline_template, "ServingRole")
     reads = _granted(role_statements, "s3:GetObject")
     assert any("test-data/digits/test-csv/*" in r for s in reads for r in _resources(s))
 
@@ -357,14 +354,21 @@ def test_nvme_instances_run_without_a_volume_key(
     assert _validate(TRANSFORM, request) == []
 
 
-def test_a_pipeline_model_needs_its_name(code: SourceCode, registry_image: RuntimeImage) -> None:
-    stack = cdk.Stack(cdk.App(), "NoName")
+def test_a_pipeline_that_does_not_deploy_has_no_model(
+    code: SourceCode, registry_image: RuntimeImage
+) -> None:
+    stack = cdk.Stack(cdk.App(), "NoModel")
     estimator = ChainerEstimator(stack, "E", code=code, image=registry_image)
+    fragment = TrainingPipelineFragment(stack, "Train", estimator=estimator, deploy=False)
     bucket = s3.Bucket.from_bucket_name(stack, "Data", "data")
-    transformer = ChainerTransformer(
-        stack, "T", estimator=estimator, input_bucket=bucket, output_bucket=bucket
-    )
-    with pytest.raises(ChainerValidationError, match="after_training"):
-        transformer.step(stack, "Step")
+    with pytest.raises(ChainerValidationError, match="only when it deploys"):
+        ChainerTransformer(stack, "T", pipeline=fragment, input_bucket=bucket, output_bucket=bucket)
+
+
+def test_the_request_of_a_pipeline_model_needs_its_name(stacks: _Stacks) -> None:
     with pytest.raises(ChainerValidationError, match="model_name"):
-        transformer.transform_job_request(JOB)
+        stacks.pipeline_transformer.transform_job_request(JOB)
+    request = stacks.pipeline_stack.resolve(
+        stacks.pipeline_transformer.transform_job_request(JOB, "chainer-digits-1")
+    )
+    assert _validate(TRANSFORM, fill(request)) == []
