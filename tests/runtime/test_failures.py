@@ -158,6 +158,15 @@ def test_shell_entry_point_without_shebang_runs_through_bin_sh(
     assert out.read_text().strip() == "--epochs 3"
 
 
+def test_an_entry_point_that_cannot_be_executed_is_a_code_error(
+    job: JobTree, code_dir: Path
+) -> None:
+    (code_dir / "run").write_bytes(b"\x7fELF" + b"\0" * 60)  # ELF magic, not a real binary
+    hps = {"sagemaker_program": "run", "sagemaker_submit_directory": str(code_dir)}
+    assert job.configure(hps).train().returncode == 1
+    assert job.failure().startswith("CodeError: could not start the entry point run: ")
+
+
 def test_working_directory_and_sys_path_are_the_code_dir(job: JobTree, code_dir: Path) -> None:
     (code_dir / "helper.py").write_text("VALUE = 42\n")
     hps = _script(

@@ -28,7 +28,12 @@ from pathlib import Path
 from chainer_sagemaker_runtime._proc import Child, Stopped, format_command, stops
 from chainer_sagemaker_runtime.code import fetch_code, install_requirements
 from chainer_sagemaker_runtime.environment import Paths, TrainingEnv
-from chainer_sagemaker_runtime.errors import ConfigError, RuntimeFailure, UserCodeError
+from chainer_sagemaker_runtime.errors import (
+    CodeError,
+    ConfigError,
+    RuntimeFailure,
+    UserCodeError,
+)
 from chainer_sagemaker_runtime.preflight import check_before_fetch
 from chainer_sagemaker_runtime.training import cluster
 from chainer_sagemaker_runtime.training.launch import child_environ, resolve_entry
@@ -162,11 +167,14 @@ def _stop_note(child: Child) -> str:
 def _run_process(
     env: TrainingEnv, command: list[str], code_dir: Path, environ: dict[str, str]
 ) -> None:
-    child = Child(command, cwd=code_dir, env=environ, grace=stops.grace)
+    program = env.user_entry_point or command[0]
+    try:
+        child = Child(command, cwd=code_dir, env=environ, grace=stops.grace)
+    except OSError as exc:  # for example an executable built for another machine
+        raise CodeError(f"could not start the entry point {program}: {exc}") from exc
     returncode = child.wait()
     if returncode == 0:
         return
-    program = env.user_entry_point or command[0]
     headline = (
         f"ExecuteUserScriptError: {program} (process) "
         f"{describe_exit(returncode, memory_hint=not child.killed)}"

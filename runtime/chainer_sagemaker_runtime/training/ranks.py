@@ -42,7 +42,9 @@ __all__ = ["RankStopper", "RankWatch", "host_environ", "main", "wrapper_argv"]
 
 _RANK_ENV = b"OMPI_COMM_WORLD_RANK="
 _TAG = re.compile(rb"\[(\d+),(\d+)\]<(stdout|stderr)>:")
-_END = re.compile(r"^\[train\] rank (\d+) on (\S+) (exited with code (-?\d+)|was killed by (\w+))")
+_END = re.compile(
+    r"^\[train\] rank (\d+) on (\S+) (exited with code (-?\d+)|was killed by (\w+(?: \d+)?))"
+)
 _RANK_TAIL_BYTES = 4096
 _MAX_TRACKED_RANKS = 1024
 _MAX_LINE = 8192
@@ -94,7 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             break
         except InterruptedError:  # pragma: no cover
             continue
-    end = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    if code < 0:
+        try:
+            end = f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            end = f"was killed by signal {-code}"
+    else:
+        end = f"exited with code {code}"
     with contextlib.suppress(OSError):
         os.write(2, f"[train] rank {rank} on {host} {end}\n".encode())
     if code < 0:  # end the same way, so mpirun reports the signal
@@ -172,6 +180,7 @@ class RankWatch:
         self.ends: dict[int, RankEnd] = {}
         self.order: list[int] = []
         self._buf = b""
+        self._ctx: tuple[int, bytes] | None = None
         self._partials: dict[tuple[int, bytes], bytes] = {}
 
     def feed(self, data: bytes) -> None:
@@ -182,14 +191,21 @@ class RankWatch:
             cut = start  # perhaps the first bytes of a tag
         self._buf = buf[cut:]
         data = buf[:cut]
-        matches = list(_TAG.finditer(data))
-        for i, match in enumerate(matches):
-            stop = matches[i + 1].start() if i + 1 < len(matches) else len(data)
-            segment = data[match.end() : stop]
-            newline = segment.find(b"\n")
-            if newline >= 0:
-                segment = segment[: newline + 1]
-            self._text(int(match.group(2)), match.group(3), segment)
+        pos = 0
+        while pos <= len(data):
+            match = _TAG.search(data, pos)
+            text = data[pos : match.start() if match else len(data)]
+            if self._ctx is not None and text:
+                newline = text.find(b"\n")
+                if newline >= 0:
+                    self._text(*self._ctx, text[: newline + 1])
+                    self._ctx = None  # the rest of the text, up to a tag, is mpirun's own
+                else:
+                    self._text(*self._ctx, text)
+            if match is None:
+                break
+            self._ctx = (int(match.group(2)), match.group(3))
+            pos = match.end()
 
     def _text(self, rank: int, stream: bytes, text: bytes) -> None:
         key = (rank, stream)
