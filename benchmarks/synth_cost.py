@@ -62,8 +62,15 @@ def example_statements() -> dict[str, list[dict[str, Any]]]:
         template = app.synth().get_stack_by_name("ChainerDigits").template
     for logical_id, resource in template["Resources"].items():
         if resource["Type"] == "AWS::IAM::ManagedPolicy":
-            kind = "execution" if logical_id.startswith("Estimator") else "pipeline"
-            statements[kind] = resource["Properties"]["PolicyDocument"]["Statement"]
+            if logical_id.startswith("Estimator"):
+                kind = "execution"
+            elif logical_id.startswith("PipelineServing"):
+                kind = "serving"
+            else:
+                kind = "pipeline"
+            statements.setdefault(kind, []).extend(
+                resource["Properties"]["PolicyDocument"]["Statement"]
+            )
     return statements
 
 
@@ -71,14 +78,26 @@ def _tokens(value: Any) -> Any:
     """Intrinsics ({"Ref": ...}) as CDK token strings, which from_json accepts."""
     if isinstance(value, list):
         return [_tokens(v) for v in value]
-    return cdk.Token.as_string(value) if isinstance(value, dict) else value
+    if (
+        isinstance(value, dict)
+        and len(value) == 1
+        and next(iter(value)).startswith(("Ref", "Fn::"))
+    ):
+        return cdk.Token.as_string(value)
+    if isinstance(value, dict):
+        return {k: _tokens(v) for k, v in value.items()}
+    return value
 
 
 def _policy(stack: cdk.Stack, id: str, role: iam.IRole, statements: list[dict[str, Any]]) -> None:
     policy = iam.ManagedPolicy(stack, id, roles=[role])
     policy.add_statements(
         *[
-            iam.PolicyStatement.from_json({**s, "Resource": _tokens(s["Resource"])})
+            iam.PolicyStatement.from_json(
+                {**s, "Resource": _tokens(s["Resource"]), "Condition": _tokens(s.get("Condition"))}
+                if s.get("Condition")
+                else {**s, "Resource": _tokens(s["Resource"])}
+            )
             for s in statements
         ]
     )
@@ -152,6 +171,11 @@ def build_bare(app: cdk.App, statements: dict[str, list[dict[str, Any]]]) -> Non
         stack, "StateMachineRole", assumed_by=iam.ServicePrincipal("states.amazonaws.com")
     )
     _policy(stack, "StateMachinePolicy", sm_role, statements["pipeline"])
+    if "serving" in statements:
+        serving = iam.Role(
+            stack, "ServingRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com")
+        )
+        _policy(stack, "ServingPolicy", serving, statements["serving"])
     endpoint_key = kms.Key(
         Construct(Construct(stack, "Pipeline"), "Pipeline"),
         "EndpointStorageKey",

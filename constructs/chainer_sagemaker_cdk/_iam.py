@@ -266,6 +266,8 @@ _UNSCOPABLE = (
     "ec2:Describe",
     *LOG_DELIVERY_ACTIONS,
     "xray:",
+    "sagemaker:ListEndpointConfigs",
+    "sagemaker:ListModels",
 )
 _SCOPED_WILDCARDS = (
     (
@@ -463,11 +465,12 @@ def key_use_statements(key: kms.IKey) -> list[dict[str, Any]]:
     """What SageMaker needs to use a customer key on the role's behalf (volumes, outputs)."""
     return [
         statement(KMS_ENCRYPT_DECRYPT, [key.key_arn]),
+        # kms:GrantIsForAWSResource is a condition key of CreateGrant only: with DescribeKey
+        # in the same statement, DescribeKey would never be allowed.
         statement(
-            ["kms:CreateGrant", "kms:DescribeKey"],
-            [key.key_arn],
-            {"Bool": {"kms:GrantIsForAWSResource": "true"}},
+            ["kms:CreateGrant"], [key.key_arn], {"Bool": {"kms:GrantIsForAWSResource": "true"}}
         ),
+        statement(["kms:DescribeKey"], [key.key_arn]),
     ]
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "MANAGED_POLICIES_PER_ROLE",
     "MANAGED_POLICY_LIMIT",
     "Statement",
+    "compact",
     "estimated_length",
     "merge",
     "normalize",
@@ -162,7 +163,7 @@ def merge(statements: Iterable[Mapping[str, Any]]) -> list[Statement]:
     values of one any-of condition key become one. Deny statements and ``Not*`` elements are
     merged by the same rules (each rule keeps the meaning for both effects).
     """
-    current = [normalize(s) for s in statements]
+    current = [normalize(s) for s in statements]  # lists everywhere while merging
     current = _unique(current)
     for _ in range(3):  # each pass can enable another; three reach a fixed point in practice
         before = len(current)
@@ -171,7 +172,7 @@ def merge(statements: Iterable[Mapping[str, Any]]) -> list[Statement]:
         current = _merge_on(current, "Action")
         if len(current) == before:
             break
-    return current
+    return [compact(s) for s in current]
 
 
 def _token_length(match: re.Match[str]) -> str:
@@ -182,6 +183,20 @@ def estimated_length(value: Any) -> int:
     """An upper bound of the characters IAM counts for ``value`` once deployed (no white space)."""
     text = json.dumps(value, separators=(",", ":"))
     return len(_TOKEN.sub(_token_length, text))
+
+
+def compact(statement: Statement) -> Statement:
+    """One-element lists as plain values, as IAM and CDK write them."""
+    out = dict(statement)
+    for key in ("Action", "NotAction", "Resource", "NotResource"):
+        if key in out and len(out[key]) == 1:
+            out[key] = out[key][0]
+    if "Condition" in out:
+        out["Condition"] = {
+            op: {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in block.items()}
+            for op, block in out["Condition"].items()
+        }
+    return out
 
 
 def _document(statements: Sequence[Statement]) -> dict[str, Any]:

@@ -52,6 +52,18 @@ def _acknowledge_lookup_function(stack: Stack) -> None:
         ],
         reason,
     )
+    log_group = function.node.try_find_child("LogGroup")
+    if log_group is not None:  # aws-cdk-lib's logGroupForAwsCustomResource feature flag
+        _iam.acknowledge(
+            log_group,
+            [
+                f"{pack}-CloudWatchLogGroupEncrypted"
+                for pack in ("HIPAA.Security", "NIST.800.53.R5")
+            ],
+            "The deploy-time lookup's own log group: it holds the lookup's request and the "
+            "model artifact URL it returns, no training data; CloudWatch Logs encrypts it "
+            "with its own key.",
+        )
 
 
 class ModelData(ABC):

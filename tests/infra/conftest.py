@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,18 @@ def load_example_app() -> Any:
     return module
 
 
+def feature_flags() -> dict[str, Any]:
+    """cdk.json's context: the feature flags `cdk synth` of app.py runs with."""
+    context: dict[str, Any] = json.loads((REPO / "cdk.json").read_text())["context"]
+    return context
+
+
 def nag_app(outdir: Path) -> cdk.App:
-    """An app with the three compliance packs plugged in: synth fails on any finding."""
-    app = cdk.App(outdir=str(outdir))
+    """An app with the three compliance packs plugged in: synth fails on any finding.
+
+    It runs with cdk.json's feature flags, as `cdk synth` does.
+    """
+    app = cdk.App(outdir=str(outdir), context=feature_flags())
     cdk.Validations.of(app).add_plugins(
         cdk_nag.AwsSolutionsChecks(app),
         cdk_nag.HIPAASecurityChecks(app),

@@ -60,6 +60,7 @@ class MaximalStack(cdk.Stack):
             vpc_id="vpc-12345678",
             availability_zones=["us-east-1a", "us-east-1b"],
             private_subnet_ids=["subnet-aaaa1111", "subnet-bbbb2222"],
+            private_subnet_route_table_ids=["rtb-aaaa1111", "rtb-bbbb2222"],
         )
         repository = ecr.Repository.from_repository_name(self, "Repo", "chainer-runtime")
         code = SourceCode.from_directory(code_dir, "train.py")
@@ -86,6 +87,12 @@ class MaximalStack(cdk.Stack):
                     input_mode=InputMode.PIPE,
                 ),
                 "test": TrainingInput(bucket=data, key_prefix="test"),
+                # 20 channels with the code channel of network isolation, the most
+                # SageMaker takes: the policies must stay within IAM's size limits.
+                **{
+                    f"shard{i:02d}": TrainingInput(bucket=data, key_prefix=f"shards/{i:02d}")
+                    for i in range(17)
+                },
             },
             input_mode=InputMode.FAST_FILE,
             image=RuntimeImage.from_ecr_repository(repository, "7.8.1-gpu"),
@@ -115,6 +122,8 @@ class MaximalStack(cdk.Stack):
             additional_mpi_options="-x NCCL_ALGO=Ring",
             max_retry_attempts=2,
         )
+        for i in range(5):  # channels overridden per execution
+            self.estimator.grant_read_input(data, f"overrides/v{i}")
         self.pipeline = TrainingPipeline(
             self,
             "Pipeline",
