@@ -74,8 +74,8 @@ limit() {  # limit HARD CAP -> the smaller of the two, as soft:hard
 # than the machine allows (podman's defaults, 1048576 and 4194304, fail here: "error setting
 # rlimit ... operation not permitted"), so the defaults are this shell's hard limits, capped at
 # 65536 files and 32768 processes (the larger process limits measured on this kind of machine
-# fail too). Networks: the default one and every new one are carved from 10.213.0.0/16, the
-# project's one private range.
+# fail too). Networks: the default one and every new one are carved from 10.213.64.0/18 (in
+# 10.213.0.0/16, the project's one private range; local/hosts.py's namespaces use 10.213.0.0/24).
 # The storage driver: overlay where the kernel mounts an overlay in $BUILD_DIR (a container
 # start is then a mount, not a copy of the image), else vfs (a full copy per layer and per
 # container: slow and large, but it works everywhere). STORAGE_DRIVER overrides.
@@ -124,8 +124,8 @@ volume_path = "$BUILD_DIR/storage/volumes"
 [network]
 network_backend = "netavark"
 network_config_dir = "$BUILD_DIR/networks"
-default_subnet = "10.213.0.0/24"
-default_subnet_pools = [{"base" = "10.213.0.0/16", "size" = 24}]
+default_subnet = "10.213.64.0/24"
+default_subnet_pools = [{"base" = "10.213.64.0/18", "size" = 24}]
 EOF
   cat >"$BUILD_DIR/registries.conf" <<'EOF'
 unqualified-search-registries = ["docker.io"]
