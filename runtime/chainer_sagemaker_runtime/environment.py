@@ -289,6 +289,14 @@ def exec_limit_problems(
     strings = {k: _size(k) + _size(v) + 2 for k, v in env_vars.items()}
     strings.update({f"the argument {a[:20]!r}": _size(a) + 1 for a in argv})
     over = {what: size for what, size in strings.items() if size > MAX_ARG_STRLEN}
+    inherited = {k: size for k, size in over.items() if k in env_vars and not k.startswith("SM_")}
+    for name, size in inherited.items():  # not rendered from hyperparameters: the image's own
+        problems.append(
+            f"the environment variable {name} ({size} bytes) exceeds Linux's limit of "
+            f"{MAX_ARG_STRLEN} bytes for one variable (MAX_ARG_STRLEN); shorten it in the image "
+            "or the job's Environment"
+        )
+        del over[name]
     if over:
         sizes = ", ".join(f"{what} ({size} bytes)" for what, size in over.items())
         problems.append(

@@ -147,6 +147,15 @@ def test_only_the_largest_hyperparameters_are_named() -> None:
     assert "'small'" not in problems[0]
 
 
+def test_an_oversized_variable_of_the_image_is_named_as_such() -> None:
+    problems = exec_limit_problems({"BIG": "x" * MAX_ARG_STRLEN, "SM_HPS": "{}"}, [], {"a": 1})
+    assert problems == [
+        f"the environment variable BIG ({MAX_ARG_STRLEN + 5} bytes) exceeds Linux's limit of "
+        f"{MAX_ARG_STRLEN} bytes for one variable (MAX_ARG_STRLEN); shorten it in the image or "
+        "the job's Environment"
+    ]
+
+
 def test_api_sized_hyperparameters_under_the_limit_pass(job: JobTree) -> None:
     small = {f"hp{i:02d}": "v" * 2490 for i in range(40)}  # ~100 KB: fits
     job.configure({"sagemaker_program": "train.py", **small})
