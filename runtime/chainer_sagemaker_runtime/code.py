@@ -86,7 +86,7 @@ def fetch_code(location: str | None, code_dir: Path, *, region: str | None = Non
     if path.is_file():
         if _is_tar(path):
             safe_extract(path, code_dir)
-        else:
+        elif path.parent.resolve() != code_dir.resolve():  # else it is in place already
             code_dir.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, code_dir / path.name)
         return code_dir

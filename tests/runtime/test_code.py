@@ -113,6 +113,11 @@ def _suffixless_tarball(job: JobTree, src: Path) -> tuple[dict[str, str], dict[s
     return {"sagemaker_program": "packed.py", "sagemaker_submit_directory": str(archive)}, {}
 
 
+def _file_in_the_code_dir(job: JobTree, src: Path) -> tuple[dict[str, str], dict[str, str]]:
+    script = _script(job.base / "code", "inplace.py")
+    return {"sagemaker_program": "inplace.py", "sagemaker_submit_directory": str(script)}, {}
+
+
 @pytest.mark.parametrize(
     ("arrange", "ran"),
     [
@@ -120,8 +125,9 @@ def _suffixless_tarball(job: JobTree, src: Path) -> tuple[dict[str, str], dict[s
         (_env_over_hyperparameter, "from_env.py"),
         (_plain_file, "single.py"),
         (_suffixless_tarball, "packed.py"),
+        (_file_in_the_code_dir, "inplace.py"),
     ],
-    ids=["custom-image", "env-over-hyperparameter", "plain-file", "suffixless-tarball"],
+    ids=["custom-image", "env-over-hyperparameter", "plain-file", "suffixless-tarball", "in-place"],
 )
 def test_code_locations_and_entry_points_the_sagemaker_toolkits_accept(
     job: JobTree, tmp_path: Path, arrange: Any, ran: str
