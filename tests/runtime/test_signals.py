@@ -214,3 +214,14 @@ def test_a_second_signal_does_not_restart_the_stop(job: JobTree, code_dir: Path)
     train.signal(signal.SIGINT)
     assert train.wait(30) == 0
     assert marker.read_text() == "x"
+
+
+def test_when_the_script_exits_the_rest_of_its_group_is_ended(job: JobTree, code_dir: Path) -> None:
+    hps = _script(
+        code_dir,
+        "leaves_helpers.py",
+        "import subprocess\nsubprocess.Popen(['sleep', '600.4242'])\n",  # not waited for
+    )
+    result = job.configure(hps).train(timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert_nothing_left("600.4242")
