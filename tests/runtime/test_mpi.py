@@ -1,4 +1,4 @@
-"""The MPI decision rule and the mpirun command line (CONTRACT.md §2), as tables."""
+"""The MPI decision rule and the mpirun command line (docs/contract.md §2), as tables."""
 
 from __future__ import annotations
 
