@@ -36,6 +36,7 @@ from typing import Any
 
 import jsii
 from aws_cdk import (
+    ArnFormat,
     Duration,
     IResolvable,
     IResolveContext,
@@ -56,6 +57,7 @@ from ._validation import is_unresolved, require, stack_of
 from .estimator import ChainerEstimator
 from .instance import has_instance_storage, normalize_instance_type
 from .model import ISOLATED_MODEL_CODE_DIR, model_environment
+from .model_data import _acknowledge_lookup_function
 
 __all__ = ["TrainingPipelineFragment"]
 
@@ -688,8 +690,31 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         return done
 
     def _finalizer(self) -> None:
-        """Delete the endpoint on ``cdk destroy`` (endpoint_removal_policy=DESTROY)."""
+        """Delete the endpoint on ``cdk destroy`` (endpoint_removal_policy=DESTROY): an
+        AwsCustomResource with its own role and managed policy, as the model-data lookup."""
         arn = self._endpoint_arn()
+        role = iam.Role(
+            self,
+            "EndpointFinalizerRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Deletes the Chainer pipeline's endpoint when the stack is deleted",
+        )
+        principal = _iam.PolicyPrincipal.for_role(self, "EndpointFinalizerPolicy", role)
+        logs_arn = self._stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name="/aws/lambda/*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        _iam.add(
+            principal,
+            iam.PolicyStatement(actions=["sagemaker:DeleteEndpoint"], resources=[arn]),
+            iam.PolicyStatement(actions=["logs:CreateLogGroup"], resources=[logs_arn]),
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[f"{logs_arn}:log-stream:*"],
+            ),
+        )
         self.finalizer = cr.AwsCustomResource(
             self,
             "EndpointFinalizer",
@@ -699,11 +724,11 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 parameters={"EndpointName": self.endpoint_name},
                 ignore_error_codes_matching="ValidationException",
             ),
-            policy=cr.AwsCustomResourcePolicy.from_statements(
-                [iam.PolicyStatement(actions=["sagemaker:DeleteEndpoint"], resources=[arn])]
-            ),
+            role=role,
             install_latest_aws_sdk=False,
         )
+        self.finalizer.node.add_dependency(principal.policy)
+        _acknowledge_lookup_function(self._stack)
         if self.serving_role is not None:
             # The endpoint goes first, then the role it ran under.
             self.finalizer.node.add_dependency(self.serving_role)

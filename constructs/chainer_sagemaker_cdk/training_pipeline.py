@@ -203,7 +203,9 @@ class TrainingPipeline(Construct):
         """What ``client.fit(..., wait=True)`` calls: start and describe executions, read the
         history (to find the job name), and read the training job's CloudWatch logs."""
         grant = self.state_machine.grant_start_execution(grantee)
-        self.state_machine.grant_read(grantee)
+        self.state_machine.grant_execution(
+            grantee, "states:DescribeExecution", "states:GetExecutionHistory"
+        )
         stack = stack_of(self)
         iam.Grant.add_to_principal(
             grantee=grantee,
@@ -218,8 +220,8 @@ class TrainingPipeline(Construct):
                 stack.format_arn(
                     service="logs",
                     resource="log-group",
-                    resource_name="/aws/sagemaker/TrainingJobs:log-stream:"
-                    f"{self.fragment.prefix.lower()}-*",
+                    # FilterLogEvents is authorized on the group (SAR: log-group resource).
+                    resource_name="/aws/sagemaker/TrainingJobs:*",
                     arn_format=ArnFormat.COLON_RESOURCE_NAME,
                 ),
             ],

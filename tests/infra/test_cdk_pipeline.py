@@ -142,12 +142,9 @@ def test_serving_role_is_retained_with_the_endpoint_by_default(
     ]  # no finalizer unless asked for
 
 
-def test_destroy_policy_adds_an_endpoint_finalizer(code_dir: Any) -> None:
-    from aws_cdk import RemovalPolicy
-
+def _named_pipeline(stack: cdk.Stack, code_dir: Any, **props: Any) -> Any:
     from chainer_sagemaker_cdk import TrainingPipeline
 
-    stack = cdk.Stack(cdk.App(), "Destroy")
     estimator = ChainerEstimator(
         stack,
         "Estimator",
@@ -155,26 +152,59 @@ def test_destroy_policy_adds_an_endpoint_finalizer(code_dir: Any) -> None:
         image=RuntimeImage.from_registry("registry.example/c:1"),
         base_job_name="digits",
     )
-    pipeline = TrainingPipeline(
-        stack,
-        "P",
-        estimator=estimator,
-        endpoint_name="Digits-Prod",
-        endpoint_removal_policy=RemovalPolicy.DESTROY,
+    return TrainingPipeline(stack, "P", estimator=estimator, endpoint_name="Digits-Prod", **props)
+
+
+def test_destroy_policy_adds_a_compliant_endpoint_finalizer(code_dir: Any, tmp_path: Any) -> None:
+    """Its function has its own role and managed policy (as the model-data lookup): clean under
+    the three cdk-nag packs."""
+    from aws_cdk import RemovalPolicy
+
+    from .conftest import nag_app
+
+    app = nag_app(tmp_path)
+    stack = cdk.Stack(app, "Destroy")
+    pipeline = _named_pipeline(stack, code_dir, endpoint_removal_policy=RemovalPolicy.DESTROY)
+    bucket = pipeline.fragment.estimator.output_bucket.node.default_child
+    assert bucket is not None
+    cdk.Validations.of(bucket).acknowledge(
+        *[
+            cdk.Acknowledgment(id=finding, reason="the test's bucket, not the finalizer")
+            for finding in (
+                "AwsSolutions-S1",
+                "HIPAA.Security-S3BucketLoggingEnabled",
+                "HIPAA.Security-S3BucketReplicationEnabled",
+                "NIST.800.53.R5-S3BucketLoggingEnabled",
+                "NIST.800.53.R5-S3BucketReplicationEnabled",
+            )
+        ]
     )
-    role = iam.Role(stack, "Client", assumed_by=iam.AccountRootPrincipal())
-    assert isinstance(pipeline.grant_invoke(role), iam.Grant)
+    template = app.synth().get_stack_by_name("Destroy").template  # raises on a finding
+    (finalizer,) = [r for r in template["Resources"].values() if r["Type"] == "Custom::AWS"]
+    delete = json.loads(str(render.fill(finalizer["Properties"]["Delete"])))
+    assert delete["action"] == "deleteEndpoint"
+    assert delete["parameters"] == {"EndpointName": "Digits-Prod"}
+
+
+def test_grants_on_the_pipelines_endpoint_and_for_fit(code_dir: Any) -> None:
+    stack = cdk.Stack(cdk.App(), "Grants")
+    pipeline = _named_pipeline(stack, code_dir)
+    client = iam.Role(stack, "Client", assumed_by=iam.AccountRootPrincipal())
+    assert isinstance(pipeline.grant_invoke(client), iam.Grant)
     ci = iam.Role(stack, "Ci", assumed_by=iam.AccountRootPrincipal())
     assert isinstance(pipeline.grant_wait(ci), iam.Grant)
     template = cdk.assertions.Template.from_stack(stack).to_json()
-    ci_actions = {
-        a
-        for r in template["Resources"].values()
-        if r["Type"] == "AWS::IAM::Policy"
-        and any("Ci" in str(x) for x in r["Properties"].get("Roles", []))
-        for st in r["Properties"]["PolicyDocument"]["Statement"]
-        for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
-    }
+
+    def statements(role: str) -> list[dict[str, Any]]:
+        return [
+            st
+            for r in template["Resources"].values()
+            if r["Type"] == "AWS::IAM::Policy"
+            and any(role in str(x) for x in r["Properties"].get("Roles", []))
+            for st in r["Properties"]["PolicyDocument"]["Statement"]
+        ]
+
+    ci_actions = {a for st in statements("Ci") for a in _actions(st)}
     # client.fit(wait=True): start, describe, read the history for the job name, read logs
     assert {
         "states:StartExecution",
@@ -182,13 +212,14 @@ def test_destroy_policy_adds_an_endpoint_finalizer(code_dir: Any) -> None:
         "states:GetExecutionHistory",
         "logs:FilterLogEvents",
     } <= ci_actions
-    (finalizer,) = [r for r in template["Resources"].values() if r["Type"] == "Custom::AWS"]
-    delete = json.loads(str(render.fill(finalizer["Properties"]["Delete"])))
-    assert delete["action"] == "deleteEndpoint"
-    assert delete["parameters"] == {"EndpointName": "Digits-Prod"}
-    text = json.dumps(template["Resources"])
-    assert ":endpoint/digits-prod" in text  # SageMaker ARNs are lower case
-    assert ":endpoint/Digits-Prod" not in text
+    assert all(st["Resource"] != "*" for st in statements("Ci"))
+    invoke = json.dumps(statements("Client"))
+    assert ":endpoint/digits-prod" in invoke  # SageMaker ARNs are lower case
+    assert "Digits-Prod" not in invoke
+    assert pipeline.metric_invocations().dimensions == {
+        "EndpointName": "Digits-Prod",
+        "VariantName": "AllTraffic",
+    }
 
 
 def test_training_only_fragment_grants_only_training(code_dir: Any) -> None:
