@@ -1,4 +1,4 @@
-"""The one way the runtime starts processes: argv lists, no shell (DESIGN principle: no shell).
+"""The one way the runtime starts processes: argv lists, never a shell.
 
 Three things live here because every phase of ``train`` needs them:
 

@@ -1,4 +1,5 @@
-"""Every job ends with an honest outcome: failure files, exit codes, signals (docs/contract.md §1.7)."""
+"""Every job ends with an honest outcome: failure files, exit codes, signals
+(docs/contract.md §1.7)."""
 
 from __future__ import annotations
 
