@@ -67,6 +67,13 @@ MISTAKES: list[tuple[str, dict[str, Any], list[str] | None, dict[str, str], list
         ["hyperparameter 'deep': its JSON value nests deeper than 100 levels", "flatten it"],
     ),
     (
+        "nul-in-a-value",
+        {"note": "a\0b"},
+        None,
+        {},
+        ["hyperparameter 'note' contains a NUL character", "remove it"],
+    ),
+    (
         "duplicate-hosts",
         {},
         ["algo-1", "algo-1"],
