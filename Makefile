@@ -10,7 +10,7 @@ STAMP := .venv/.setup-stamp
 COMPAT_STAMP := .venv/.compat-stamp
 SETUP_INPUTS := scripts/setup.sh runtime/docker/install.sh requirements.txt runtime/pyproject.toml constructs/pyproject.toml package.json package-lock.json
 
-.PHONY: setup demo test lint typecheck unit compat bench
+.PHONY: setup demo test lint typecheck unit compat bench image
 
 setup: $(STAMP)
 
@@ -29,7 +29,12 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy
 
-unit: setup
+# The runtime image (scripts/image.sh: podman with storage in build/podman, or docker build);
+# tests/image runs train, serve and a two-container MPI job in it.
+image: setup
+	bash scripts/image.sh build
+
+unit: setup image
 	$(PY) -m pytest
 
 # The runtime's Chainer tests again on NumPy 1.26 (Python 3.11) and on Python 3.12 (NumPy 2).

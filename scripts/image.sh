@@ -177,9 +177,10 @@ resolve_cpu_base() {
     echo "$CPU_BASE_IMAGE"; return
   fi
   say "base: pulling $CPU_BASE_IMAGE (at most ${PULL_TIMEOUT} s)"
-  if timeout "$PULL_TIMEOUT" podman pull -q "$CPU_BASE_IMAGE" >/dev/null 2>"$BUILD_DIR/tmp/pull.log"; then
-    say "base: $CPU_BASE_IMAGE (pulled)"
-    echo "$CPU_BASE_IMAGE"; return
+  local pulled
+  if pulled=$(timeout "$PULL_TIMEOUT" podman pull -q "$CPU_BASE_IMAGE" 2>"$BUILD_DIR/tmp/pull.log"); then
+    say "base: $CPU_BASE_IMAGE (pulled, image $pulled)"
+    echo "$pulled"; return  # the ID: any transport (docker://, oci-archive:, ...) builds alike
   fi
   say "base: $CPU_BASE_IMAGE cannot be had ($(tail -1 "$BUILD_DIR/tmp/pull.log" | cut -c1-160))"
   local hash standin tarball

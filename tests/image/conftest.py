@@ -42,8 +42,11 @@ def _podman_env() -> dict[str, str]:
 def engine() -> Iterator[ContainerEngine]:
     saved = dict(os.environ)
     os.environ.update(_podman_env())
+    engine = ContainerEngine(os.environ.get("CONTAINER_ENGINE"))
     try:
-        yield ContainerEngine(os.environ.get("CONTAINER_ENGINE"))
+        yield engine
+        left = engine("ps", "-a", "--filter", "name=chainer-", "--format", "{{.Names}}").stdout
+        assert not left.strip(), f"the image tests left containers behind: {left}"
     finally:
         os.environ.clear()
         os.environ.update(saved)
