@@ -25,6 +25,7 @@ rules follow Python's own data filter, applied to the whole archive up front.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -90,6 +91,14 @@ class ArchiveLimits:
         return cls(max_bytes=values[0], max_members=values[1])
 
 
+_DRIVE = re.compile(r"^[A-Za-z]:([/\\]|$)")
+
+
+def _is_absolute(name: str) -> bool:
+    """POSIX-absolute, or a Windows drive path (archives packed on Windows)."""
+    return name.startswith(("/", "\\")) or _DRIVE.match(name) is not None
+
+
 def _parts(name: str) -> list[str]:
     return [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
 
@@ -112,7 +121,7 @@ def _walk(start: list[str], target: str, links: set[str]) -> str | None:
 
 def _problem(member: tarfile.TarInfo, links: set[str], symlinks: set[str]) -> str | None:
     name = member.name
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+    if _is_absolute(name):
         return "absolute path"
     parts = _parts(name)
     if ".." in parts:
@@ -127,7 +136,7 @@ def _problem(member: tarfile.TarInfo, links: set[str], symlinks: set[str]) -> st
         return "sparse file (pack the code without --sparse)"
     if member.issym() or member.islnk():
         target = member.linkname
-        if target.startswith(("/", "\\")) or (len(target) > 1 and target[1] == ":"):
+        if _is_absolute(target):
             return f"link to absolute path {target!r}"
         if member.islnk() and "/".join(_parts(target)) in symlinks:
             return f"hard link {target!r} to a symlink member"

@@ -59,6 +59,7 @@ def write_tar(path: Path, members: list[Member]) -> Path:
 # (id, members, what the refusal says)
 REFUSED: list[tuple[str, list[Member], str]] = [
     ("absolute", [("file", "/etc/evil", "x")], "absolute path"),
+    ("windows-drive", [("file", "C:\\evil", "x")], "absolute path"),
     ("dotdot", [("file", "../evil", "x")], "'..' path component"),
     ("inner-dotdot", [("file", "ok/../../evil", "x")], "'..' path component"),
     ("symlink-out", [("sym", "escape", "../../etc/passwd")], "points outside the archive"),
@@ -127,6 +128,7 @@ def test_links_that_stay_inside_are_extracted(tmp_path: Path) -> None:
             ("sym", "pkg/b.py", "a.py"),
             ("sym", "top", "pkg/../pkg/a.py"),  # '..' within the archive, through real dirs
             ("hard", "c.py", "pkg/a.py"),
+            ("file", "notes:v2.txt", "a colon is not a drive"),
         ],
     )
     target = tmp_path / "out"
