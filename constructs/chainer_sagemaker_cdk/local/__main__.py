@@ -18,11 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from chainer_sagemaker_cdk.local import transform
+from chainer_sagemaker_cdk.local import container, transform
 from chainer_sagemaker_cdk.local._commands import LocalModeError
 from chainer_sagemaker_cdk.local.assembly import AssemblyError, CloudAssembly
-from chainer_sagemaker_cdk.local.serving import LocalEndpoint
-from chainer_sagemaker_cdk.local.training import run_training
 
 
 def _pairs(values: Sequence[str], what: str) -> dict[str, str]:
@@ -76,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", help="construct path of the model (when the stack has several)")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--work-dir", type=Path, default=Path("local-run"))
+    container.add_arguments(train)
+    container.add_arguments(serve)
     transform.add_arguments(
         sub.add_parser("transform", help="run a batch transform here with the model's serve")
     )
@@ -102,7 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"{model.path} gets its model data at deploy time (a training job); pass "
             "--model-data model.tar.gz (for example from `train`'s artifacts)"
         )
-    endpoint = LocalEndpoint(
+    endpoint = container.endpoint_class(args)(
         model_data,
         args.work_dir,
         environment=model.environment,
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C
             try:
-                result = run_training(
+                result = container.training_runner(args)(
                     job,
                     _pairs(args.channel, "channel"),
                     args.work_dir,

@@ -21,7 +21,9 @@ and configuration from ``CONTAINERS_CONF``/``CONTAINERS_STORAGE_CONF`` (in this 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import functools
 import json
 import shutil
 import subprocess
@@ -40,9 +42,20 @@ from chainer_sagemaker_cdk.local._commands import LocalModeError
 from chainer_sagemaker_cdk.local.artifacts import pack_model, pack_output
 from chainer_sagemaker_cdk.local.assembly import TrainingJobSpec
 from chainer_sagemaker_cdk.local.serving import LocalEndpoint
-from chainer_sagemaker_cdk.local.training import LocalTrainingResult, resolve_channel
+from chainer_sagemaker_cdk.local.training import (
+    LocalTrainingResult,
+    resolve_channel,
+    run_training,
+)
 
-__all__ = ["ContainerEndpoint", "ContainerEngine", "run_training_in_container"]
+__all__ = [
+    "ContainerEndpoint",
+    "ContainerEngine",
+    "add_arguments",
+    "endpoint_class",
+    "run_training_in_container",
+    "training_runner",
+]
 
 CODE_MOUNT = "/opt/ml/input/code-asset"
 
@@ -159,8 +172,17 @@ def run_training_in_container(
     subnet: str | None = None,
     timeout: float = 3600.0,
     log: Callable[[str], None] = print,
+    environment: Mapping[str, str] | None = None,
+    hosts: str = "auto",  # the CLI's --hosts; containers are always hosts of their own
 ) -> LocalTrainingResult:
-    """Run ``job`` in ``image``, one container per host; like :func:`run_training` otherwise."""
+    """Run ``job`` in ``image``, one container per host; like :func:`run_training` otherwise
+    (``environment`` is added to every host's; ``hosts`` only takes ``auto``/``namespaces``:
+    a container is a host of its own)."""
+    if hosts == "emulated":
+        raise LocalModeError(
+            "--hosts emulated shares one tree between hosts; with --container each host is a "
+            "container of its own: leave --hosts out"
+        )
     missing = sorted(set(job.channels) - set(channels))
     if missing:
         raise LocalModeError(
@@ -175,7 +197,7 @@ def run_training_in_container(
     hosts_dir = work_dir / "hosts"
     if hosts_dir.exists():
         shutil.rmtree(hosts_dir)
-    hosts = [f"algo-{i}" for i in range(1, job.instance_count + 1)]
+    names = [f"algo-{i}" for i in range(1, job.instance_count + 1)]
     code = Path(job.code_asset)
     hps = dict(job.hyperparameters)
     hps["sagemaker_submit_directory"] = json.dumps(
@@ -190,23 +212,23 @@ def run_training_in_container(
         )
         local_channels = {n: resolve_channel(n, s, tmp) for n, s in channels.items()}
         network = stack.enter_context(engine.network(tag, subnet))
-        containers = [f"{tag}-{host}" for host in hosts]
+        containers = [f"{tag}-{host}" for host in names]
         stack.callback(engine.remove, *containers)
         log(
-            f"[local] training {job.path} as {job_name} in {image}: {len(hosts)} container(s) "
+            f"[local] training {job.path} as {job_name} in {image}: {len(names)} container(s) "
             f"on network {network} ({engine.command}), trees under {hosts_dir}"
         )
         started = time.monotonic()
         pumps = []
-        for host, name in zip(hosts, containers, strict=True):
+        for host, name in zip(names, containers, strict=True):
             base = hosts_dir / host / "ml"
-            _lay_out_host(base, job, host, hosts, hps)
+            _lay_out_host(base, job, host, names, hps)
             mounts = ["-v", f"{base}:/opt/ml"]
             for ch, path in local_channels.items():
                 mounts += ["-v", f"{path}:/opt/ml/input/data/{ch}:ro"]
             target = CODE_MOUNT if code.is_dir() else f"{CODE_MOUNT}/{code.name}"
             mounts += ["-v", f"{code}:{target}:ro"]
-            env = {**job.environment, "TRAINING_JOB_NAME": job_name}
+            env = {**job.environment, **(environment or {}), "TRAINING_JOB_NAME": job_name}
             engine(
                 "run", "-d", "--name", name, "--hostname", host, "--network", network,
                 "--network-alias", host, *mounts,
@@ -227,7 +249,7 @@ def run_training_in_container(
         for pump in pumps:
             pump.join(timeout=10)
         seconds = time.monotonic() - started
-    base = hosts_dir / hosts[0] / "ml"
+    base = hosts_dir / names[0] / "ml"
     output = base / "output"
     failure = (output / "failure").read_text().strip() if (output / "failure").exists() else None
     artifacts = work_dir / "artifacts"
@@ -235,7 +257,7 @@ def run_training_in_container(
     output_tar = pack_output(output, artifacts / "output.tar.gz")
     log(
         f"[local] training {'succeeded' if codes[0] == 0 else 'failed'} in {seconds:.1f} s "
-        f"(exit codes {dict(zip(hosts, codes, strict=True))})"
+        f"(exit codes {dict(zip(names, codes, strict=True))})"
     )
     return LocalTrainingResult(codes[0], failure, base, model_tar, output_tar, seconds)
 
@@ -349,3 +371,27 @@ class ContainerEndpoint(LocalEndpoint):
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--container IMAGE`` for the ``train`` and ``serve`` subcommands."""
+    parser.add_argument(
+        "--container",
+        metavar="IMAGE",
+        help="run in this runtime image (podman, or docker when its engine runs), as SageMaker "
+        "does: e.g. chainer-sagemaker:cpu from `make image`",
+    )
+
+
+def training_runner(args: argparse.Namespace) -> Callable[..., LocalTrainingResult]:
+    """:func:`run_training`, or :func:`run_training_in_container` with ``--container``."""
+    if getattr(args, "container", None):
+        return functools.partial(run_training_in_container, image=args.container)
+    return run_training
+
+
+def endpoint_class(args: argparse.Namespace) -> Callable[..., LocalEndpoint]:
+    """:class:`LocalEndpoint`, or :class:`ContainerEndpoint` with ``--container``."""
+    if getattr(args, "container", None):
+        return functools.partial(ContainerEndpoint, image=args.container)
+    return LocalEndpoint
