@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -118,19 +119,35 @@ def test_digits_test_set_gives_the_predictors_predictions_in_order(
     assert _check_digits(config, transform_url, csv_input, expected, tmp_path / "out") == requests
 
 
-def test_single_record_json_rows(
-    transform_url: str, digits_x: np.ndarray, expected: np.ndarray, tmp_path: Path
+@pytest.mark.parametrize(
+    ("strategy", "content_type", "row", "requests"),
+    [
+        ("SingleRecord", "application/json", lambda r: [r], 359),  # one [[...]] per request
+        ("MultiRecord", "application/jsonlines", lambda r: r, 4),  # JSON Lines mini-batches
+    ],
+    ids=["SingleRecord-json", "MultiRecord-jsonlines"],
+)
+def test_json_records(
+    transform_url: str,
+    digits_x: np.ndarray,
+    expected: np.ndarray,
+    tmp_path: Path,
+    strategy: str,
+    content_type: str,
+    row: Any,
+    requests: int,
 ) -> None:
-    """SingleRecord with JSON records (one row each, as [[...]]): 359 requests, in order."""
     src = tmp_path / "in"
     src.mkdir()
     for i, part in enumerate(np.array_split(digits_x, 4)):
-        (src / f"part-{i}.jsonl").write_text("".join(json.dumps([r.tolist()]) + "\n" for r in part))
+        (src / f"part-{i}.jsonl").write_text(
+            "".join(json.dumps(row(r.tolist())) + "\n" for r in part)
+        )
     config = TransformConfig(
-        content_type="application/json",
-        accept="application/json",
+        content_type=content_type,
+        accept=content_type,
         split_type="Line",
-        batch_strategy="SingleRecord",
+        batch_strategy=strategy,
         assemble_with="Line",
         max_concurrent_transforms=2,
     )
@@ -138,9 +155,9 @@ def test_single_record_json_rows(
         config, src, tmp_path / "out", endpoint_url=transform_url, log=_quiet, work_dir=tmp_path
     )
     assert result.succeeded, result.data_log
-    assert result.requests == 359
+    assert result.requests == requests
     rows = [
-        json.loads(line)[0]
+        np.ravel(json.loads(line))
         for i in range(4)
         for line in (tmp_path / "out" / f"part-{i}.jsonl.out").read_text().splitlines()
     ]

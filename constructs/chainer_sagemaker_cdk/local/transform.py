@@ -639,7 +639,8 @@ def _finish(
         if not per_record:
             parts.append(body)
             continue
-        kind = accept or content_type.split(";")[0].strip()
+        # the reply's own type first: a JSON request may be answered as JSON Lines
+        kind = content_type.split(";")[0].strip() or accept
         outputs = _split_reply(body, len(batch), kind)
         if outputs is None:
             result.error = (
