@@ -30,6 +30,8 @@ def test_cdk_synth_of_app_py(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    # cdk.json carries the feature flags `cdk init` of this aws-cdk-lib would write.
+    assert "feature flags are not configured" not in result.stdout + result.stderr
     template = json.loads((out / "ChainerDigits.template.json").read_text())
     outputs = template["Outputs"]
     assert {"StateMachineArn", "EndpointName", "ModelDataPrefix"} <= set(outputs)
