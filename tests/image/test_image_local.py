@@ -1,0 +1,95 @@
+"""Local mode with --container: the synthesized job and model run in the built image, as
+SageMaker runs them (one container per host on a private network, /opt/ml mounted, `train` /
+`serve` as the command). The job specs are what CloudAssembly reads from cdk.out."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import EXAMPLE, ContainerJob
+from support import free_port
+
+from chainer_sagemaker_cdk.client import Predictor
+from chainer_sagemaker_cdk.local import TrainingJobSpec
+from chainer_sagemaker_cdk.local.container import (
+    ContainerEndpoint,
+    ContainerEngine,
+    run_training_in_container,
+)
+
+HOSTS_SCRIPT = """
+import json, os, socket
+from mpi4py import MPI
+
+names = MPI.COMM_WORLD.gather(socket.gethostname(), root=0)
+if MPI.COMM_WORLD.rank == 0:
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "hosts.json"), "w") as f:
+        json.dump(sorted(names), f)
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_two_instance_job_runs_one_container_per_host(
+    engine: ContainerEngine, image: str, tmp_path: Path
+) -> None:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "hosts.py").write_text(HOSTS_SCRIPT)
+    job = TrainingJobSpec(
+        path="Stack/Job",
+        hyperparameters={"sagemaker_program": json.dumps("hosts.py")},
+        instance_count=2,
+        instance_type="ml.c5.xlarge",
+        channels={},
+        code_asset=str(code),
+    )
+    lines: list[str] = []
+    result = run_training_in_container(
+        job, {}, tmp_path / "run", image=image, engine=engine, log=lines.append
+    )
+    assert result.succeeded, "\n".join(lines[-40:])
+    with tarfile.open(result.model_artifact) as tar:
+        member = tar.extractfile("hosts.json")
+        assert member is not None
+        assert json.load(member) == ["algo-1", "algo-2"]
+    assert any(line.startswith("[algo-2] ") for line in lines)
+    left = engine("ps", "-a", "--filter", "name=chainer-local-", "--format", "{{.Names}}")
+    assert not left.stdout.strip()
+    assert "chainer-local-" not in engine("network", "ls", "--format", "{{.Name}}").stdout
+
+
+@pytest.mark.timeout(180)
+def test_the_model_is_served_from_the_image_and_predicts(
+    engine: ContainerEngine,
+    image: str,
+    digits_job: ContainerJob,
+    digits_channels: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    model_tar = tmp_path / "model.tar.gz"
+    with tarfile.open(model_tar, "w:gz") as tar:
+        for f in (digits_job.base / "model").iterdir():
+            tar.add(f, arcname=f.name)
+    endpoint = ContainerEndpoint(
+        model_tar,
+        tmp_path / "serve",
+        image=image,
+        engine=engine,
+        environment={"SAGEMAKER_PROGRAM": "train.py"},
+        code=EXAMPLE,
+        port=free_port(),
+        workers=1,
+    )
+    with endpoint:
+        assert endpoint.ready_seconds is not None
+        with np.load(digits_channels["test"] / "test.npz") as data:
+            x, y = data["x"][:100].astype(np.float32) / 255.0, data["y"][:100]
+        scores = np.asarray(Predictor.local(endpoint.url).predict(x))
+        assert (scores.argmax(axis=1) == y).mean() >= 0.85
+        name = endpoint.container
+    assert endpoint.container is None
+    assert engine("ps", "-a", "--filter", f"name={name}", "--format", "{{.Names}}").stdout == ""
