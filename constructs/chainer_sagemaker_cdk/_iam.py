@@ -276,6 +276,7 @@ _SCOPED_WILDCARDS = (
         "SageMaker names the streams (and endpoint groups) at run time",
     ),
     (":training-job/", "job names are generated per execution under this construct's prefix"),
+    (":transform-job/", "transform jobs are named per execution under the transformer's prefix"),
     (":model/", "models are named after each execution's training job, under the prefix"),
     (":endpoint-config/", "endpoint configs are named after each execution's job (prefix)"),
     (":network-interface/*", "SageMaker creates and deletes the job's ENIs at run time"),
