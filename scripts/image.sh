@@ -131,7 +131,6 @@ EOF
 unqualified-search-registries = ["docker.io"]
 short-name-mode = "permissive"
 EOF
-  printf '[global]\ncert = /run/build-ca/ca-certificates.crt\n' >"$BUILD_DIR/pip.conf"
 }
 
 env_exports() {
@@ -215,21 +214,26 @@ build() {
   started=$(date +%s)
   # shellcheck disable=SC2206
   args+=(--build-arg "VARIANT=$VARIANT" ${IMAGE_BUILD_ARGS:-})
+  # The CA bundle and a pip.conf naming it reach the RUN steps as build secrets: mounted while
+  # a step runs, in no layer (--volume mounts would leave empty mount points behind). pip 24
+  # verifies with its own bundle unless `cert` is configured, hence the pip.conf.
+  local secrets=()
+  if [ -f "$BUILD_CA_BUNDLE" ]; then
+    mkdir -p "$BUILD_DIR"
+    printf '[global]\ncert = /etc/ssl/build-ca.crt\n' >"$BUILD_DIR/pip.conf"
+    secrets=(--secret "id=build_ca,src=$BUILD_CA_BUNDLE" --secret "id=pip_conf,src=$BUILD_DIR/pip.conf")
+  fi
   if [ "$eng" = docker ]; then
     say "docker build -t $IMAGE_TAG ($VARIANT)"
-    docker build -f "$REPO/runtime/Dockerfile" -t "$IMAGE_TAG" "${args[@]}" "$REPO/runtime"
+    DOCKER_BUILDKIT=1 docker build "${secrets[@]}" -f "$REPO/runtime/Dockerfile" -t "$IMAGE_TAG" \
+      "${args[@]}" "$REPO/runtime"
   else
     use_podman
     if [ "$VARIANT" = cpu ]; then
       args+=(--build-arg "CPU_IMAGE=$(resolve_cpu_base)")
     fi
-    # The CA bundle and a pip.conf naming it are mounted for the build's RUN steps only: they are
-    # not in any layer. pip 24 reads `cert` from its config file, hence the pip.conf.
-    [ -f "$BUILD_CA_BUNDLE" ] || die "BUILD_CA_BUNDLE $BUILD_CA_BUNDLE does not exist"
     say "podman build -t $IMAGE_TAG ($VARIANT, storage $BUILD_DIR)"
-    podman build --pull=never --network=host --layers \
-      -v "$BUILD_CA_BUNDLE:/run/build-ca/ca-certificates.crt:ro" \
-      -v "$BUILD_DIR/pip.conf:/etc/pip.conf:ro" \
+    podman build --pull=never --network=host --layers "${secrets[@]}" \
       -f "$REPO/runtime/Dockerfile" -t "$IMAGE_TAG" "${args[@]}" "$REPO/runtime"
   fi
   say "built $IMAGE_TAG in $(( $(date +%s) - started )) s; size: $($eng image inspect --format '{{.Size}}' "$IMAGE_TAG" | awk '{printf "%.0f MB", $1/1e6}')"
