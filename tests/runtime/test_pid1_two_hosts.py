@@ -90,6 +90,7 @@ def test_the_worker_ends_within_seconds_when_the_master_dies(
         assert worker.wait(30) == 0, worker.stderr[-3000:]
         lag = time.monotonic() - gone
     assert lag < 5, f"the worker ended {lag:.1f} s after the master died:\n{worker.stderr}"
+    assert "the master host algo-1 went away" in worker.stderr  # the watch, not Open MPI, ended it
 
 
 CHECKPOINT_ON_STOP = """\
