@@ -372,3 +372,52 @@ def test_the_request_of_a_pipeline_model_needs_its_name(stacks: _Stacks) -> None
         stacks.pipeline_transformer.transform_job_request(JOB, "chainer-digits-1")
     )
     assert _validate(TRANSFORM, fill(request)) == []
+
+
+def test_a_scoring_state_machine_passes_the_compliance_packs(
+    code: SourceCode, registry_image: RuntimeImage, tmp_path: Any
+) -> None:
+    """AwsSolutions, HIPAA Security and NIST 800-53 R5 (nag_app fails synth on any finding):
+    the model role's and the state machine role's scoped wildcards are all explained."""
+    from aws_cdk import aws_logs as logs
+    from infra.conftest import nag_app
+
+    from chainer_sagemaker_cdk import _iam
+
+    app = nag_app(tmp_path)
+    stack = cdk.Stack(app, "Nag")
+    data = s3.Bucket.from_bucket_name(stack, "Data", "data")
+    transformer = ChainerTransformer(
+        stack,
+        "Score",
+        model=_model(stack, code, registry_image),
+        input_bucket=data,
+        input_prefix="in",
+        output_bucket=data,
+        output_prefix="out",
+        content_type="text/csv",
+        split_type="Line",
+    )
+    step = transformer.step(stack, "Run")
+    key = kms.Key(stack, "LogsKey", enable_key_rotation=True)
+    key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{stack.region}.{stack.url_suffix}"))
+    group = logs.LogGroup(stack, "Logs", encryption_key=key, retention=logs.RetentionDays.ONE_YEAR)
+    role = iam.Role(stack, "Role", assumed_by=iam.ServicePrincipal("states.amazonaws.com"))
+    principal = _iam.PolicyPrincipal.for_role(stack, "Policy", role)
+    step.grant_run(principal)  # type: ignore[arg-type]
+    _iam.add(
+        principal,  # type: ignore[arg-type]
+        iam.PolicyStatement(actions=list(_iam.LOG_DELIVERY_ACTIONS), resources=["*"]),
+        iam.PolicyStatement(
+            actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords"], resources=["*"]
+        ),
+    )
+    sfn.StateMachine(
+        stack,
+        "Machine",
+        definition_body=sfn.DefinitionBody.from_chainable(step),
+        role=role.without_policy_updates(),
+        tracing_enabled=True,
+        logs=sfn.LogOptions(destination=group, level=sfn.LogLevel.ALL),
+    )
+    app.synth()  # raises on any finding
