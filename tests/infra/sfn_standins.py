@@ -37,6 +37,7 @@ import contextlib
 import datetime
 import json
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,10 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.resou
 )
 from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
+
+# moto warns that these error codes are not in SageMaker's model; Step Functions only needs the
+# code (ThrottlingException and AccessDeniedException are common errors, not modeled ones).
+warnings.filterwarnings("ignore", message=".*does not match an error shape", category=UserWarning)
 
 MOTO_VERSION = "5.2.5"
 assert moto.__version__ == MOTO_VERSION, (
