@@ -9,7 +9,8 @@ namespaces, sshd, the runtime's master/worker flow; needs root):
    vs 2 hosts x 1 rank, same global batch (128 = 1 x 128 = 2 x 64); images per second over the
    epochs after the first (from the arrival of each epoch's report line). Target: 2 hosts
    >= 1.5x one. ``--blas-threads`` sets OMP/OpenBLAS threads per rank (default 1: each host
-   computes on one core, as a one-core instance would; both hosts share this machine's cores).
+   computes on one core, as a one-core instance would; both hosts share this machine's cores;
+   passed to every rank with mpirun's ``-x``).
 2. Job start (``run_training`` called) to the script's first line, for 1, 2 and 3 hosts.
 3. A rank failure (the last rank exits 1) to every host ended, for 2 and 3 hosts.
 
@@ -107,8 +108,14 @@ def throughput(
         work,
         clock,
         channels={"train": data / "train", "test": data / "test"},
-        hyperparameters={"epochs": epochs, "batch-size": 128 // hosts},
-        environment={"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads},
+        hyperparameters={
+            "epochs": epochs,
+            "batch-size": 128 // hosts,
+            # Ranks on other hosts get what mpirun forwards, not their host's environment.
+            "sagemaker_additional_mpi_options": (
+                f"-x OMP_NUM_THREADS={threads} -x OPENBLAS_NUM_THREADS={threads}"
+            ),
+        },
     )
     if not result.succeeded:
         sys.exit(f"the {hosts}-host ChainerMN job failed: {result.failure_reason}")

@@ -7,7 +7,10 @@ binds over the machine's own paths (see :mod:`.netns`):
 - ``etc/hosts`` and ``etc/hostname``: ``algo-1..algo-N`` at their bridge addresses;
 - ``etc/ssh/``: its own ``sshd_config`` and host key, and an ``ssh_config`` that trusts the
   cluster's hosts; ``root-ssh/``: root's key pair and ``authorized_keys``, the same on every
-  host, as the image bakes one key into every container.
+  host, as the image bakes one key into every container;
+- ``root-home/``: root's ``.bashrc`` and ``.profile`` as a plain image has them, so the shells
+  sshd starts for Open MPI do not run this machine's own start-up files (a ``pyenv init`` there
+  took seconds per SSH command under load, and held a lock the hosts then queued on).
 
 The addresses come from :data:`SUBNET` (``10.213.0.0/24``), which exists only inside the job's
 own network namespaces: nothing is added to this machine's network.
@@ -45,6 +48,11 @@ Subsystem sftp internal-sftp
 
 # The same trust the image's install script gives root (runtime/docker/install.sh): the hosts
 # of a job are new every job, so their keys are not checked.
+_ROOT_STARTUP = """\
+# root's shell start-up on a local-mode host (chainer_sagemaker_cdk.local): the image's, not
+# the machine's own. sshd's shells for Open MPI's daemons read this.
+"""
+
 _CLIENT_CONFIG = """\
 Host algo-*
   StrictHostKeyChecking no
@@ -122,3 +130,7 @@ def write_host_files(layouts: list[HostLayout], work_dir: Path) -> None:
         (root_ssh / "authorized_keys").chmod(0o600)
         (root_ssh / "config").write_text(_CLIENT_CONFIG)
         (root_ssh / "config").chmod(0o600)
+        home = host.root / "root-home"
+        home.mkdir(exist_ok=True)
+        for name in (".bashrc", ".profile"):
+            (home / name).write_text(_ROOT_STARTUP)

@@ -4,10 +4,11 @@ Each host is one process tree started by ``unshare --net --pid --fork --mount-pr
 --mount``: its own network namespace (loopback, and ``eth0``, one end of a veth pair whose
 other end is on the job's bridge), its own PID namespace (the runtime's ``train`` is PID 1, as
 in a container), its own hostname, and a private mount namespace in which the host's own files
-(:mod:`.hosts`) are bound over ``/opt/ml``, ``/etc/hosts``, ``/etc/hostname``, ``/etc/ssh`` and
-``/root/.ssh``, with fresh ``/run`` and ``/dev/shm``. Where ``/opt/ml`` (or ``/root/.ssh``)
-does not exist on this machine, its parent is covered by an overlay inside the host's mount
-namespace, so nothing is created on the machine's own file system.
+(:mod:`.hosts`) are bound over ``/opt/ml``, ``/etc/hosts``, ``/etc/hostname``, ``/etc/ssh``,
+``/root/.ssh`` and root's ``.bashrc``/``.profile``, with fresh ``/run`` and ``/dev/shm``.
+Where ``/opt/ml`` (or ``/root/.ssh``) does not exist on this machine, its parent is covered by
+an overlay inside the host's mount namespace, so nothing is created on the machine's own file
+system.
 
 The bridge lives in a network namespace of its own, held open by a ``sleep`` process: nothing
 is added to this machine's network, and every run can use the same subnet. Nothing is named
@@ -104,6 +105,8 @@ def _host_script(host: HostLayout) -> str:
         (host.root / "etc" / "hosts", "/etc/hosts"),
         (host.root / "etc" / "ssh", "/etc/ssh"),
         (host.root / "root-ssh", "/root/.ssh"),
+        (host.root / "root-home" / ".bashrc", "/root/.bashrc"),
+        (host.root / "root-home" / ".profile", "/root/.profile"),
         (host.tree, "/opt/ml"),
     ]
     if Path("/etc/hostname").exists():
