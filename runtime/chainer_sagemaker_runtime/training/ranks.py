@@ -9,9 +9,10 @@ The wrapper
   forwarded);
 * runs the command in its own process group (Open MPI makes each rank a group leader and
   signals the group, so SIGTERM reaches the command; the wrapper itself ignores it);
-* reports the command's end on stderr as ``[train] rank N on HOST exited with code C``, which
-  the master reads (through ``--tag-output``) to name the failing rank and for the straggler
-  watchdog.
+* reports the command's end on stderr as ``[train] rank N on HOST exited with code C``, and,
+  for ``python -m mpi4py``, the moment the user's code returned (``... finished its script``;
+  the process itself then waits in MPI_Finalize for the other ranks), which the master reads
+  (through ``--tag-output``) to name the failing rank and for the straggler watchdog.
 
 Stopping: Open MPI SIGKILLs the ranks about 1 s after mpirun gets SIGTERM
 (``odls_base_sigkill_timeout``), far short of a checkpoint. So ``train`` never signals mpirun
@@ -43,7 +44,8 @@ __all__ = ["RankStopper", "RankWatch", "host_environ", "main", "wrapper_argv"]
 _RANK_ENV = b"OMPI_COMM_WORLD_RANK="
 _TAG = re.compile(rb"\[(\d+),(\d+)\]<(stdout|stderr)>:")
 _END = re.compile(
-    r"^\[train\] rank (\d+) on (\S+) (exited with code (-?\d+)|was killed by (\w+(?: \d+)?))"
+    r"^\[train\] rank (\d+) on (\S+) "
+    r"(exited with code (-?\d+)|was killed by (\w+(?: \d+)?)|finished its script)"
 )
 _RANK_TAIL_BYTES = 4096
 _MAX_TRACKED_RANKS = 1024
@@ -70,8 +72,26 @@ def host_environ(environ: dict[str, str]) -> dict[str, str]:
     return out
 
 
+# Runs ``python -m mpi4py ARGS`` and says when the user's code has returned: an mpi4py rank
+# that is done then waits in MPI_Finalize for the others, so its process does not end.
+_MPI4PY_BOOT = """\
+import os, sys
+from mpi4py.run import main
+main()
+os.write(2, ("[train] rank %s on %s finished its script\\n" % (
+    os.environ.get("OMPI_COMM_WORLD_RANK", "?"),
+    os.environ.get("SM_CURRENT_HOST") or os.uname().nodename)).encode())
+"""
+
+
+def _with_finish_line(command: list[str]) -> list[str]:
+    if len(command) >= 3 and command[1:3] == ["-m", "mpi4py"]:
+        return [command[0], "-c", _MPI4PY_BOOT, *command[3:]]
+    return command
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    command = list(sys.argv[1:] if argv is None else argv)
+    command = _with_finish_line(list(sys.argv[1:] if argv is None else argv))
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)  # the group signal reaches the command too
     environ = dict(os.environ)
@@ -221,9 +241,14 @@ class RankWatch:
         text = raw.decode("utf-8", "replace").rstrip("\r")
         end = _END.match(text)
         if end is not None and int(end.group(1)) == rank:
-            code = int(end.group(4)) if end.group(4) is not None else None
+            finished = end.group(3) == "finished its script"
+            code = 0 if finished else (int(end.group(4)) if end.group(4) is not None else None)
+            before = self.ends.get(rank)
+            if before is not None and before.code == 0 and code == 0:
+                return  # finished its script, then its process ended: the first moment counts
             self.ends[rank] = RankEnd(rank, end.group(2), code, end.group(5), time.monotonic())
-            self.order.append(rank)
+            if before is None:
+                self.order.append(rank)
             return
         if stream != b"stderr":
             return
