@@ -1,13 +1,17 @@
-"""Benchmark ``serve`` against the anchor (the old SageMaker Chainer serving stack), issue 3.
+"""Benchmark ``serve`` against two anchors (issues 3 and 11).
 
-One command, from the repository root::
+The anchors are the old SageMaker Chainer serving stack (nginx -> gunicorn/gevent -> Flask,
+``sagemaker-containers``) and the current AWS one (``sagemaker-inference`` on
+``multi-model-server``, a Java front end with Python backend workers). One command, from the
+repository root::
 
-    .venv/bin/python benchmarks/serve_bench.py            # about 5 minutes on 2 cores
+    .venv/bin/python benchmarks/serve_bench.py            # about 8 minutes on 2 cores
 
-It builds the anchor virtualenv when missing (``benchmarks/anchor/build_venv.py``), trains the
-digits MLP (784-1000-1000-10, float32) once, starts both servers on 127.0.0.1 with 2 workers,
-and for every scenario of the issue's Measure table runs ``wrk`` against the anchor and ours
-alternately (A B A B A B), then prints the median of the per-pair ratios. It also measures
+It builds the anchor virtualenvs when missing (``benchmarks/anchor/build_venv.py``,
+``benchmarks/anchor/build_mms_venv.py``; the second needs ``java``), trains the digits MLP
+(784-1000-1000-10, float32) once, starts the servers on 127.0.0.1 with 2 workers each, and for
+every scenario of the issue's Measure table runs ``wrk`` against the stacks in turn (A B C A B
+C A B C), then prints the median of the per-round ratios of ours to each anchor. It also measures
 start-to-first-200 on ``/invocations`` (alternating fresh starts) and the in-process ceiling
 (decode + predict + encode in a loop on one core). Traffic stays on the loopback interface and
 every step is bounded in time. ``--quick`` shortens every run for a smoke test.
@@ -21,6 +25,7 @@ import http.client
 import io
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -39,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks" / "anchor"))
 sys.path.insert(0, str(ROOT / "examples" / "digits"))
 
+import build_mms_venv  # noqa: E402
 import build_venv  # noqa: E402
 import prepare_data  # noqa: E402
 
@@ -100,10 +106,21 @@ def body_for(ctype: str, x: np.ndarray) -> bytes:
     return ("\n".join(",".join(f"{v:.6g}" for v in row) for row in x.tolist()) + "\n").encode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+def free_port(below: int | None = None) -> int:
+    """A free port on 127.0.0.1 (``below``: under that number, outside the kernel's ephemeral
+    range; multi-model-server refuses ports from 32767 up)."""
+    if below is None:
+        with socket.socket() as s:
+            s.bind((HOST, 0))
+            return int(s.getsockname()[1])
+    for port in random.Random().sample(range(20000, below), 200):
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise SystemExit(f"no free port below {below}")
 
 
 def wait_for_200(port: int, body: bytes, ctype: str, deadline: float) -> bool:
@@ -122,6 +139,14 @@ def wait_for_200(port: int, body: bytes, ctype: str, deadline: float) -> bool:
             pass
         time.sleep(0.01)
     return False
+
+
+def _tail(log: Path, lines: int = 40) -> str:
+    """The end of a server's log (the temporary directory is gone once the script exits)."""
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no log: {exc})"
 
 
 class Stack:
@@ -150,9 +175,11 @@ class Stack:
 
 
 class Bench:
-    def __init__(self, work: Path, duration: float, pairs: int) -> None:
+    def __init__(self, work: Path, duration: float, pairs: int, mms: bool = True) -> None:
         self.work, self.duration, self.pairs = work, duration, pairs
         self.anchor_python = build_venv.build()
+        self.mms_python = build_mms_venv.build() if mms else None
+        self.names = ("anchor", "mms", "ours") if mms else ("anchor", "ours")
         data = work / "data"
         prepare_data.write_channels(data)
         self.model_dir = work / "model"
@@ -190,7 +217,7 @@ class Bench:
 
     def start(self, name: str) -> Stack:
         base = self._base(name)
-        port = free_port()
+        port = free_port(below=32767 if name == "mms" else None)
         env = dict(
             os.environ,
             SAGEMAKER_BASE_DIR=str(base),
@@ -204,8 +231,15 @@ class Bench:
         if name == "ours":
             env["SAGEMAKER_BIND_TO_HOST"] = HOST
             return Stack(name, [str(VENV_BIN / "serve")], env, port, base / "run" / "log")
-        # the anchor binds 0.0.0.0 (nginx's template); nothing but the loopback is used
         env["ANCHOR_RUN_DIR"] = str(base / "run")
+        if name == "mms":  # the toolkit reads the user module from <model_dir>/code
+            assert self.mms_python is not None
+            (base / "model" / "code").mkdir()
+            shutil.copy(ROOT / "examples" / "digits" / "train.py", base / "model" / "code")
+            env["PATH"] = f"{self.mms_python.parent}:{env['PATH']}"
+            script = ROOT / "benchmarks" / "anchor" / "start_mms.py"
+            return Stack(name, [str(self.mms_python), str(script)], env, port, base / "run" / "log")
+        # the anchor binds 0.0.0.0 (nginx's template); nothing but the loopback is used
         env["PATH"] = f"{self.anchor_python.parent}:{env['PATH']}"
         script = ROOT / "benchmarks" / "anchor" / "start_anchor.py"
         return Stack(name, [str(self.anchor_python), str(script)], env, port, base / "run" / "log")
@@ -213,16 +247,16 @@ class Bench:
     # measurements ----------------------------------------------------------------------
     def startup(self) -> dict[str, list[float]]:
         body = body_for("application/json", self.x[:1])
-        times: dict[str, list[float]] = {"anchor": [], "ours": []}
+        times: dict[str, list[float]] = {name: [] for name in self.names}
         for _ in range(self.pairs):
-            for name in ("anchor", "ours"):
+            for name in self.names:
                 t0 = time.monotonic()
                 stack = self.start(name)
                 ok = wait_for_200(stack.port, body, "application/json", t0 + 120)
                 elapsed = time.monotonic() - t0
                 stack.stop()
                 if not ok:
-                    raise SystemExit(f"{name} did not answer 200 within 120 s; see {stack.log}")
+                    raise SystemExit(f"{name} did not answer 200 within 120 s:\n{_tail(stack.log)}")
                 times[name].append(elapsed)
                 print(f"  start to first 200, {name}: {elapsed:.2f} s", flush=True)
         return times
@@ -289,11 +323,11 @@ class Bench:
                 if slowest < 0.2:
                     return
             time.sleep(1)
-        raise SystemExit(f"{stack.name} did not reach a steady state; see {stack.log}")
+        raise SystemExit(f"{stack.name} did not reach a steady state:\n{_tail(stack.log)}")
 
     def scenarios(self) -> dict[str, dict[str, list[dict[str, float]]]]:
         results: dict[str, dict[str, list[dict[str, float]]]] = {}
-        stacks = {name: self.start(name) for name in ("anchor", "ours")}
+        stacks = {name: self.start(name) for name in self.names}
         try:
             for stack in stacks.values():
                 ok = wait_for_200(
@@ -303,16 +337,16 @@ class Bench:
                     time.monotonic() + 120,
                 )
                 if not ok:
-                    raise SystemExit(f"{stack.name} did not start; see {stack.log}")
+                    raise SystemExit(f"{stack.name} did not start:\n{_tail(stack.log)}")
                 self.warm(stack)
             for sc in SCENARIOS:
                 body_file = self.work / f"body-{sc.rows}{sc.ctype.replace('/', '_')}"
                 body_file.write_bytes(body_for(sc.ctype, self.x[: sc.rows]))
-                results[sc.name] = {"anchor": [], "ours": []}
+                results[sc.name] = {name: [] for name in self.names}
                 for stack in stacks.values():  # warm up: first requests, lazy init, caches
                     self.wrk(stack, sc, body_file, 1)
                 for _ in range(self.pairs):
-                    for name in ("anchor", "ours"):
+                    for name in self.names:
                         r = self.wrk(stacks[name], sc, body_file, self.duration)
                         results[sc.name][name].append(r)
                         print(
@@ -371,21 +405,32 @@ def report(
     startup: dict[str, list[float]],
     ceiling: dict[str, float],
 ) -> list[str]:
+    """The table: ours against the old stack (the targets) and, when measured, against MMS."""
+    mms = "mms" in startup
     lines = [
-        "| scenario | metric | anchor (median) | ours (median) | ratio (median of pairs) "
-        "| target | met |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | metric | anchor (median) | "
+        + ("MMS (median) | " if mms else "")
+        + "ours (median) | ratio to anchor | target | met |"
+        + (" ratio to MMS |" if mms else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|" if mms else ""),
     ]
 
-    def row(scenario: str, metric: str, ours: list[float], anchor: list[float], unit: str) -> None:
-        ratio = _median_ratio(ours, anchor)
+    def row(scenario: str, metric: str, values: dict[str, list[float]], unit: str) -> None:
+        ratio = _median_ratio(values["ours"], values["anchor"])
         op, target = TARGETS[(scenario, metric)]
         met = ratio <= target if op == "<=" else ratio >= target
-        lines.append(
-            f"| {scenario} | {metric} | {statistics.median(anchor):.4g} {unit} | "
-            f"{statistics.median(ours):.4g} {unit} | {ratio:.3f}x | {op} {target}x | "
-            f"{'yes' if met else 'NO'} |"
-        )
+        cells = [scenario, metric, f"{statistics.median(values['anchor']):.4g} {unit}"]
+        if mms:
+            cells.append(f"{statistics.median(values['mms']):.4g} {unit}")
+        cells += [
+            f"{statistics.median(values['ours']):.4g} {unit}",
+            f"{ratio:.3f}x",
+            f"{op} {target}x",
+            "yes" if met else "NO",
+        ]
+        if mms:
+            cells.append(f"{_median_ratio(values['ours'], values['mms']):.3f}x")
+        lines.append("| " + " | ".join(cells) + " |")
 
     units = {"rps": "req/s", "rows": "rows/s", "p50": "ms", "p99": "ms"}
     for sc in SCENARIOS:
@@ -394,11 +439,10 @@ def report(
             row(
                 sc.name,
                 metric,
-                [x[metric] for x in r["ours"]],
-                [x[metric] for x in r["anchor"]],
+                {n: [x[metric] for x in runs] for n, runs in r.items()},
                 units[metric],
             )
-    row("start to first 200", "s", startup["ours"], startup["anchor"], "s")
+    row("start to first 200", "s", startup, "s")
     npy8 = statistics.median(x["rps"] for x in results["NPY 1x784, 8 connections"]["ours"])
     npy32 = statistics.median(x["rps"] for x in results["NPY 1x784, 32 connections"]["ours"])
     lines += [
@@ -418,7 +462,10 @@ def report(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk run")
-    parser.add_argument("--pairs", type=int, default=3, help="A B pairs per scenario (>= 3)")
+    parser.add_argument("--pairs", type=int, default=3, help="rounds per scenario (>= 3)")
+    parser.add_argument(
+        "--no-mms", action="store_true", help="leave out the second anchor (multi-model-server)"
+    )
     parser.add_argument("--quick", action="store_true", help="1 s runs: a smoke test, not a result")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument(
@@ -432,15 +479,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
         # nginx workers run as nobody and must reach the gunicorn socket
         os.chmod(tmp, 0o755)  # noqa: S103
-        bench = Bench(Path(tmp), duration, args.pairs)
+        bench = Bench(Path(tmp), duration, args.pairs, mms=not args.no_mms)
         if args.only:
             global SCENARIOS
             SCENARIOS = [sc for sc in SCENARIOS if args.only in sc.name]
             bench.scenarios()
             return 0
-        print("start to first 200 on /invocations (A B A B A B):", flush=True)
+        print("start to first 200 on /invocations (A B C, A B C, ...):", flush=True)
         startup = bench.startup()
-        print("wrk scenarios (A B A B A B):", flush=True)
+        print("wrk scenarios (A B C, A B C, ...):", flush=True)
         results = bench.scenarios()
         print("in-process ceiling ...", flush=True)
         ceiling = bench.ceiling()
