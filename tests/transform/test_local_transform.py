@@ -338,3 +338,48 @@ def test_command_line_names_the_problem(cdk_out: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+def test_s3_input_and_output_read_back_by_the_client(
+    transform_url: str,
+    csv_input: Path,
+    expected: np.ndarray,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """s3:// in and out (moto's server on loopback; boto3 follows AWS_ENDPOINT_URL), the
+    results read back into NumPy by the client, in input order."""
+    import boto3
+    from support import moto_server
+
+    from chainer_sagemaker_cdk.client import read_outputs
+
+    with moto_server() as url:
+        for name, value in {
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
+            monkeypatch.setenv(name, value)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="data")
+        for rel in LAYOUT:
+            s3.upload_file(str(csv_input / rel), "data", f"digits/test/{rel}")
+        config = TransformConfig(**CSV, batch_strategy="MultiRecord", assemble_with="Line")
+        result = run_transform(
+            config,
+            "s3://data/digits/test",
+            "s3://data/scores",
+            endpoint_url=transform_url,
+            log=_quiet,
+            work_dir=tmp_path,
+        )
+        assert result.succeeded, result.data_log
+        assert result.files[0].source == "s3://data/digits/test/a/part-0.csv"
+        keys = sorted(
+            o["Key"] for o in s3.list_objects_v2(Bucket="data", Prefix="scores/")["Contents"]
+        )
+        assert keys == sorted(f"scores/{rel}.out" for rel in LAYOUT)
+        got = read_outputs("s3://data/scores", content_type="text/csv")
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
