@@ -61,7 +61,7 @@ def test_pip_gets_an_overall_time_limit(job: JobTree, code_dir: Path) -> None:
         assert train.wait(60) == 1
     reason = job.failure()
     assert reason.startswith(
-        "pip install of requirements.txt (SAGEMAKER_PIP_TIMEOUT_SECONDS): time limit exceeded"
+        "pip install of requirements.txt (SAGEMAKER_PIP_TIMEOUT_SECONDS=2 s): time limit exceeded"
     )
     assert_nothing_left(str(code_dir / "requirements.txt"))
 

@@ -83,8 +83,9 @@ def _train(env: TrainingEnv, settings: MpiSettings) -> None:
     with stops.phase(fetch, interruptible=True, announce=True):
         code_dir = fetch_code(env.module_dir, paths.code_dir, region=env.region)
     pip_limit = cluster.wait_seconds(PIP_TIMEOUT_ENV, DEFAULT_PIP_TIMEOUT_SECONDS, allow_zero=False)
+    limit = f"({PIP_TIMEOUT_ENV}={pip_limit:g} s)"
     name = "pip install of requirements.txt"
-    with stops.phase(name, time_limit=pip_limit, limit_name=f"{name} ({PIP_TIMEOUT_ENV})"):
+    with stops.phase(name, time_limit=pip_limit, limit_name=f"{name} {limit}"):
         install_requirements(code_dir)
     environ = child_environ(env, code_dir)
     # Local mode (CHAINER_SAGEMAKER_LOCAL_HOSTS=1) runs all hosts' processes on this machine.
@@ -97,7 +98,7 @@ def _train(env: TrainingEnv, settings: MpiSettings) -> None:
         return
 
     name = "pip install of the code directory (setup.py)"
-    with stops.phase(name, time_limit=pip_limit, limit_name=f"{name} ({PIP_TIMEOUT_ENV})"):
+    with stops.phase(name, time_limit=pip_limit, limit_name=f"{name} {limit}"):
         entry = resolve_entry(env, code_dir)
     command = entry.argv(env.user_args(), mpi=settings.enabled)
     sshd: Child | None = None
