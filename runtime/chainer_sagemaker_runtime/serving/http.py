@@ -261,8 +261,10 @@ class Connection(asyncio.Protocol):
 
     @property
     def busy(self) -> bool:
-        """Requests of this connection are being served (never cut by timers or draining)."""
-        return bool(self._queue)
+        """Requests of this connection are being served or answered (never cut by draining);
+        a request whose body is still arriving does not count."""
+        current = self._current
+        return any(r is not current or r.response is not None for r in self._queue)
 
     def close(self) -> None:
         if self.transport is not None:
