@@ -364,3 +364,29 @@ def test_the_fragment_in_a_users_state_machine(
     assert entered[-1] == "Notify"
     assert result.output["note"] == "done"
     assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointStatus"] == "InService"
+
+
+def test_the_clients_fit_runs_the_pipeline(
+    aws: tuple[Any, Any], definition: dict[str, Any]
+) -> None:
+    """client.fit(wait=True) against the real definition: its input passes the input check."""
+    from chainer_sagemaker_cdk.client import TrainingRunError, fit
+
+    sfn_client, sagemaker = aws
+    logs = boto3.client("logs", region_name=REGION)
+    with sagemaker_standin():
+        machine = create(sfn_client, definition)
+        run_ = fit(
+            machine,
+            {"train": "s3://other-bucket/train-v2"},
+            hyperparameters={"epochs": 20},
+            job_name="chainer-digits-fit-1",
+            poll=0.05,
+            sfn_client=sfn_client,
+            logs_client=logs,
+        )
+        assert run_.training_job_name() == "chainer-digits-fit-1"
+        job = sagemaker.describe_training_job(TrainingJobName="chainer-digits-fit-1")
+        assert job["HyperParameters"]["epochs"] == "20"
+        with pytest.raises(TrainingRunError, match="must start with"):
+            fit(machine, job_name="other-1", poll=0.05, sfn_client=sfn_client, logs=False)

@@ -171,12 +171,14 @@ def fit(
     logs: bool = True,
     job_name: str | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
+    poll: float = 15.0,
     **clients: Any,
 ) -> TrainingRun:
-    """Start a pipeline run, like the SDK's ``estimator.fit``; wait for it when ``wait``."""
+    """Start a pipeline run, like the SDK's ``estimator.fit``; wait for it when ``wait``
+    (checking every ``poll`` seconds). The caller needs ``TrainingPipeline.grant_wait``."""
     run = TrainingRun.start(
         state_machine_arn, inputs, hyperparameters=hyperparameters, job_name=job_name, **clients
     )
     if wait:
-        run.wait(logs=logs)
+        run.wait(logs=logs, poll=poll)
     return run
