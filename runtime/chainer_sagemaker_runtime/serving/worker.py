@@ -117,6 +117,7 @@ class Worker:
         self._armed = False
         self._stopping = False
         self._logged: dict[str, float] = {}
+        self._opening: set[asyncio.Task[None]] = set()
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         self._fd_limit = soft
         # leave file descriptors for the model's own files, logs and pipes
@@ -252,7 +253,9 @@ class Worker:
                     len(self._connections),
                     self.max_connections,
                 )
-            loop.create_task(self._open(sock, refuse))
+            task = loop.create_task(self._open(sock, refuse))
+            self._opening.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._opening.discard)
 
     def _resume_accepting(self) -> None:
         if not self._stopping and self._loop is not None and self._listener is not None:
