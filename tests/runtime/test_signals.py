@@ -89,7 +89,7 @@ def big_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sleeper_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("archive") / "sourcedir.tar.gz"
-    return _archive(path, 24, b"import time\ntime.sleep(30)\n")
+    return _archive(path, 48, b"import time\ntime.sleep(30)\n")
 
 
 @pytest.mark.parametrize("pid1", [False, True], ids=["process", "pid1"])

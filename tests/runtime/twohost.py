@@ -2,8 +2,9 @@
 
 Until multi-host local mode gives every host its own network namespace, this is the stand-in
 the issue allows: two PID namespaces (`train` is PID 1 in each, as in a container) over
-loopback. Each host also gets its own UTS namespace (hostname algo-N, so Open MPI knows which
-host it is on) and mount namespace, in which are bind-mounted:
+loopback; the loopback of one network namespace made for the pair (so their sshds on port 22
+never meet this machine's). Each host also gets its own UTS namespace (hostname algo-N, so
+Open MPI knows which host it is on) and mount namespace, in which are bind-mounted:
 
 * its own job tree onto one shared path (``SAGEMAKER_BASE_DIR`` is the same on both, as
   ``/opt/ml`` is on SageMaker);
@@ -100,6 +101,25 @@ class TwoHosts:
         self.base = root / "ml"  # the shared mount point: SAGEMAKER_BASE_DIR on both hosts
         self.base.mkdir()
         self.hosts = {h: Host(h, JobTree(root / h)) for h in ADDRESSES}
+        # One network namespace for both hosts, held open by a sleeping process.
+        self.net = subprocess.Popen(
+            [UNSHARE, "--net", "--kill-child", "--fork", "sleep", "3600"],
+            stdin=subprocess.DEVNULL,
+        )
+        self.net_path = f"/proc/{self._net_pid()}/ns/net"
+        subprocess.run(
+            ["nsenter", f"--net={self.net_path}", "ip", "link", "set", "lo", "up"], check=True
+        )
+
+    def _net_pid(self) -> int:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for pid in children_of(self.net.pid):
+                ns = os.readlink(f"/proc/{pid}/ns/net")
+                if ns != os.readlink("/proc/self/ns/net"):
+                    return pid
+            time.sleep(0.01)
+        raise AssertionError("the network namespace for the two hosts never came up")
 
     def configure(self, hyperparameters: Mapping[str, Any]) -> None:
         names = list(self.hosts)
@@ -127,7 +147,8 @@ class TwoHosts:
         env = dict(os.environ)
         env.pop("SM_TRAINING_ENV", None)
         env.update(SAGEMAKER_BASE_DIR=str(self.base), **extra)
-        argv = [UNSHARE, "--pid", "--fork", "--mount-proc", "--uts", "--kill-child"]
+        argv = ["nsenter", f"--net={self.net_path}"]
+        argv += [UNSHARE, "--pid", "--fork", "--mount-proc", "--uts", "--kill-child"]
         host.proc = subprocess.Popen(
             [*argv, "sh", "-c", self._inner(name)],
             env=env,
@@ -153,6 +174,8 @@ class TwoHosts:
                     os.kill(host.train_pid(timeout=1), signal.SIGKILL)
                 host.proc.kill()
                 host.proc.wait(10)
+        self.net.kill()
+        self.net.wait(10)
 
 
 @contextlib.contextmanager
