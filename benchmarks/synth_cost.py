@@ -6,9 +6,11 @@ Two measurements, both alternating the two apps and reporting medians:
   synthesizes it (what ``cdk synth`` costs a user; same process start for both);
 * ``in-process``: build + synth only, both apps in this one process after the imports.
 
-The bare app has the example stack's resources, properties, IAM statements, states and
-acknowledgements, written directly with aws-cdk-lib (a zip asset instead of the deterministic
-``sourcedir.tar.gz``). Target: the constructs add under 30%.
+The bare app has the example stack's resources, properties, IAM statements (per role),
+states and acknowledgements, written directly with aws-cdk-lib (a zip asset instead of the
+deterministic ``sourcedir.tar.gz``): the core states by hand, the example's further states
+(endpoint lifecycle, clean-up, input checks) mirrored by type with aws-cdk-lib's classes and
+the same task parameters and retries. Target: the constructs add under 30%.
 
     .venv/bin/python benchmarks/synth_cost.py [--runs 7] [--process-runs 5]
 """
@@ -41,6 +43,9 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from tests.infra.render import fill  # noqa: E402  (sample values for the template's tokens)
+
 STATEMENTS_FILE = "statements.json"
 
 
@@ -71,7 +76,85 @@ def example_statements() -> dict[str, list[dict[str, Any]]]:
             statements.setdefault(kind, []).extend(
                 resource["Properties"]["PolicyDocument"]["Statement"]
             )
+        if resource["Type"] == "AWS::StepFunctions::StateMachine":
+            definition = json.loads(fill(resource["Properties"]["DefinitionString"]))
+            statements["states"] = [
+                {"Name": name, **state}
+                for name, state in definition["States"].items()
+                if name not in HAND_BUILT
+            ]
     return statements
+
+
+# The example's states the bare app builds by hand (with the same tokens); the others are
+# mirrored by type (_mirror), so both state machines have the same states and task parameters.
+HAND_BUILT = frozenset(
+    {
+        "Defaults",
+        "ApplyInput",
+        "ResolveConfig",
+        "Train",
+        "CreateModel",
+        "CreateEndpointConfig",
+        "FindEndpoint",
+        "UpdateEndpoint",
+        "CreateEndpoint",
+        "WaitForEndpoint",
+        "DescribeEndpoint",
+        "EndpointStatus",
+        "EndpointInService",
+        "EndpointFailed",
+        "EndpointNotUpdated",
+    }
+)
+_FLOW = ("Next", "End", "Catch", "Retry", "Type", "Name", "Comment")
+
+
+def _mirror(stack: cdk.Stack, states: list[dict[str, Any]]) -> sfn.IChainable:
+    """aws-cdk-lib states of the same types, parameters and retries as ``states``."""
+    fails = [
+        sfn.Fail(stack, f"M{st['Name']}", error=st.get("Error"), cause=st.get("Cause"))
+        for st in states
+        if st["Type"] == "Fail"
+    ] or [sfn.Fail(stack, "MFail")]
+    steps: list[Any] = []
+    for st in states:
+        name, kind = f"M{st['Name']}", st["Type"]
+        body = {k: v for k, v in st.items() if k not in _FLOW}
+        if kind == "Task":
+            task = sfn.CustomState(stack, name, state_json={"Type": "Task", **body})
+            for retry in st.get("Retry", []):
+                task.add_retry(
+                    errors=retry["ErrorEquals"],
+                    max_attempts=retry.get("MaxAttempts"),
+                    backoff_rate=retry.get("BackoffRate"),
+                    interval=cdk.Duration.seconds(retry.get("IntervalSeconds", 1)),
+                )
+            for catch in st.get("Catch", []):
+                task.add_catch(fails[0], errors=catch["ErrorEquals"], result_path="$.error")
+            steps.append(task)
+        elif kind == "Pass":
+            steps.append(sfn.Pass(stack, name, parameters=body.get("Parameters")))
+        elif kind == "Wait":
+            steps.append(
+                sfn.Wait(stack, name, time=sfn.WaitTime.duration(cdk.Duration.seconds(30)))
+            )
+        elif kind == "Map":
+            mapped = sfn.Map(stack, name, items_path=body.get("ItemsPath", "$.items"))
+            mapped.item_processor(sfn.Pass(stack, f"{name}Item"))
+            steps.append(mapped)
+        elif kind == "Choice":
+            steps.append((sfn.Choice(stack, name), len(st.get("Choices", []))))
+    end: sfn.IChainable = sfn.Succeed(stack, "MDone")
+    for step in reversed(steps):  # build from the end: each step goes on to the next
+        if isinstance(step, tuple):
+            choice, rules = step
+            for i in range(max(rules, 1)):
+                choice.when(sfn.Condition.is_present(f"$.rule{i}"), fails[i % len(fails)])
+            end = choice.otherwise(end)
+        else:
+            end = step.next(end)  # type: ignore[union-attr]
+    return end
 
 
 def _tokens(value: Any) -> Any:
@@ -171,16 +254,15 @@ def build_bare(app: cdk.App, statements: dict[str, list[dict[str, Any]]]) -> Non
         stack, "StateMachineRole", assumed_by=iam.ServicePrincipal("states.amazonaws.com")
     )
     _policy(stack, "StateMachinePolicy", sm_role, statements["pipeline"])
+    pipeline_scope = Construct(Construct(stack, "Pipeline"), "Pipeline")
     if "serving" in statements:
         serving = iam.Role(
-            stack, "ServingRole", assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com")
+            pipeline_scope,
+            "ServingRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
         )
         _policy(stack, "ServingPolicy", serving, statements["serving"])
-    endpoint_key = kms.Key(
-        Construct(Construct(stack, "Pipeline"), "Pipeline"),
-        "EndpointStorageKey",
-        enable_key_rotation=True,
-    )
+    endpoint_key = kms.Key(pipeline_scope, "EndpointStorageKey", enable_key_rotation=True)
     logs_key = kms.Key(stack, "LogsKey", enable_key_rotation=True)
     logs_key.grant_encrypt_decrypt(iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com"))
     log_group = logs.LogGroup(
@@ -238,7 +320,7 @@ def build_bare(app: cdk.App, statements: dict[str, list[dict[str, Any]]]) -> Non
                 sfn.Condition.string_equals(status, "InService"),
                 sfn.Condition.string_equals_json_path("$.a", "$.b"),
             ),
-            sfn.Pass(stack, "InService"),
+            sfn.Pass(stack, "InService").next(_mirror(stack, statements.get("states", []))),
         )
         .when(
             sfn.Condition.is_present("$.Describe.FailureReason"),

@@ -30,7 +30,7 @@ from aws_cdk import (
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
-from constructs import Construct, DependencyGroup, IConstruct, IValidation
+from constructs import Construct, DependencyGroup, IConstruct
 
 from ._policy_document import MANAGED_POLICIES_PER_ROLE, MANAGED_POLICY_LIMIT, merge, split
 from ._validation import is_unresolved, stack_of
@@ -119,6 +119,7 @@ class PolicyPrincipal:
         self._statements: list[iam.PolicyStatement] = []
         self.policies: list[iam.CfnManagedPolicy] = []
         self.container = Construct(scope, id)
+        self._stack = stack_of(scope)
         self.policy = _Policies()
         """Depend on this to wait for every policy of the role (``node.add_dependency``)."""
         if not self.immutable:
@@ -157,22 +158,26 @@ class PolicyPrincipal:
             return
         parts = split(statements, MANAGED_POLICY_LIMIT)
         role_name = self._role.role_name
-        for i, part in enumerate(parts):
+        documents = [{"Version": "2012-10-17", "Statement": part} for part in parts]
+        path = self.container.node.path if len(parts) > 1 else ""
+        for i, document in enumerate(documents):
             policy = iam.CfnManagedPolicy(
                 self.container,
                 "Resource" if i == 0 else f"Part{i + 1}",
-                policy_document={"Version": "2012-10-17", "Statement": part},
+                policy_document=document,
                 roles=[role_name],
-                description=f"Part {i + 1} of {len(parts)} of the policies of "
-                f"{self.container.node.path}"
-                if len(parts) > 1
+                description=f"Part {i + 1} of {len(parts)} of the policies of {path}"
+                if path
                 else None,
             )
-            policy.node.add_validation(_AcknowledgeScopedWildcards(policy))
             if self.policy.removal_policy is not None:
                 policy.apply_removal_policy(self.policy.removal_policy)
             self.policies.append(policy)
-            self.policy.add(policy)
+        self.policy.add(*self.policies)
+        # The documents are complete: acknowledge the scoped wildcards they hold, all
+        # resolved in one call (each kernel round trip costs).
+        for policy, resolved in zip(self.policies, self._stack.resolve(documents), strict=True):
+            acknowledge_each(policy, wildcard_acknowledgements(resolved))
         if len(parts) > MANAGED_POLICIES_PER_ROLE - 1:
             Annotations.of(self.container).add_warning_v2(
                 "chainer-sagemaker-cdk:policy-count",
@@ -302,34 +307,25 @@ def _merge(reasons: dict[str, str | None], finding: str, reason: str | None) -> 
         reasons[finding] = f"{previous}; {reason}"
 
 
-@jsii.implements(IValidation)
-class _AcknowledgeScopedWildcards:
-    """Acknowledge (cdk-nag AwsSolutions-IAM5) exactly the scoped wildcards this library writes.
+def wildcard_acknowledgements(document: Mapping[str, Any]) -> dict[str, str]:
+    """The cdk-nag AwsSolutions-IAM5 findings of a resolved policy this library can explain.
 
-    Runs at synth, once the policy is complete; a wildcard it cannot explain stays a finding.
+    One finding id can come from several statements: it is acknowledged only when every
+    statement behind it is explained; a wildcard it cannot explain stays a finding.
     """
-
-    def __init__(self, policy: iam.CfnManagedPolicy) -> None:
-        self._policy = policy
-
-    def validate(self) -> list[str]:
-        document = stack_of(self._policy).resolve(self._policy.policy_document)
-        # One finding id can come from several statements: acknowledge it only when every
-        # statement behind it is explained.
-        reasons: dict[str, str | None] = {}
-        for statement in document.get("Statement", []):
-            actions = [str(a) for a in _as_list(statement.get("Action", []))]
-            for action in actions:
-                if "*" in action:
-                    finding = f"AwsSolutions-IAM5[Action::{action}]"
-                    _merge(reasons, finding, _KMS_REASON if action in _KMS_DATA_KEY else None)
-            for resource in _as_list(statement.get("Resource", [])):
-                rendered = _render(resource)
-                if "*" in rendered:
-                    finding = f"AwsSolutions-IAM5[Resource::{rendered}]"
-                    _merge(reasons, finding, wildcard_reason(actions, rendered))
-        acknowledge_each(self._policy, {f: why for f, why in reasons.items() if why})
-        return []
+    reasons: dict[str, str | None] = {}
+    for statement in document.get("Statement", []):
+        actions = [str(a) for a in _as_list(statement.get("Action", []))]
+        for action in actions:
+            if "*" in action:
+                finding = f"AwsSolutions-IAM5[Action::{action}]"
+                _merge(reasons, finding, _KMS_REASON if action in _KMS_DATA_KEY else None)
+        for resource in _as_list(statement.get("Resource", [])):
+            rendered = _render(resource)
+            if "*" in rendered:
+                finding = f"AwsSolutions-IAM5[Resource::{rendered}]"
+                _merge(reasons, finding, wildcard_reason(actions, rendered))
+    return {f: why for f, why in reasons.items() if why}
 
 
 def acknowledge(scope: IConstruct, findings: Sequence[str], reason: str) -> None:
