@@ -31,6 +31,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from . import _iam
+from ._states import OPTIMIZED_TRANSIENT, RESOURCE_LIMIT
 from ._validation import require, stack_of
 
 if TYPE_CHECKING:
@@ -38,9 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["TRANSFORM_RETRY_ERRORS", "TransformStep"]
 
-# How the optimized SageMaker integration names throttling and other service errors
-# (SageMaker.AmazonSageMakerException is the SDK's generic exception).
-TRANSFORM_RETRY_ERRORS = ("SageMaker.AmazonSageMakerException",)
+# The optimized integration's names for throttling and other service errors (see _states).
+TRANSFORM_RETRY_ERRORS = OPTIMIZED_TRANSIENT
 _CONFIG = "$.transformConfig.config"
 
 
@@ -61,6 +61,7 @@ class TransformStep(sfn.StateMachineFragment):
         retry_attempts: int = 3,
         retry_interval: Duration | None = None,
         retry_backoff_rate: float = 2.0,
+        resource_limit_wait: Duration | None = None,
     ) -> None:
         """Define the states.
 
@@ -78,6 +79,8 @@ class TransformStep(sfn.StateMachineFragment):
             errors such as throttling; left out, 3.
         :param retry_interval: before the first retry; left out, 10 seconds.
         :param retry_backoff_rate: left out, 2 (the interval doubles).
+        :param resource_limit_wait: on ResourceLimitExceeded (too many transform jobs or
+            instances running), wait this long, then doubling, 5 times; left out, 5 minutes.
         """
         super().__init__(scope, id)
         self.transformer = transformer
@@ -139,6 +142,13 @@ class TransformStep(sfn.StateMachineFragment):
                     "S3OutputPath.$": "$.TransformOutput.S3OutputPath",
                 },
             },
+        )
+        # Neither error created a job, so the retry reuses the job name.
+        self.transform_task.add_retry(
+            errors=[RESOURCE_LIMIT],
+            interval=resource_limit_wait or Duration.minutes(5),
+            backoff_rate=2,
+            max_attempts=5,
         )
         if retry_attempts:
             self.transform_task.add_retry(

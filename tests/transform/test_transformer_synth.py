@@ -195,7 +195,10 @@ def test_the_state_machine_task_validates_against_botocore(stacks: _Stacks) -> N
         assert task["Resource"] == "arn:aws:states:::sagemaker:createTransformJob.sync"
         params = _fill_samples(task["Parameters"])
         assert _validate(TRANSFORM, params) == []
-        assert task["Retry"][0]["ErrorEquals"] == ["SageMaker.AmazonSageMakerException"]
+        assert [r["ErrorEquals"] for r in task["Retry"]] == [
+            ["SageMaker.ResourceLimitExceededException"],
+            ["SageMaker.AmazonSageMakerException", "ThrottlingException"],
+        ]
         if name:
             defaults = states["TransformDefaults"]["Parameters"]
             assert f"'{name}', States.UUID()" in defaults["TransformJobName.$"]
