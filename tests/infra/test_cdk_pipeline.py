@@ -46,6 +46,20 @@ def test_sync_training_may_tag_and_list_tags_without_user_tags(
     )
 
 
+def test_serving_model_has_its_own_read_only_role(example_template: dict[str, Any]) -> None:
+    """Serving reads the artifacts and the code; it cannot rewrite anything under models/."""
+    statements = _policy_statements(example_template, "ServingPolicy")
+    actions = set().union(*(_actions(s) for s in statements))
+    assert "s3:GetObject" in actions
+    assert not {"s3:PutObject", "s3:DeleteObject"} & actions
+    assert not any(a.startswith("sagemaker:Create") for a in actions)
+    pipeline = _policy_statements(example_template, "PipelinePolicy")
+    passed = [s for s in pipeline if "iam:PassRole" in _actions(s)]
+    text = json.dumps(passed)
+    assert "EstimatorExecutionRole" in text  # the training job's role
+    assert "PipelineServingRole" in text  # and the model's
+
+
 def test_retriers_use_each_integrations_error_names(example_definition: dict[str, Any]) -> None:
     states = example_definition["States"]
     train = [e for r in states["Train"]["Retry"] for e in r["ErrorEquals"]]
