@@ -162,3 +162,15 @@ def test_more_ranks_than_slots_is_a_configuration_error_before_anything_starts(
     assert "sagemaker_num_processes" in master.failure_reason, master.failure_reason
     assert "running: mpirun" not in log.text
     assert all(o.exit_code is not None for o in result.hosts)
+
+
+def test_a_job_whose_ranks_end_at_once_succeeds_on_every_host(
+    assembly: Path, tmp_path: Path, log: Log
+) -> None:
+    """Ranks that are over before a worker's first look for Open MPI's daemon are still a
+    finished job, not a master that "went away"."""
+    result = _run(assembly, "Probe2", tmp_path, log, hyperparameters={"mode": "exit"})
+    assert [(o.host, o.exit_code, o.outcome) for o in result.hosts] == [
+        ("algo-1", 0, "success"),
+        ("algo-2", 0, "success"),
+    ], log.text[-4000:]

@@ -36,9 +36,11 @@ def stream(
     prefix: str,
     log: Callable[[str], None],
     quiet_after: float = 15.0,
+    stop_grace: float = 40.0,
 ) -> int:
     """Run ``argv``, passing each output line to ``log`` with ``prefix``; while the child is
-    silent for ``quiet_after`` seconds, log a progress line with the elapsed time."""
+    silent for ``quiet_after`` seconds, log a progress line with the elapsed time. Interrupted,
+    it sends the child SIGTERM, and SIGKILL ``stop_grace`` seconds later."""
     started = time.monotonic()
     last = [started]
     proc = subprocess.Popen(
@@ -60,10 +62,19 @@ def stream(
     beat = threading.Thread(target=heartbeat, daemon=True)
     beat.start()
     assert proc.stdout is not None
-    for raw in iter(proc.stdout.readline, b""):
-        last[0] = time.monotonic()
-        log(prefix + raw.decode("utf-8", "replace").rstrip("\n").replace("\x1b[J", ""))
-    code = proc.wait()
-    done.set()
-    beat.join(timeout=2)
-    return code
+    try:
+        for raw in iter(proc.stdout.readline, b""):
+            last[0] = time.monotonic()
+            log(prefix + raw.decode("utf-8", "replace").rstrip("\n").replace("\x1b[J", ""))
+        return proc.wait()
+    except BaseException:  # Ctrl-C or SIGTERM here: stop the child as StopTrainingJob would
+        proc.terminate()
+        try:
+            proc.wait(timeout=stop_grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        done.set()
+        beat.join(timeout=2)

@@ -233,6 +233,12 @@ def run_training(
     if job.code_asset is None:
         raise LocalModeError(f"{job.path} has no code asset in the assembly; synthesize again")
     mode = _resolve_mode(hosts, job.instance_count)
+    unknown = sorted(set(absent_hosts) - {f"algo-{i}" for i in range(1, job.instance_count + 1)})
+    if unknown or (absent_hosts and mode != "namespaces"):
+        raise LocalModeError(
+            f"absent_hosts {sorted(absent_hosts)} must name hosts of the job (algo-1.."
+            f"algo-{job.instance_count}) run as namespaces"
+        )
     train = runtime_command("train")
     work_dir = Path(work_dir).resolve()
     for old in ("ml", "hosts"):
@@ -339,10 +345,7 @@ def _run_namespaces(
     layouts: list[HostLayout] = host_layouts(job.instance_count, work_dir)
     write_host_files(layouts, work_dir)
     feeders = [
-        f
-        for h in layouts
-        for f in _lay_out(h.tree, job, hps, channels, current_host=h.name)
-        if h.name not in absent_hosts
+        f for h in layouts for f in _lay_out(h.tree, job, hps, channels, current_host=h.name)
     ]
     env = {**_host_environment(train, job, environment or {}), "TRAINING_JOB_NAME": job_name}
     log(
