@@ -507,6 +507,7 @@ class ChainerTransformer(Construct):
             "transformOutput": _plain(
                 {k: v for k, v in request["TransformOutput"].items() if k != "S3OutputPath"}
             ),
+            "s3DataType": request["TransformInput"]["DataSource"]["S3DataSource"]["S3DataType"],
             "batchStrategy": request.get("BatchStrategy"),
             "maxPayloadInMB": request.get("MaxPayloadInMB"),
             "maxConcurrentTransforms": request.get("MaxConcurrentTransforms"),

@@ -383,3 +383,32 @@ def test_s3_input_and_output_read_back_by_the_client(
         assert keys == sorted(f"scores/{rel}.out" for rel in LAYOUT)
         got = read_outputs("s3://data/scores", content_type="text/csv")
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_manifest_lists_the_objects(
+    transform_url: str, csv_input: Path, expected: np.ndarray, tmp_path: Path
+) -> None:
+    """S3DataType ManifestFile: only the listed objects, named by their key under the prefix."""
+    manifest = tmp_path / "inputs.manifest"
+    manifest.write_text(
+        json.dumps([{"prefix": f"{csv_input.as_uri()}/"}, "b/part-2.csv", "a/part-0.csv"])
+    )
+    config = TransformConfig(
+        **CSV, batch_strategy="MultiRecord", assemble_with="Line", s3_data_type="ManifestFile"
+    )
+    result = run_transform(
+        config,
+        manifest,
+        tmp_path / "out",
+        endpoint_url=transform_url,
+        log=_quiet,
+        work_dir=tmp_path,
+    )
+    assert result.succeeded, result.data_log
+    assert [f.relative for f in result.files] == ["b/part-2.csv", "a/part-0.csv"]
+    outputs = sorted(
+        p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.out")
+    )
+    assert outputs == ["a/part-0.csv.out", "b/part-2.csv.out"]
+    first = np.loadtxt(tmp_path / "out" / "a" / "part-0.csv.out", delimiter=",")
+    np.testing.assert_allclose(first, expected[: len(first)], rtol=1e-5, atol=1e-5)

@@ -19,8 +19,9 @@ stderr and ``<work dir>/data-log.txt``. Unset batch settings come from the conta
 ``GET /execution-parameters``, as SageMaker asks for them. Failed requests are retried
 ``InvocationsMaxRetries`` times, except 4xx answers (the same request gets the same answer).
 
-Not modelled: instances (one local server stands for ``InstanceCount`` instances), manifest
-inputs, SageMaker's own limits on instance storage.
+Not modelled: instances (one local server stands for ``InstanceCount`` instances),
+SageMaker's own limits on instance storage. ``ManifestFile`` inputs are read as the API
+reference describes them (a JSON list: ``{"prefix": ...}``, then keys relative to it).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class TransformConfig:
     invocations_timeout: float = 600.0
     invocations_max_retries: int = 3
     environment: Mapping[str, str] = field(default_factory=dict)
+    s3_data_type: str = "S3Prefix"
+    """``ManifestFile``: the input is a manifest (``[{"prefix": ...}, "key", ...]``)."""
 
     def __post_init__(self) -> None:
         checks = (
@@ -92,6 +95,7 @@ class TransformConfig:
             ("batch_strategy", self.batch_strategy, (None, "SingleRecord", "MultiRecord")),
             ("assemble_with", self.assemble_with, ("None", "Line")),
             ("join_source", self.join_source, ("None", "Input")),
+            ("s3_data_type", self.s3_data_type, ("S3Prefix", "ManifestFile")),
         )
         for name, value, allowed in checks:
             if value not in allowed:
@@ -125,6 +129,7 @@ class TransformConfig:
             invocations_timeout=float(client.get("InvocationsTimeoutInSeconds", 600)),
             invocations_max_retries=int(client.get("InvocationsMaxRetries", 3)),
             environment=dict(data.get("environment", {})),
+            s3_data_type=data.get("s3DataType", "S3Prefix"),
         )
 
     def with_overrides(self, **values: Any) -> TransformConfig:
@@ -408,9 +413,52 @@ class _Work:
     futures: list[Future[tuple[int, bytes, str]]]
 
 
-def _inputs(source: str | Path, work_dir: Path) -> tuple[list[tuple[Path, str, str]], str]:
+def _read(uri: str) -> bytes:
+    if uri.startswith("s3://"):
+        import boto3
+
+        url = urlparse(uri)
+        body = boto3.client("s3").get_object(Bucket=url.netloc, Key=url.path.lstrip("/"))["Body"]
+        return bytes(body.read())
+    return Path(urlparse(uri).path if uri.startswith("file://") else uri).read_bytes()
+
+
+def _manifest_inputs(source: str, work_dir: Path) -> list[tuple[Path, str, str]]:
+    """The objects a manifest lists: ``[{"prefix": "s3://bucket/p/"}, "a.csv", "b/c.csv"]``
+    (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_TransformS3DataSource.html)."""
+    try:
+        entries = json.loads(_read(source))
+        prefix = str(entries[0]["prefix"])
+        keys = [str(k) for k in entries[1:]]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise LocalModeError(
+            f'{source} is not a manifest ([{{"prefix": "s3://..."}}, "key", ...]): {exc}'
+        ) from None
+    out = []
+    downloads = (work_dir / "transform-input" / "manifest").resolve()
+    for rel in keys:
+        uri = prefix + rel
+        if uri.startswith("s3://"):
+            local = (downloads / rel).resolve()
+            if not local.is_relative_to(downloads):
+                raise LocalModeError(f"refusing manifest entry {rel!r}: it leaves the prefix")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(_read(uri))
+        else:
+            local = Path(urlparse(uri).path if uri.startswith("file://") else uri)
+            if not local.is_file():
+                raise LocalModeError(f"manifest entry {uri} does not exist")
+        out.append((local, rel, uri))
+    return out
+
+
+def _inputs(
+    source: str | Path, work_dir: Path, manifest: bool = False
+) -> tuple[list[tuple[Path, str, str]], str]:
     """(local file, path relative to the input, the URI SageMaker would name) per object."""
     text = str(source)
+    if manifest:
+        return _manifest_inputs(text, work_dir), text
     if text.startswith("s3://"):
         from chainer_sagemaker_cdk.local.training import resolve_channel
 
@@ -531,7 +579,7 @@ def run_transform(
     client = _Client(endpoint_url, config.invocations_timeout, config.content_type, config.accept)
     sink = _Sink(output)
     joiner = b"\n" if config.split_type == "Line" else b""
-    inputs, _ = _inputs(source, work)
+    inputs, _ = _inputs(source, work, manifest=config.s3_data_type == "ManifestFile")
 
     def call(body: bytes) -> tuple[int, bytes, str]:
         reply: tuple[int, bytes, str] = (500, b"", "")
@@ -721,6 +769,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--code", type=Path, help="the serving code, without a cloud assembly")
     parser.add_argument("--program", help="with --code: the module defining model_fn")
     parser.add_argument("--endpoint-url", help="use a model server that is already running")
+    parser.add_argument(
+        "--manifest",
+        action="store_true",
+        help="--input is a manifest file (S3DataType ManifestFile)",
+    )
     parser.add_argument("--content-type")
     parser.add_argument("--split-type", choices=SPLIT_TYPES)
     parser.add_argument("--compression-type", choices=("None", "Gzip"))
@@ -813,6 +866,8 @@ def command(args: argparse.Namespace) -> int:
         if not sep or not name:
             raise LocalModeError(f"--env wants NAME=VALUE, got {pair!r}")
         extra[name] = value
+    if args.manifest:
+        overrides["s3_data_type"] = "ManifestFile"
     config = config.with_overrides(**overrides)
     if extra:
         config = replace(config, environment={**config.environment, **extra})
