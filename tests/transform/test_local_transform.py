@@ -412,3 +412,24 @@ def test_a_manifest_lists_the_objects(
     assert outputs == ["a/part-0.csv.out", "b/part-2.csv.out"]
     first = np.loadtxt(tmp_path / "out" / "a" / "part-0.csv.out", delimiter=",")
     np.testing.assert_allclose(first, expected[: len(first)], rtol=1e-5, atol=1e-5)
+
+
+def test_whole_objects_as_npy_read_back_by_the_client(
+    transform_url: str, digits_x: np.ndarray, expected: np.ndarray, tmp_path: Path
+) -> None:
+    """SplitType None: each .npy object is one request; AssembleWith None keeps the replies'
+    bytes; the client's read_outputs decodes them, in input order."""
+    from chainer_sagemaker_cdk.client import read_outputs
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, part in enumerate(np.array_split(digits_x, 4)):
+        np.save(src / f"part-{i}.npy", part, allow_pickle=False)
+    config = TransformConfig(content_type="application/x-npy", accept="application/x-npy")
+    result = run_transform(
+        config, src, tmp_path / "out", endpoint_url=transform_url, log=_quiet, work_dir=tmp_path
+    )
+    assert result.succeeded, result.data_log
+    assert result.requests == 4
+    got = read_outputs(tmp_path / "out", content_type="application/x-npy")
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
