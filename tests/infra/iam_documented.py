@@ -180,3 +180,39 @@ def state_machine(*, job: str, endpoint: str, role: str, deploy: bool) -> list[R
             ),
         ]
     return reqs
+
+
+def model(
+    *, model_data: tuple[str, str], repository: str, capture: tuple[str, str] | None = None
+) -> list[Requirement]:
+    """The execution role of CreateModel (and of the endpoint's containers): read the model
+    data, pull the image, logs and metrics; write captured data when capture is on."""
+    bucket, key = model_data
+    reqs = [
+        Requirement(SAGEMAKER_ROLES_CREATEMODEL, "s3:GetObject", f"arn:aws:s3:::{bucket}/{key}"),
+        Requirement(SAGEMAKER_ROLES_CREATEMODEL, "ecr:GetAuthorizationToken", "*"),
+        Requirement(SAGEMAKER_ROLES_CREATEMODEL, "ecr:BatchGetImage", repository),
+        Requirement(SAGEMAKER_ROLES_CREATEMODEL, "ecr:GetDownloadUrlForLayer", repository),
+        Requirement(
+            SAGEMAKER_ROLES_CREATEMODEL,
+            "cloudwatch:PutMetricData",
+            "*",
+            {"cloudwatch:namespace": "/aws/sagemaker/Endpoints"},
+        ),
+        Requirement(
+            SAGEMAKER_ROLES_CREATEMODEL,
+            "logs:PutLogEvents",
+            arn("logs", "log-group:/aws/sagemaker/Endpoints/e:log-stream:AllTraffic/i-0"),
+        ),
+    ]
+    if capture is not None:
+        bucket, prefix = capture
+        reqs.append(
+            Requirement(
+                DATA_CAPTURE, "s3:PutObject", f"arn:aws:s3:::{bucket}/{prefix}/e/AllTraffic/a.jsonl"
+            )
+        )
+    return reqs
+
+
+DATA_CAPTURE = "https://docs.aws.amazon.com/sagemaker/latest/dg/model-monitor-data-capture.html"

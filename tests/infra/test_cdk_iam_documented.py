@@ -147,3 +147,23 @@ def test_every_action_arn_and_condition_key_exists(
         if iam_check.findings(p.document)
     }
     assert problems == {}
+
+
+def test_model_role_allows_what_createmodel_documents(maximal_template: dict[str, Any]) -> None:
+    """ModelB: model data from an S3 URL in the data bucket, an ECR image, data capture."""
+    documents = iam_check.role_policies(
+        maximal_template, _role(maximal_template, "ModelBExecutionRole")
+    )
+    data = iam_check.concrete(
+        maximal_template, {"Ref": _logical(maximal_template, "AWS::S3::Bucket", "Data")}
+    )
+    requirements = iam_documented.model(
+        model_data=(data, "b/model.tar.gz"),
+        repository=iam_documented.arn("ecr", "repository/chainer"),
+        capture=(data, "capture"),
+    )
+    missing = [
+        r for r in requirements if not iam_check.allows(documents, r.action, r.resource, r.context)
+    ]
+    assert missing == []
+    assert not iam_check.allows(documents, "s3:PutObject", f"arn:aws:s3:::{data}/b/model.tar.gz")

@@ -440,3 +440,18 @@ def test_extra_fields_errors_name_the_field(
 ) -> None:
     with pytest.raises(ChainerValidationError, match=match):
         _estimator(stack, code, registry_image, extra_request_fields=extra)
+
+
+def test_estimator_removal_policy_reaches_its_bucket_and_key(
+    stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage
+) -> None:
+    ChainerEstimator(
+        stack,
+        "Estimator",
+        code=code,
+        image=registry_image,
+        removal_policy=cdk.RemovalPolicy.DESTROY,
+    )
+    template = assertions.Template.from_stack(stack)
+    template.has_resource("AWS::S3::Bucket", {"DeletionPolicy": "Delete"})
+    template.has_resource("AWS::KMS::Key", {"DeletionPolicy": "Delete"})
