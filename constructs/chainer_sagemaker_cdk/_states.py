@@ -29,6 +29,12 @@ SDK_TRANSIENT = (
     "SageMaker.InternalFailureException",
 )
 RESOURCE_LIMIT = "SageMaker.ResourceLimitExceededException"
+# aws-sdk integration of Application Auto Scaling (same naming rule).
+AUTOSCALING_TRANSIENT = (
+    "ApplicationAutoScaling.ConcurrentUpdateException",
+    "ApplicationAutoScaling.InternalServiceException",
+    "ApplicationAutoScaling.ThrottlingException",
+)
 
 # SageMaker's messages (API reference and observed messages, e.g. DescribeEndpoint of a missing
 # endpoint: ValidationException 'Could not find endpoint "arn:..."').

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jsii
@@ -59,7 +60,7 @@ from .instance import has_instance_storage, normalize_instance_type
 from .model import ISOLATED_MODEL_CODE_DIR, model_environment
 from .model_data import _acknowledge_lookup_function
 
-__all__ = ["TrainingPipelineFragment"]
+__all__ = ["InvocationScaling", "TrainingPipelineFragment"]
 
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _SDK = "aws-sdk:sagemaker"
@@ -79,6 +80,20 @@ class _Resolvable:
 
     def to_string(self) -> str:
         return Token.as_string(self)
+
+
+@dataclass(frozen=True)
+class InvocationScaling:
+    """Target-tracking auto scaling of the pipeline's endpoint on invocations per instance.
+
+    The pipeline registers it after each deployment (the endpoint must exist first, so it
+    cannot be a stack resource) and deregisters it before each update (an update that changes
+    the instance type of a scaled variant fails).
+    """
+
+    max_capacity: int
+    invocations_per_instance: int
+    min_capacity: int = 1
 
 
 class TrainingPipelineFragment(sfn.StateMachineFragment):
@@ -110,6 +125,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         retry_interval: Duration | None = None,
         retry_backoff_rate: float = 2.0,
         resource_limit_wait: Duration | None = None,
+        autoscaling: InvocationScaling | None = None,
     ) -> None:
         """Define the states.
 
@@ -143,6 +159,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         :param resource_limit_wait: first wait after ``ResourceLimitExceeded`` on
             CreateTrainingJob (5 attempts, doubling: about 31 times this in all); left out,
             1 minute. Then the execution fails with SageMaker's message.
+        :param autoscaling: scale the endpoint on invocations per instance (registered by each
+            execution once the endpoint is InService); left out, a fixed instance count.
         """
         super().__init__(scope, id)
         self.estimator = estimator
@@ -192,6 +210,20 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self._backoff = retry_backoff_rate
         self._limit_wait = resource_limit_wait or Duration.minutes(1)
         self.isolate_model = isolate_model
+        self.autoscaling = autoscaling
+        if autoscaling is not None:
+            require(
+                1 <= autoscaling.min_capacity <= autoscaling.max_capacity,
+                "autoscaling",
+                autoscaling,
+                "use 1 <= min_capacity <= max_capacity",
+            )
+            require(
+                autoscaling.invocations_per_instance >= 1,
+                "autoscaling.invocations_per_instance",
+                autoscaling.invocations_per_instance,
+                "use 1 or more invocations per minute per instance",
+            )
         self.tag_source: TagManager = self._stack.tags
         """Whose tags every created job, model, config and endpoint carries (with the
         estimator's ``tags`` over them); :class:`TrainingPipeline` points it at its state
@@ -565,7 +597,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         )
         route = (
             sfn.Choice(self, "RouteByStatus")
-            .when(_any_status(existing, _states.UPDATABLE_STATUSES), self.update_endpoint_task)
+            .when(_any_status(existing, _states.UPDATABLE_STATUSES), self._before_update())
             .when(_any_status(existing, (*_states.BUSY_STATUSES, "Deleting")), wait_busy)
             .when(sfn.Condition.string_equals(existing, "Failed"), self.delete_failed_endpoint_task)
             .otherwise(unexpected)
@@ -627,11 +659,81 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self.create_endpoint_task.next(wait)
         self.update_endpoint_task.next(wait)
         chain.next(self.create_model_task).next(self.create_endpoint_config_task).next(find)
-        self._end = self.endpoint_in_service
+        self._after_in_service: sfn.INextable = self.endpoint_in_service
+        if self.autoscaling is not None:
+            self._after_in_service = self._build_scaling(self.autoscaling, deploy_failed)
+        self._end = self._after_in_service
         if self.keep_versions is not None:
             self._end = self._build_cleanup()
         if removal_policy == RemovalPolicy.DESTROY:
             self._finalizer()
+
+    def _scalable_target(self) -> dict[str, str]:
+        return {
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": f"endpoint/{self.endpoint_name}/variant/AllTraffic",
+            "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+        }
+
+    def _scaling_task(self, id: str, api: str, parameters: dict[str, Any]) -> sfn.CustomState:
+        task = self._custom(
+            id, f"aws-sdk:applicationautoscaling:{api}", parameters, sfn.JsonPath.DISCARD
+        )
+        task.add_retry(
+            errors=list(_states.AUTOSCALING_TRANSIENT),
+            interval=self._retry_interval,
+            backoff_rate=self._backoff,
+            max_attempts=6,
+        )
+        return task
+
+    def _before_update(self) -> sfn.IChainable:
+        """With autoscaling: deregister the scalable target first (a missing one is fine)."""
+        if self.autoscaling is None:
+            return self.update_endpoint_task
+        suspend = self._scaling_task(
+            "SuspendScaling", "deregisterScalableTarget", self._scalable_target()
+        )
+        # Not registered yet (first update) or already gone: go on with the update.
+        suspend.add_catch(
+            self.update_endpoint_task, errors=["States.TaskFailed"], result_path="$.scalingError"
+        )
+        suspend.next(self.update_endpoint_task)
+        self.suspend_scaling_task = suspend
+        return suspend
+
+    def _build_scaling(self, scaling: InvocationScaling, failed: sfn.IChainable) -> sfn.INextable:
+        """Register the endpoint's variant and its target-tracking policy (each execution)."""
+        register = self._scaling_task(
+            "RegisterScaling",
+            "registerScalableTarget",
+            {
+                **self._scalable_target(),
+                "MinCapacity": scaling.min_capacity,
+                "MaxCapacity": scaling.max_capacity,
+            },
+        )
+        policy = self._scaling_task(
+            "PutScalingPolicy",
+            "putScalingPolicy",
+            {
+                **self._scalable_target(),
+                "PolicyName": "InvocationsPerInstance",
+                "PolicyType": "TargetTrackingScaling",
+                "TargetTrackingScalingPolicyConfiguration": {
+                    "TargetValue": scaling.invocations_per_instance,
+                    "PredefinedMetricSpecification": {
+                        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+                    },
+                },
+            },
+        )
+        for task in (register, policy):
+            task.add_catch(failed, errors=["States.TaskFailed"], result_path="$.deployError")
+        self.endpoint_in_service.next(register).next(policy)
+        self.register_scaling_task = register
+        self.put_scaling_policy_task = policy
+        return policy
 
     def _build_cleanup(self) -> sfn.INextable:
         """Delete this pipeline's endpoint configs and models but the newest ``keep_versions``."""
@@ -683,7 +785,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         done = sfn.Pass(self, "Deployed")
         cleanup.add_catch(done, errors=["States.ALL"], result_path="$.cleanupError")
         listed.add_catch(done, errors=["States.ALL"], result_path="$.cleanupError")
-        self.endpoint_in_service.next(listed).next(cleanup).next(done)
+        self._after_in_service.next(listed).next(cleanup).next(done)
         self.list_versions_task = listed
         self.delete_config_task = delete_config
         self.delete_model_task = delete_model
@@ -754,6 +856,9 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "update_endpoint_task",
             "delete_failed_endpoint_task",
             "describe_endpoint_task",
+            "suspend_scaling_task",
+            "register_scaling_task",
+            "put_scaling_policy_task",
             "list_versions_task",
         )  # the clean-up's delete tasks run inside a Map: a catch cannot leave it
         return [getattr(self, n) for n in names if hasattr(self, n)]
@@ -838,13 +943,24 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 _iam.pass_role(principal, self.serving_role)
         _iam.add(principal, *statements)
         if getattr(self, "_acknowledge_list", False):
+            target = getattr(principal, "container", None) or self
             _iam.acknowledge(
-                getattr(principal, "container", None) or self,
+                target,
                 ["AwsSolutions-IAM5[Resource::*]"],
                 "sagemaker:ListEndpointConfigs has no resource type (Service Authorization "
-                "Reference); the other '*' statements are log delivery and X-Ray, which have "
-                "no resource-level permissions either",
+                "Reference) and Application Auto Scaling's scalable targets have generated "
+                "ids; the other '*' statements are log delivery and X-Ray, which have no "
+                "resource-level permissions either",
             )
+            if self.autoscaling is not None:
+                _iam.acknowledge(
+                    target,
+                    [
+                        "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:cloudwatch:"
+                        "<AWS::Region>:<AWS::AccountId>:alarm:TargetTracking*]"
+                    ],
+                    "the alarms target tracking creates are named TargetTracking-<generated>",
+                )
         return grant
 
     def _deploy_statements(
@@ -887,6 +1003,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 iam.PolicyStatement(actions=["sagemaker:ListEndpointConfigs"], resources=["*"])
             )
             self._acknowledge_list = True
+        if self.autoscaling is not None:
+            statements += self._scaling_statements(configs)
         if self.endpoint_kms_key is not None:
             # kms:GrantIsForAWSResource is a condition key of CreateGrant only: on DescribeKey
             # it would never hold (parliament: UNKNOWN_CONDITION_FOR_ACTION).
@@ -901,6 +1019,65 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 ),
             ]
         return statements
+
+    def _scaling_statements(self, configs: str) -> list[iam.PolicyStatement]:
+        """What registering a SageMaker variant with Application Auto Scaling needs:
+        https://docs.aws.amazon.com/sagemaker/latest/dg/endpoint-auto-scaling-prerequisites.html
+        (named actions instead of application-autoscaling:*; scalable targets have generated
+        ids, so '*')."""
+        self._acknowledge_list = True
+        stack = self._stack
+        return [
+            iam.PolicyStatement(
+                actions=[
+                    "application-autoscaling:RegisterScalableTarget",
+                    "application-autoscaling:DeregisterScalableTarget",
+                    "application-autoscaling:PutScalingPolicy",
+                    "application-autoscaling:DescribeScalableTargets",
+                    "application-autoscaling:DescribeScalingPolicies",
+                ],
+                resources=["*"],
+            ),
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:DescribeEndpointConfig",
+                    "sagemaker:UpdateEndpointWeightsAndCapacities",
+                ],
+                resources=[self._endpoint_arn(), configs],
+            ),
+            iam.PolicyStatement(
+                actions=[
+                    "cloudwatch:PutMetricAlarm",
+                    "cloudwatch:DescribeAlarms",
+                    "cloudwatch:DeleteAlarms",
+                ],
+                resources=[
+                    stack.format_arn(
+                        service="cloudwatch",
+                        resource="alarm",
+                        resource_name="TargetTracking*",
+                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                    )
+                ],
+            ),
+            iam.PolicyStatement(
+                actions=["iam:CreateServiceLinkedRole"],
+                resources=[
+                    stack.format_arn(
+                        service="iam",
+                        region="",
+                        resource="role",
+                        resource_name="aws-service-role/sagemaker.application-autoscaling."
+                        "amazonaws.com/AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint",
+                    )
+                ],
+                conditions={
+                    "StringLike": {
+                        "iam:AWSServiceName": "sagemaker.application-autoscaling.amazonaws.com"
+                    }
+                },
+            ),
+        ]
 
 
 def _any_status(path: str, statuses: tuple[str, ...]) -> sfn.Condition:

@@ -15,7 +15,7 @@ from constructs import Construct
 from . import _iam
 from ._validation import stack_of
 from .estimator import ChainerEstimator
-from .pipeline import TrainingPipelineFragment
+from .pipeline import InvocationScaling, TrainingPipelineFragment
 
 __all__ = ["TrainingPipeline"]
 
@@ -48,6 +48,7 @@ class TrainingPipeline(Construct):
         retry_interval: Duration | None = None,
         retry_backoff_rate: float = 2.0,
         resource_limit_wait: Duration | None = None,
+        autoscaling: InvocationScaling | None = None,
         state_machine_name: str | None = None,
         timeout: Duration | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
@@ -74,6 +75,8 @@ class TrainingPipeline(Construct):
         :param retry_interval: left out, 2 seconds.
         :param retry_backoff_rate: left out, 2.
         :param resource_limit_wait: left out, 1 minute.
+        :param autoscaling: ``InvocationScaling(max_capacity=4, invocations_per_instance=500)``
+            scales the endpoint; left out, a fixed instance count.
         :param state_machine_name: left out, CloudFormation generates one.
         :param timeout: the execution's limit; left out, the job's ``max_wait`` (or
             ``max_run``) plus 2 hours for deployment.
@@ -102,6 +105,7 @@ class TrainingPipeline(Construct):
             retry_interval=retry_interval,
             retry_backoff_rate=retry_backoff_rate,
             resource_limit_wait=resource_limit_wait,
+            autoscaling=autoscaling,
         )
         stack = stack_of(self)
         self.logs_key = logs_kms_key or kms.Key(

@@ -507,11 +507,24 @@ def sagemaker_standin(scenario: Scenario | None = None) -> Iterator[Scenario]:
     with contextlib.ExitStack() as stack:
         _patch_backend(fake, stack)
         stack.enter_context(_patched(state_task_factory, "state_task_service_for", factory))
+        # Step Functions' "applicationautoscaling" is botocore's "application-autoscaling".
+        overrides = aws_sdk.StateTaskServiceAwsSdk._SERVICE_NAME_SFN_TO_BOTO_OVERRIDES
+        stack.enter_context(
+            _patched(
+                aws_sdk.StateTaskServiceAwsSdk,
+                "_SERVICE_NAME_SFN_TO_BOTO_OVERRIDES",
+                {**overrides, "applicationautoscaling": "application-autoscaling"},
+            )
+        )
         stack.enter_context(
             _patched(
                 aws_sdk,
                 "_SERVICE_ERROR_NAMES",
-                {**aws_sdk._SERVICE_ERROR_NAMES, "sagemaker": "SageMaker"},
+                {
+                    **aws_sdk._SERVICE_ERROR_NAMES,
+                    "sagemaker": "SageMaker",
+                    "applicationautoscaling": "ApplicationAutoScaling",
+                },
             )
         )
         stack.enter_context(

@@ -171,14 +171,21 @@ def _named_pipeline(stack: cdk.Stack, code_dir: Any, **props: Any) -> Any:
 
 def test_destroy_policy_adds_a_compliant_endpoint_finalizer(code_dir: Any, tmp_path: Any) -> None:
     """Its function has its own role and managed policy (as the model-data lookup): clean under
-    the three cdk-nag packs."""
+    the three cdk-nag packs, with autoscaling's grants too."""
     from aws_cdk import RemovalPolicy
+
+    from chainer_sagemaker_cdk.pipeline import InvocationScaling
 
     from .conftest import nag_app
 
     app = nag_app(tmp_path)
     stack = cdk.Stack(app, "Destroy")
-    pipeline = _named_pipeline(stack, code_dir, endpoint_removal_policy=RemovalPolicy.DESTROY)
+    pipeline = _named_pipeline(
+        stack,
+        code_dir,
+        endpoint_removal_policy=RemovalPolicy.DESTROY,
+        autoscaling=InvocationScaling(max_capacity=2, invocations_per_instance=100),
+    )
     bucket = pipeline.fragment.estimator.output_bucket.node.default_child
     assert bucket is not None
     cdk.Validations.of(bucket).acknowledge(

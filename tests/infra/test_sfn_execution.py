@@ -31,6 +31,7 @@ from chainer_sagemaker_cdk import (
     TrainingPipeline,
     TrainingPipelineFragment,
 )
+from chainer_sagemaker_cdk.pipeline import InvocationScaling
 
 from .render import state_machine_definition
 from .sfn_run import REGION, Run, create, run, start, wait
@@ -76,6 +77,22 @@ def definition(code_dir: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def scaled_definition(code_dir: Path) -> dict[str, Any]:
+    app = cdk.App()
+    stack = cdk.Stack(app, "Scaled")
+    TrainingPipeline(
+        stack,
+        "Pipeline",
+        estimator=_estimator(stack, code_dir),
+        endpoint_name=ENDPOINT,
+        autoscaling=InvocationScaling(max_capacity=4, invocations_per_instance=500),
+        keep_versions=None,
+        **FAST,
+    )
+    return state_machine_definition(app.synth().get_stack_by_name("Scaled").template)
+
+
+@pytest.fixture(scope="module")
 def embedded_definition(code_dir: Path) -> dict[str, Any]:
     """The fragment between a user's own states."""
     app = cdk.App()
@@ -103,7 +120,7 @@ def _moto() -> Iterator[None]:
 
 @pytest.fixture
 def aws(_moto: None) -> tuple[Any, Any]:
-    for service in ("sagemaker", "stepfunctions"):
+    for service in ("sagemaker", "stepfunctions", "applicationautoscaling"):
         get_backend(service).reset()
     return (
         boto3.client("stepfunctions", region_name=REGION),
@@ -390,3 +407,25 @@ def test_the_clients_fit_runs_the_pipeline(
         assert job["HyperParameters"]["epochs"] == "20"
         with pytest.raises(TrainingRunError, match="must start with"):
             fit(machine, job_name="other-1", poll=0.05, sfn_client=sfn_client, logs=False)
+
+
+def test_autoscaling_is_registered_after_each_deployment(
+    aws: tuple[Any, Any], scaled_definition: dict[str, Any]
+) -> None:
+    """Registered once the endpoint is InService (it must exist), deregistered before each
+    update, registered again after it."""
+    sfn_client, _ = aws
+    scaling = boto3.client("application-autoscaling", region_name=REGION)
+    with sagemaker_standin():
+        machine = create(sfn_client, scaled_definition)
+        first = run(sfn_client, machine)
+        assert first.status == "SUCCEEDED", first.cause
+        second = run(sfn_client, machine)
+    assert second.status == "SUCCEEDED", second.cause
+    assert second.entered().index("SuspendScaling") < second.entered().index("UpdateEndpoint")
+    (target,) = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"]
+    assert target["ResourceId"] == f"endpoint/{ENDPOINT}/variant/AllTraffic"
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 4)
+    (policy,) = scaling.describe_scaling_policies(ServiceNamespace="sagemaker")["ScalingPolicies"]
+    config = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert config["TargetValue"] == 500
