@@ -424,3 +424,35 @@ def test_a_scoring_state_machine_passes_the_compliance_packs(
         logs=sfn.LogOptions(destination=group, level=sfn.LogLevel.ALL),
     )
     app.synth()  # raises on any finding
+
+
+def test_local_mode_finds_the_model_of_each_transformer(stacks: _Stacks) -> None:
+    """What `local transform` runs: a ChainerModel's environment and code, or for a
+    pipeline's model the training job's program and code (its data comes from --model-data)."""
+    import argparse
+    from pathlib import Path
+
+    from chainer_sagemaker_cdk.local.transform import _model_from_assembly
+
+    def resolve(stack: str) -> Any:
+        args = argparse.Namespace(
+            cdk_out=Path(stacks.assembly.directory), stack=stack, transformer=None, model=None
+        )
+        return _model_from_assembly(args)
+
+    config, env, code, data = resolve("Transform")
+    assert (config.split_type, config.batch_strategy, config.join_source) == (
+        "Line",
+        "MultiRecord",
+        "Input",
+    )
+    assert config.environment == {"SCORE_THRESHOLD": "0.5"}
+    assert env["SAGEMAKER_PROGRAM"] == "train.py"
+    assert code is not None
+    assert Path(code).exists()
+    assert data is None  # S3 model data: local mode needs --model-data
+    config, env, code, data = resolve("AfterTraining")
+    assert env == {"SAGEMAKER_PROGRAM": "train.py"}
+    assert code is not None
+    assert Path(code).exists()
+    assert config.content_type == "text/csv"
