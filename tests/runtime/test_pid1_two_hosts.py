@@ -112,11 +112,13 @@ while True:
 """
 
 
-def test_sigterm_on_every_host_reaches_every_rank_and_the_job_succeeds(
-    tmp_path: Path, code_dir: Path
+@pytest.mark.parametrize("signalled", ["every host", "master only"])
+def test_sigterm_reaches_every_rank_on_every_host_and_the_job_succeeds(
+    tmp_path: Path, code_dir: Path, signalled: str
 ) -> None:
     """StopTrainingJob signals every host's container: each host's train stops its own ranks,
-    which checkpoint and exit 0; the master reports success, the worker exits 0."""
+    which checkpoint and exit 0; the master reports success, the worker exits 0. A stop that
+    reaches the master only is passed on to the worker's train over SSH."""
     with two_hosts(tmp_path / "cluster") as cluster:
         _configure(cluster, code_dir, CHECKPOINT_ON_STOP)
         worker = cluster.start("algo-2", SAGEMAKER_MPI_WAIT_SECONDS="60")
@@ -126,7 +128,7 @@ def test_sigterm_on_every_host_reaches_every_rank_and_the_job_succeeds(
         while not all(p.exists() for p in ready):
             assert time.monotonic() < deadline, master.stderr[-3000:] + worker.stderr[-3000:]
             time.sleep(0.1)
-        for host in (master, worker):
+        for host in (master, worker) if signalled == "every host" else (master,):
             os.kill(host.train_pid(), signal.SIGTERM)
         assert master.wait(60) == 0, master.stderr[-4000:] + "\nWORKER:\n" + worker.stderr[-4000:]
         assert worker.wait(20) == 0, worker.stderr[-4000:]

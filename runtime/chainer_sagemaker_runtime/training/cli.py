@@ -50,7 +50,12 @@ from chainer_sagemaker_runtime.training.outcome import (
     write_failure,
     write_success,
 )
-from chainer_sagemaker_runtime.training.ranks import RankStopper, RankWatch, wrapper_argv
+from chainer_sagemaker_runtime.training.ranks import (
+    RankStopper,
+    RankWatch,
+    stop_host_argv,
+    wrapper_argv,
+)
 
 __all__ = ["DEFAULT_GRACE_SECONDS", "main"]
 
@@ -128,7 +133,7 @@ def _train(env: TrainingEnv, settings: MpiSettings) -> None:
                     f"under mpirun ({_plural(settings.num_processes, 'rank')} on "
                     f"{_plural(hosts, 'host')})"
                 )
-                _run_mpi(env, command, code_dir, environ, settings, launcher)
+                _run_mpi(env, command, code_dir, environ, settings, launcher, multi_host)
             else:
                 _run_process(env, command, code_dir, environ)
     finally:
@@ -184,6 +189,30 @@ def _run_process(
     raise UserCodeError(failure_reason(headline, child.stderr_tail()), _exit_code(returncode))
 
 
+def _ignore(_child: Child) -> None:
+    return None
+
+
+def _relay_stop(child: Child, hosts: list[str]) -> None:
+    """Pass a stop on to the other hosts' `train` over SSH (SageMaker signals every host
+    itself; this covers a stop that reached the master only). Each host acts on the first
+    signal it gets, so a host signalled twice stops once."""
+    if not hosts or stops.signum is None:
+        return
+    relays: list[Child] | None = child.extra.get("relays")
+    if relays is None:
+        relays = child.extra["relays"] = []
+        for host in hosts:
+            with contextlib.suppress(OSError):
+                # Not stopped by the stop it carries; killed 5 s after it at the latest.
+                relay = Child(stop_host_argv(host), echo=False, grace=5.0, on_stop=_ignore)
+                relays.append(relay)
+    for relay in list(relays):
+        with contextlib.suppress(Exception):
+            relay.wait(timeout=0)
+            relays.remove(relay)
+
+
 def _run_mpi(
     env: TrainingEnv,
     command: list[str],
@@ -191,9 +220,11 @@ def _run_mpi(
     environ: dict[str, str],
     settings: MpiSettings,
     launcher: str,
+    multi_host: bool,
 ) -> None:
     watch = RankWatch()
     straggler_after = cluster.wait_seconds(STRAGGLER_ENV, 0.0)
+    others = [h for h in env.hosts if h != env.current_host] if multi_host else []
 
     def stopper(c: Child) -> RankStopper:
         if "ranks" not in c.extra:
@@ -210,6 +241,7 @@ def _run_mpi(
             os.kill(c.pid, signal.SIGTERM)  # mpirun ends the remote ranks and daemons
 
     def on_tick(c: Child) -> None:
+        _relay_stop(c, others)
         if straggler_after <= 0 or "straggler" in c.extra:
             return
         done = watch.finished_ok()

@@ -65,6 +65,7 @@ def start_sshd(sshd: str = "/usr/sbin/sshd") -> Child:
             f"{sshd} does not exist: multi-host MPI needs OpenSSH's server in the image "
             "(runtime/docker/install.sh installs openssh-server)"
         )
+    # Its parent, `train`, is what a stop relayed over SSH reaches (ranks.stop_this_host).
     return Child([sshd, "-D", "-e"], on_stop=lambda _c: None, grace=5.0)
 
 

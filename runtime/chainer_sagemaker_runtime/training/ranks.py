@@ -19,7 +19,8 @@ Stopping: Open MPI SIGKILLs the ranks about 1 s after mpirun gets SIGTERM
 first: each host's ``train`` sends SIGTERM to its local ranks' process groups (found here: the
 children of mpirun or of Open MPI's daemon that carry ``OMPI_COMM_WORLD_RANK``), gives them the
 grace, and only then ends mpirun. SageMaker sends SIGTERM to every host's container, so every
-host's ranks are reached.
+host's ranks are reached; a stop that reached the master only is passed on over SSH to each
+worker's `train` (:func:`stop_this_host`), and a host signalled twice stops once.
 """
 
 from __future__ import annotations
@@ -39,7 +40,17 @@ from pathlib import Path
 from chainer_sagemaker_runtime._proc import proc_children, signal_group
 from chainer_sagemaker_runtime.training.mpi import HOST_ENV_FLAG, PER_HOST_NAMES
 
-__all__ = ["RankStopper", "RankWatch", "host_environ", "main", "wrapper_argv"]
+__all__ = [
+    "RankStopper",
+    "RankWatch",
+    "host_environ",
+    "main",
+    "stop_host_argv",
+    "stop_this_host",
+    "wrapper_argv",
+]
+
+_STOP_HOST = "--stop-this-host"
 
 _RANK_ENV = b"OMPI_COMM_WORLD_RANK="
 _TAG = re.compile(rb"\[(\d+),(\d+)\]<(stdout|stderr)>:")
@@ -54,6 +65,57 @@ _MAX_LINE = 8192
 
 def wrapper_argv(command: Sequence[str], *, python: str = sys.executable) -> list[str]:
     return [python, "-m", "chainer_sagemaker_runtime.training.ranks", *command]
+
+
+def stop_host_argv(host: str, *, python: str = sys.executable) -> list[str]:
+    """What the master runs over SSH to pass a stop on to ``host``'s `train`."""
+    argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", host]
+    return [*argv, python, "-m", "chainer_sagemaker_runtime.training.ranks", _STOP_HOST]
+
+
+def _ancestors(pid: int) -> list[int]:
+    chain: list[int] = []
+    while pid > 1 and len(chain) < 64:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            break
+        pid = int(stat.rpartition(b")")[2].split()[1])
+        chain.append(pid)
+    return chain
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def stop_this_host(signum: int = signal.SIGTERM) -> int:
+    """Run over SSH by the master: send ``signum`` to this host's `train`, which then stops
+    its own ranks with the grace, exactly as when SageMaker signals this host.
+
+    `train` is the parent of the sshd that accepted this session (the topmost sshd among our
+    ancestors); it is signalled only when that process is `train` (its command line says so,
+    and sshd's environment cannot be read back: it rewrites that memory for its titles).
+    """
+    chain = _ancestors(os.getpid())
+    names = [_comm(pid) for pid in chain]
+    for i in range(len(chain) - 1, 0, -1):
+        if names[i - 1] == "sshd" and names[i] != "sshd":
+            target = chain[i]
+            try:
+                argv = Path(f"/proc/{target}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                break
+            ours = (b"chainer_sagemaker_runtime.training" in a for a in argv)
+            if any(os.path.basename(a) == b"train" for a in argv) or any(ours):
+                os.kill(target, signum)
+                return 0
+            break
+    print("[train] no train process above this SSH session", file=sys.stderr)
+    return 1
 
 
 # ---------------------------------------------------------------------- the wrapper
@@ -91,7 +153,10 @@ def _with_finish_line(command: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    command = _with_finish_line(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == [_STOP_HOST]:
+        return stop_this_host()
+    command = _with_finish_line(args)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)  # the group signal reaches the command too
     environ = dict(os.environ)
