@@ -32,7 +32,7 @@ import httptools
 
 from chainer_sagemaker_runtime.serving.errors import ServingError, error_body
 
-__all__ = ["Connection", "Limits", "Request", "http_date", "valid_media_type"]
+__all__ = ["Connection", "Limits", "Request", "framing_error", "http_date", "valid_media_type"]
 
 _REASONS = {
     100: "Continue",
@@ -116,6 +116,7 @@ class _Reject(Exception):
 
 
 def framing_error(status: int, message: str) -> ServingError:
+    """The error for a request the HTTP layer answers itself (its status and a stable code)."""
     error = ServingError(message)
     error.status = status
     error.error = {408: "request_timeout", 413: "payload_too_large", 431: "headers_too_large"}.get(
