@@ -5,10 +5,9 @@ channel's S3 objects, one after the other, into the FIFO ``/opt/ml/input/data/<c
 when the script has read that to its end, ``<channel>_1`` carries the same data again for the
 next epoch, and so on. :class:`PipeFeeder` does the same from the channel's local files (sorted
 by path, concatenated as they are, like ``RecordWrapperType`` None): it creates
-``<channel>_0``, waits for the script to open it, writes the data, creates ``<channel>_1``
-*before* closing ``<channel>_0`` (so the script finds the next epoch's FIFO the moment it sees
-the end of this one), removes the drained FIFO, and so on, up to ``max_epochs`` FIFOs or until
-the job ends. A script that closes a FIFO early just ends that epoch.
+``<channel>_0``, waits for the script to open it, creates ``<channel>_1`` (so the script finds
+the next epoch's FIFO the moment this one ends, or it closes this one early), writes the data,
+removes the drained FIFO, and so on, up to ``max_epochs`` FIFOs or until the job ends.
 """
 
 from __future__ import annotations
@@ -88,9 +87,9 @@ class PipeFeeder:
             if fd is None:
                 return
             try:
-                self._write_epoch(fd)
-                if epoch + 1 < self.max_epochs:
+                if epoch + 1 < self.max_epochs:  # there before this epoch can end
                     os.mkfifo(self.fifo(epoch + 1))
+                self._write_epoch(fd)
             finally:
                 os.close(fd)
             self.fifo(epoch).unlink(missing_ok=True)
