@@ -47,6 +47,8 @@ def engine() -> Iterator[ContainerEngine]:
         yield engine
         left = engine("ps", "-a", "--filter", "name=chainer-", "--format", "{{.Names}}").stdout
         assert not left.strip(), f"the image tests left containers behind: {left}"
+        nets = engine("network", "ls", "--format", "{{.Name}}").stdout.split()
+        assert not [n for n in nets if n.startswith("chainer-")], f"networks left: {nets}"
     finally:
         os.environ.clear()
         os.environ.update(saved)
