@@ -53,12 +53,14 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from . import _iam, _metadata, _states
+from . import _approval, _iam, _metadata, _states
+from ._approval import Approval
 from ._validation import is_unresolved, require, stack_of
 from .estimator import ChainerEstimator
 from .instance import has_instance_storage, normalize_instance_type
 from .model import ISOLATED_MODEL_CODE_DIR, model_environment
 from .model_data import _acknowledge_lookup_function
+from .quality_gate import QualityGate, gate_states
 
 __all__ = ["InvocationScaling", "TrainingPipelineFragment"]
 
@@ -126,6 +128,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         retry_backoff_rate: float = 2.0,
         resource_limit_wait: Duration | None = None,
         autoscaling: InvocationScaling | None = None,
+        quality_gate: QualityGate | None = None,
+        approval: Approval | None = None,
     ) -> None:
         """Define the states.
 
@@ -161,6 +165,12 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             1 minute. Then the execution fails with SageMaker's message.
         :param autoscaling: scale the endpoint on invocations per instance (registered by each
             execution once the endpoint is InService); left out, a fixed instance count.
+        :param quality_gate: thresholds on the training job's final metrics
+            (:class:`~chainer_sagemaker_cdk.quality_gate.QualityGate`); a model that misses one
+            ends the execution in ``ModelRejected`` before anything is deployed. Left out, every
+            trained model is deployed.
+        :param approval: wait for a person's approval (an SNS message with the task token) after
+            the gate; left out, no approval.
         """
         super().__init__(scope, id)
         self.estimator = estimator
@@ -229,6 +239,21 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         estimator's ``tags`` over them); :class:`TrainingPipeline` points it at its state
         machine, whose tags include the stack's and ``Tags.of(pipeline)``."""
         self.prefix = estimator.base_job_name
+        self.quality_gate = quality_gate
+        self.approval = approval
+        if quality_gate is not None:
+            quality_gate.validate(list(estimator.metric_definitions))
+        # The final metrics are kept only when something reads them. A wildcard path: a job
+        # that reported no metric gives [] instead of failing the task's ResultSelector.
+        metrics = quality_gate is not None or (
+            approval is not None and bool(estimator.metric_definitions)
+        )
+        selector = {
+            "TrainingJobName.$": "$.TrainingJobName",
+            "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts",
+        }
+        if metrics:
+            selector["Metrics.$"] = "$.FinalMetricDataList[*]"
 
         self.prepare_states = self._prepare()
         self.train_task = self._custom(
@@ -236,10 +261,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "sagemaker:createTrainingJob.sync",
             self._training_parameters(),
             "$.training",
-            {
-                "TrainingJobName.$": "$.TrainingJobName",
-                "ModelArtifacts.$": "$.ModelArtifacts.S3ModelArtifacts",
-            },
+            selector,
         )
         _states.retry_training(
             self.train_task, self._retry_interval, self._backoff, self._limit_wait
@@ -247,6 +269,15 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self._catch_training_failure()
         chain = self.prepare_states.next(self.train_task)
         self._end: sfn.INextable = self.train_task
+        if quality_gate is not None:
+            chain = chain.next(gate_states(self, quality_gate, "$.training.Metrics"))
+            self._end = chain.end_states[0]  # type: ignore[assignment]
+        if approval is not None:
+            self.approval_task, approved = _approval.approval_states(
+                self, approval, self._partition, "$.training.Metrics" if metrics else None
+            )
+            chain = chain.next(approved)
+            self._end = chain.end_states[0]  # type: ignore[assignment]
         self.serving_role: iam.IRole | None = None
         if deploy:
             self._build_deploy(
@@ -860,6 +891,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "register_scaling_task",
             "put_scaling_policy_task",
             "list_versions_task",
+            "approval_task",
         )  # the clean-up's delete tasks run inside a Map: a catch cannot leave it
         return [getattr(self, n) for n in names if hasattr(self, n)]
 
@@ -937,6 +969,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             )
         )
         _iam.pass_role(principal, self.estimator.role)
+        if self.approval is not None:
+            _approval.grant_publish(principal, self.approval.topic)
         if self.deploy:
             statements += self._deploy_statements(arn, prefix)
             if self.serving_role is not None:

@@ -13,9 +13,11 @@ from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from . import _iam
+from ._approval import Approval
 from ._validation import stack_of
 from .estimator import ChainerEstimator
 from .pipeline import InvocationScaling, TrainingPipelineFragment
+from .quality_gate import QualityGate
 
 __all__ = ["TrainingPipeline"]
 
@@ -49,6 +51,8 @@ class TrainingPipeline(Construct):
         retry_backoff_rate: float = 2.0,
         resource_limit_wait: Duration | None = None,
         autoscaling: InvocationScaling | None = None,
+        quality_gate: QualityGate | None = None,
+        approval: Approval | None = None,
         state_machine_name: str | None = None,
         timeout: Duration | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
@@ -77,6 +81,11 @@ class TrainingPipeline(Construct):
         :param resource_limit_wait: left out, 1 minute.
         :param autoscaling: ``InvocationScaling(max_capacity=4, invocations_per_instance=500)``
             scales the endpoint; left out, a fixed instance count.
+        :param quality_gate: ``QualityGate(thresholds=[MetricThreshold("validation:accuracy",
+            ">=", 0.9)])`` deploys only a model whose final metrics meet every threshold; a
+            rejected model ends the execution in ``ModelRejected``. Left out, no gate.
+        :param approval: ``Approval(topic=...)`` publishes the metrics and a task token to the
+            topic and waits for ``client.approval.approve``/``reject``; left out, none.
         :param state_machine_name: left out, CloudFormation generates one.
         :param timeout: the execution's limit; left out, the job's ``max_wait`` (or
             ``max_run``) plus 2 hours for deployment.
@@ -106,6 +115,8 @@ class TrainingPipeline(Construct):
             retry_backoff_rate=retry_backoff_rate,
             resource_limit_wait=resource_limit_wait,
             autoscaling=autoscaling,
+            quality_gate=quality_gate,
+            approval=approval,
         )
         stack = stack_of(self)
         self.logs_key = logs_kms_key or kms.Key(

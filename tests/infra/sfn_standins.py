@@ -24,8 +24,13 @@ is active:
   then InService with the old config. UpdateEndpoint of a busy endpoint and a second Create*
   of an existing name fail with SageMaker's messages ("Cannot update in-progress endpoint",
   "Cannot create already existing ...");
+- final metrics on demand: ``Scenario.final_metrics = {"validation:accuracy": 0.93}`` is the
+  completed job's ``FinalMetricDataList`` (moto's jobs report only ``train:progress``);
 - throttling on demand: ``Scenario.throttle = {"DescribeEndpoint": 2}`` throttles the next two
   DescribeEndpoint calls (``ThrottlingException``, "Rate exceeded").
+
+:func:`task_failure_cause` (Step Functions, not SageMaker): moto's SendTaskFailure handler drops
+the cause; it passes it on.
 
 Not modelled: IAM (no call is denied), S3 (channels and artifacts are not read), instance
 capacity, timing (describes count instead of minutes), CloudWatch events of ``.sync``.
@@ -103,6 +108,9 @@ class Scenario:
     training_polls: int = 1
     training_failure: str | None = None
     """A FailureReason: the job ends Failed with it."""
+    final_metrics: dict[str, float] | None = None
+    """The completed job's ``FinalMetricDataList`` (name -> final value), as SageMaker fills it
+    from the job's MetricDefinitions; moto's jobs report only ``train:progress``."""
     endpoint_polls: int = 1
     delete_polls: int = 1
     update_outcome: str = "InService"
@@ -209,6 +217,12 @@ def _patch_backend(fake: _FakeSageMaker, stack: contextlib.ExitStack) -> None:
                 response["SecondaryStatus"] = "Failed"
                 response["FailureReason"] = fake.scenario.training_failure
                 response.pop("ModelArtifacts", None)
+            elif fake.scenario.final_metrics is not None:
+                now = datetime.datetime.now(datetime.UTC)
+                response["FinalMetricDataList"] = [
+                    {"MetricName": name, "Value": value, "Timestamp": now}
+                    for name, value in fake.scenario.final_metrics.items()
+                ]
         return response
 
     def create_model(self: Any, model_name: str, **kw: Any) -> Any:
@@ -546,3 +560,22 @@ def sagemaker_standin(scenario: Scenario | None = None) -> Iterator[Scenario]:
         # The interpreter polls a .sync task every 0.5 s; the stand-in's jobs end by count.
         stack.enter_context(_patched(callback, "_DELAY_SECONDS_SYNC_CONDITION_CHECK", 0.01))
         yield scenario
+
+
+@contextlib.contextmanager
+def task_failure_cause() -> Iterator[None]:
+    """moto 5.2.5's SendTaskFailure handler drops the request's ``cause`` (it passes only
+    ``error`` to the interpreter, whose backend accepts both); this passes it on, as Step
+    Functions does (the cause is the failed task's, and a Fail state's ``CausePath`` reads it)."""
+    from moto.stepfunctions import responses as sfn_responses
+
+    def send_task_failure(self: Any) -> Any:
+        self.stepfunction_backend.send_task_failure(
+            self._get_param("taskToken"),
+            error=self._get_param("error"),
+            cause=self._get_param("cause"),
+        )
+        return sfn_responses.EmptyResult()
+
+    with _patched(sfn_responses.StepFunctionResponse, "send_task_failure", send_task_failure):
+        yield
