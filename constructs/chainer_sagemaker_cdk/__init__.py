@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._approval import Approval
     from ._transform_step import TransformStep
     from ._validation import ChainerValidationError
     from .endpoint import ChainerEndpoint, DataCapture, EndpointVariant
@@ -21,12 +22,16 @@ if TYPE_CHECKING:
     from .model import ChainerModel, model_environment
     from .model_data import ModelData, ModelDataConfig
     from .pipeline import TrainingPipelineFragment
+    from .quality_gate import MetricThreshold, QualityGate
     from .source import CodeConfig, SourceCode
     from .training_input import Compression, DataDistribution, InputMode, TrainingInput
     from .training_pipeline import TrainingPipeline
     from .transformer import ChainerTransformer
 
 _WHERE = {
+    "Approval": "_approval",
+    "MetricThreshold": "quality_gate",
+    "QualityGate": "quality_gate",
     "ChainerEndpoint": "endpoint",
     "ChainerEstimator": "estimator",
     "ChainerModel": "model",
@@ -57,6 +62,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "Approval",
     "ChainerEndpoint",
     "ChainerEstimator",
     "ChainerModel",
@@ -69,9 +75,11 @@ __all__ = [
     "EndpointVariant",
     "ImageConfig",
     "InputMode",
+    "MetricThreshold",
     "ModelData",
     "ModelDataConfig",
     "MpiOptions",
+    "QualityGate",
     "RuntimeImage",
     "SourceCode",
     "TrainingInput",
