@@ -2,9 +2,11 @@
 
 ``Predictor`` invokes an endpoint (SageMaker or a local URL); ``TrainingRun`` starts and
 follows a ``TrainingPipeline`` execution; ``TransformJob`` / ``transform`` run a batch
-transform and ``read_outputs`` reads its results into NumPy.
+transform and ``read_outputs`` reads its results into NumPy; ``approve`` / ``reject`` answer a
+pipeline's approval request.
 """
 
+from chainer_sagemaker_cdk.client.approval import approve, reject
 from chainer_sagemaker_cdk.client.predictor import Predictor, PredictorError
 from chainer_sagemaker_cdk.client.serializers import (
     CSVSerializer,
@@ -37,9 +39,11 @@ __all__ = [
     "TrainingRunError",
     "TransformJob",
     "TransformJobError",
+    "approve",
     "execution_input",
     "fit",
     "read_outputs",
+    "reject",
     "transform",
     "transform_request",
 ]
