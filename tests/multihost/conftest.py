@@ -46,7 +46,10 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
         stack,
         "PipeReader",
         code=SourceCode.from_directory(SCRIPTS, "read_pipe.py"),
-        channels={"train": TrainingInput(bucket=bucket, input_mode=InputMode.PIPE)},
+        channels={
+            "train": TrainingInput(bucket=bucket, input_mode=InputMode.PIPE),
+            "extra": TrainingInput(bucket=bucket, input_mode=InputMode.FAST_FILE),
+        },
     )
     app.synth()
     return out

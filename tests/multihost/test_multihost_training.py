@@ -122,14 +122,19 @@ def test_each_host_is_its_own_machine_and_each_rank_knows_its_host(
 
 def test_pipe_mode_feeds_one_fifo_per_epoch(assembly: Path, tmp_path: Path, log: Log) -> None:
     """A Pipe channel arrives as /opt/ml/input/data/train_0, then train_1, each carrying the
-    channel's files one after the other; the host runs in its own namespaces."""
+    channel's files one after the other; a FastFile channel is a directory, as in File mode.
+    The host runs in its own namespaces."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "a.bin").write_bytes(os.urandom(300_000))
     (data / "b.bin").write_bytes(b"records\n" * 1000)
     expected = (data / "a.bin").read_bytes() + (data / "b.bin").read_bytes()
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "vocabulary.txt").write_text("a b c\n")
     job = CloudAssembly(assembly).training_job(STACK, "PipeReader")
-    result = run_training(job, {"train": data}, tmp_path / "work", log=log, hosts="namespaces")
+    channels: dict[str, str | Path] = {"train": data, "extra": extra}
+    result = run_training(job, channels, tmp_path / "work", log=log, hosts="namespaces")
     assert result.succeeded, log.text[-4000:]
     assert "epoch 0: 308000 bytes from /opt/ml/input/data/train_0" in log.text
     assert "epoch 1: 308000 bytes from /opt/ml/input/data/train_1" in log.text
@@ -140,7 +145,10 @@ def test_pipe_mode_feeds_one_fifo_per_epoch(assembly: Path, tmp_path: Path, log:
     assert epochs == [{"bytes": len(expected), "sha256": digest}] * 2
     config = json.loads((result.base_dir / "input" / "config" / "inputdataconfig.json").read_text())
     assert config["train"]["TrainingInputMode"] == "Pipe"
-    assert not list((result.base_dir / "input" / "data").iterdir())  # no FIFO left behind
+    assert config["extra"]["TrainingInputMode"] == "FastFile"
+    assert "extra: ['vocabulary.txt']" in log.text  # FastFile: files, as File mode
+    left = sorted(p.name for p in (result.base_dir / "input" / "data").iterdir())
+    assert left == ["extra"]  # no FIFO left behind
 
 
 def test_without_root_local_mode_says_so_and_offers_the_emulation(
