@@ -60,6 +60,8 @@ def _ref(template: Mapping[str, Any], logical_id: str, worst: bool) -> str:
         return "sg-0123456789abcdef0"
     if kind == "AWS::StepFunctions::StateMachine":
         return f"arn:{partition}:states:{region}:123456789012:stateMachine:{name}"
+    if kind == "AWS::SNS::Topic":  # a topic's Ref is its ARN
+        return f"arn:{partition}:sns:{region}:123456789012:{name}"
     return name
 
 

@@ -1,0 +1,222 @@
+"""What ``quality_gate=`` and ``approval=`` add to the template (their behaviour:
+test_sfn_gate.py): states, grants, cdk-nag, and the SNS request against botocore's model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import botocore.session
+import pytest
+from aws_cdk import Duration
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from botocore.validate import ParamValidator
+
+from chainer_sagemaker_cdk import (
+    Approval,
+    ChainerEstimator,
+    ChainerValidationError,
+    MetricThreshold,
+    QualityGate,
+    RuntimeImage,
+    SourceCode,
+    TrainingPipeline,
+)
+
+from . import iam_check
+from .conftest import nag_app
+from .render import state_machine_definition
+
+METRICS = {"validation:accuracy": r"accuracy=(\S+)", "validation:loss": r"loss=(\S+)"}
+GATE = QualityGate(
+    thresholds=[
+        MetricThreshold("validation:accuracy", ">=", 0.9),
+        MetricThreshold("validation:loss", "<", 0.5),
+    ]
+)
+
+
+def _estimator(stack: cdk.Stack, code_dir: Path, **props: Any) -> ChainerEstimator:
+    return ChainerEstimator(
+        stack,
+        "Estimator",
+        code=SourceCode.from_directory(code_dir, "train.py"),
+        image=RuntimeImage.from_registry("123456789012.dkr.ecr.us-east-1.amazonaws.com/c:1"),
+        base_job_name="digits",
+        **props,
+    )
+
+
+@pytest.fixture(scope="module")
+def gated(tmp_path_factory: pytest.TempPathFactory, code_dir: Path) -> cdk.cx_api.CloudAssembly:
+    """Gate and approval on an encrypted topic, synthesized with the three cdk-nag packs (the
+    artifacts bucket is imported: its findings are app.py's, checked by test_cdk_compliance)."""
+    app = nag_app(tmp_path_factory.mktemp("gated-out"))
+    stack = cdk.Stack(app, "Gated")
+    key = kms.Key(stack, "TopicKey", enable_key_rotation=True)
+    topic = sns.Topic(stack, "Approvals", master_key=key, enforce_ssl=True)
+    artifacts = s3.Bucket.from_bucket_name(stack, "Artifacts", "digits-artifacts")
+    TrainingPipeline(
+        stack,
+        "Pipeline",
+        estimator=_estimator(stack, code_dir, metric_definitions=METRICS, output_bucket=artifacts),
+        quality_gate=GATE,
+        approval=Approval(topic=topic, timeout=Duration.hours(8)),
+    )
+    return app.synth()
+
+
+@pytest.fixture(scope="module")
+def template(gated: cdk.cx_api.CloudAssembly) -> dict[str, Any]:
+    return gated.get_stack_by_name("Gated").template  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def states(template: dict[str, Any]) -> dict[str, Any]:
+    return state_machine_definition(template)["States"]  # type: ignore[no-any-return]
+
+
+def test_cdk_nag_finds_nothing(gated: cdk.cx_api.CloudAssembly) -> None:
+    report = json.loads((Path(gated.directory) / "validation-report.json").read_text())
+    for plugin in report["pluginReports"]:
+        assert plugin["violations"] == [], plugin["pluginName"]
+
+
+def test_without_gate_or_approval_nothing_is_added(example_definition: dict[str, Any]) -> None:
+    states = example_definition["States"]
+    assert "Metrics.$" not in states["Train"]["ResultSelector"]
+    assert not {"ReadMetrics", "ModelRejected", "RequestApproval"} & set(states)
+
+
+def test_gate_reads_the_final_metrics_and_checks_each_threshold(states: dict[str, Any]) -> None:
+    assert states["Train"]["ResultSelector"]["Metrics.$"] == "$.FinalMetricDataList[*]"
+    assert states["Train"]["Next"] == "ReadMetrics"
+    assert states["ReadMetrics"]["ItemsPath"] == "$.training.Metrics"
+    first, second = states["CheckThreshold0"], states["CheckThreshold1"]
+    assert first["Choices"][1] == {
+        "Variable": "$.gate.m0[0]",
+        "NumericLessThan": 0.9,
+        "Next": "ThresholdMissed0",
+    }
+    assert second["Choices"][1] == {
+        "Variable": "$.gate.m1[0]",
+        "NumericGreaterThanEquals": 0.5,
+        "Next": "ThresholdMissed1",
+    }
+    assert first["Default"] == "CheckThreshold1"
+    assert second["Default"] == "QualityGatePassed"
+    assert states["ModelRejected"] == {
+        "Type": "Fail",
+        "Error": "ModelRejected",
+        "CausePath": "$.gateError.Cause",
+    }
+    # Passed: the approval, then the deployment.
+    assert states["QualityGatePassed"]["Next"] == "RequestApproval"
+    assert states["Approved"]["Next"] == "CreateModel"
+
+
+@pytest.mark.parametrize(
+    ("operator", "missed"),
+    [
+        (">=", "NumericLessThan"),
+        (">", "NumericLessThanEquals"),
+        ("<=", "NumericGreaterThan"),
+        ("<", "NumericGreaterThanEquals"),
+    ],
+)
+def test_each_operator_rejects_its_complement(operator: str, missed: str) -> None:
+    from aws_cdk import aws_stepfunctions as sfn
+
+    from chainer_sagemaker_cdk.quality_gate import gate_states
+
+    stack = cdk.Stack(cdk.App(), "Op")
+    gate = QualityGate([MetricThreshold("m", operator, 1.5)])
+    chain = gate_states(stack, gate, "$.training.Metrics")
+    graph = sfn.StateGraph(chain.start_state, "gate").to_graph_json()
+    assert graph["States"]["CheckThreshold0"]["Choices"][1][missed] == 1.5
+
+
+def test_approval_publishes_and_waits_with_a_timeout(states: dict[str, Any]) -> None:
+    task = states["RequestApproval"]
+    assert task["Resource"] == "arn:aws:states:::sns:publish.waitForTaskToken"
+    assert task["TimeoutSeconds"] == 8 * 3600
+    assert task["Parameters"]["Message"]["TaskToken.$"] == "$$.Task.Token"
+    assert task["Parameters"]["Message"]["Metrics.$"] == "$.training.Metrics"
+    assert {c["Next"]: c["ErrorEquals"] for c in task["Catch"]} == {
+        "ApprovalTimedOut": ["States.Timeout"],
+        "ApprovalRejected": ["ModelRejected"],
+    }
+
+
+def test_sns_request_fits_botocore_model(states: dict[str, Any]) -> None:
+    """Step Functions sends the Message object as its JSON text (optimized SNS integration)."""
+    params = dict(states["RequestApproval"]["Parameters"])
+    message = {k.removesuffix(".$"): "sample" for k in params.pop("Message")}
+    params = {**params, "TopicArn": "arn:aws:sns:us-east-1:123456789012:approvals"}
+    params["Message"] = json.dumps(message)
+    model = botocore.session.get_session().get_service_model("sns")
+    report = ParamValidator().validate(params, model.operation_model("Publish").input_shape)
+    assert not report.has_errors(), report.generate_report()
+    assert len(params["Subject"]) <= 100  # SNS's Subject limit (Publish API reference)
+
+
+def test_grants_publish_on_the_topic_and_its_key_only(template: dict[str, Any]) -> None:
+    """sns:Publish on the topic (https://docs.aws.amazon.com/step-functions/latest/dg/sns-iam.html),
+    GenerateDataKey/Decrypt on its key (SNS developer guide, SSE)."""
+    role = next(
+        k
+        for k, r in template["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role" and k.startswith("PipelineRole")
+    )
+    documents = iam_check.role_policies(template, role)
+    topic = iam_check.concrete(template, {"Ref": _logical_id(template, "AWS::SNS::Topic")})
+    key = iam_check.concrete(
+        template, {"Fn::GetAtt": [_logical_id(template, "AWS::KMS::Key", "TopicKey"), "Arn"]}
+    )
+    assert iam_check.allows(documents, "sns:Publish", topic)
+    assert not iam_check.allows(documents, "sns:Publish", topic + "-other")
+    assert not iam_check.allows(documents, "sns:Subscribe", topic)
+    for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+        assert iam_check.allows(documents, action, key), action
+    for document in documents:
+        assert iam_check.findings(document) == []
+
+
+def _logical_id(template: dict[str, Any], kind: str, prefix: str = "") -> str:
+    (found,) = [
+        k for k, r in template["Resources"].items() if r["Type"] == kind and k.startswith(prefix)
+    ]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("gate", "message"),
+    [
+        (QualityGate([MetricThreshold("test:f1", ">=", 0.5)]), "declare it in the estimator"),
+        (QualityGate([MetricThreshold("validation:loss", "=<", 0.5)]), "use one of >=, >, <=, <"),
+        (QualityGate([]), "at least one MetricThreshold"),
+        (QualityGate([MetricThreshold("it's", ">", 0)]), "without quotes"),
+    ],
+    ids=["undeclared", "operator", "empty", "quote"],
+)
+def test_bad_gates_fail_at_synth_naming_the_fix(
+    stack: cdk.Stack, code_dir: Path, gate: QualityGate, message: str
+) -> None:
+    estimator = _estimator(stack, code_dir, metric_definitions={**METRICS, "it's": "x=(.*)"})
+    with pytest.raises(ChainerValidationError, match=message):
+        TrainingPipeline(stack, "P", estimator=estimator, quality_gate=gate)
+
+
+def test_approval_timeout_is_bounded(stack: cdk.Stack, code_dir: Path) -> None:
+    topic = sns.Topic(stack, "T")
+    with pytest.raises(ChainerValidationError, match="between 1 second and 365 days"):
+        TrainingPipeline(
+            stack,
+            "P",
+            estimator=_estimator(stack, code_dir),
+            approval=Approval(topic=topic, timeout=Duration.days(400)),
+        )
