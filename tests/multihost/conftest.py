@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hosttools import Log
+from hosttools import STACK, Log
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "digits"
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
-STACK = "Multi"
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
 

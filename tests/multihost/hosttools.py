@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = [
+    "STACK",
     "Log",
     "descendants",
     "mounts_mentioning",
@@ -18,6 +19,9 @@ __all__ = [
     "net_namespaces",
     "processes_in",
 ]
+
+
+STACK = "Multi"  # the stack of every job the multi-host tests run (conftest.assembly)
 
 
 class Log:

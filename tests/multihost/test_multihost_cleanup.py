@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import STACK
 from hosttools import (
+    STACK,
     Log,
     descendants,
     mounts_mentioning,

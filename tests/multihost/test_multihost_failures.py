@@ -10,8 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import STACK
-from hosttools import Log
+from hosttools import STACK, Log
 
 from chainer_sagemaker_cdk.local import CloudAssembly, LocalTrainingResult, run_training
 from chainer_sagemaker_cdk.local.netns import NamespaceCluster

@@ -12,8 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import STACK
-from hosttools import Log
+from hosttools import STACK, Log
 
 from chainer_sagemaker_cdk.local import CloudAssembly, run_training
 
