@@ -49,6 +49,7 @@ from aws_cdk import (
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct
@@ -61,6 +62,7 @@ from .instance import has_instance_storage, normalize_instance_type
 from .model import ISOLATED_MODEL_CODE_DIR, model_environment
 from .model_data import _acknowledge_lookup_function
 from .quality_gate import QualityGate, gate_states
+from .registry import ModelRegistry, package_request
 
 __all__ = ["InvocationScaling", "TrainingPipelineFragment"]
 
@@ -130,6 +132,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         autoscaling: InvocationScaling | None = None,
         quality_gate: QualityGate | None = None,
         approval: Approval | None = None,
+        registry: ModelRegistry | None = None,
     ) -> None:
         """Define the states.
 
@@ -171,6 +174,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             trained model is deployed.
         :param approval: wait for a person's approval (an SNS message with the task token) after
             the gate; left out, no approval.
+        :param registry: register each accepted model as a version of a model package group
+            (created in the stack) and deploy from that version; left out, no registry.
         """
         super().__init__(scope, id)
         self.estimator = estimator
@@ -241,6 +246,17 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self.prefix = estimator.base_job_name
         self.quality_gate = quality_gate
         self.approval = approval
+        self.registry = registry
+        self.model_package_group_name: str | None = None
+        if registry is not None:
+            require(
+                deploy,
+                "registry",
+                registry,
+                "a registry needs deploy=True (the version "
+                "is registered with the serving image for the pipeline's endpoint)",
+            )
+            self.model_package_group_name = registry.resolve_name(estimator.base_job_name)
         if quality_gate is not None:
             quality_gate.validate(list(estimator.metric_definitions))
         # The final metrics are kept only when something reads them. A wildcard path: a job
@@ -514,16 +530,20 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             self, environment=env, code_asset_hash=est.code.asset_hash, model_data_asset_hash=None
         )
         name = "$.training.TrainingJobName"
+        container: dict[str, Any] = {
+            "Image": image.image_uri,
+            "Environment": env,
+            "ModelDataUrl.$": "$.training.ModelArtifacts",
+        }
         model: dict[str, Any] = {
             "ModelName.$": name,
             "ExecutionRoleArn": principal.role.role_arn,
-            "PrimaryContainer": {
-                "Image": image.image_uri,
-                "Environment": env,
-                "ModelDataUrl.$": "$.training.ModelArtifacts",
-            },
+            "PrimaryContainer": container,
             "Tags": self._tags(),
         }
+        if self.registry is not None:
+            chain = self._build_registry(chain, container)
+            model["PrimaryContainer"] = {"ModelPackageName.$": "$.registered.ModelPackageArn"}
         vpc_config = est.network.render()
         if vpc_config is not None:
             model["VpcConfig"] = vpc_config
@@ -698,6 +718,48 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             self._end = self._build_cleanup()
         if removal_policy == RemovalPolicy.DESTROY:
             self._finalizer()
+
+    def _build_registry(self, chain: sfn.Chain, container: dict[str, Any]) -> sfn.Chain:
+        """The model package group (a stack resource) and the RegisterModel task."""
+        assert self.registry is not None
+        assert self.model_package_group_name is not None
+        group = sagemaker.CfnModelPackageGroup(
+            self,
+            "ModelPackageGroup",
+            model_package_group_name=self.model_package_group_name,
+            model_package_group_description=self.registry.description,
+        )
+        # Versions outlive the stack (deleting a group that holds versions fails).
+        group.apply_removal_policy(RemovalPolicy.RETAIN)
+        self.model_package_group = group
+        metrics: dict[str, str] = {}
+        if self.quality_gate is not None:
+            for i, metric in enumerate(self.quality_gate.metric_names):
+                metrics[metric] = f"States.Format('{{}}', $.gate.m{i}[0])"
+        self.register_model_task = self._sdk(
+            "RegisterModel",
+            "createModelPackage",
+            package_request(
+                self.model_package_group_name,
+                container,
+                self.endpoint_instance_type,
+                metrics,
+                self._tags(),
+            ),
+            "$.registered",
+            {"ModelPackageArn.$": "$.ModelPackageArn"},
+        )
+        self.register_model_task.add_catch(
+            sfn.Fail(
+                self,
+                "RegistrationFailed",
+                error_path="$.registryError.Error",
+                cause_path="$.registryError.Cause",
+            ),
+            errors=["States.TaskFailed"],
+            result_path="$.registryError",
+        )
+        return chain.next(self.register_model_task)
 
     def _scalable_target(self) -> dict[str, str]:
         return {
@@ -892,6 +954,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "put_scaling_policy_task",
             "list_versions_task",
             "approval_task",
+            "register_model_task",
         )  # the clean-up's delete tasks run inside a Map: a catch cannot leave it
         return [getattr(self, n) for n in names if hasattr(self, n)]
 
@@ -1039,6 +1102,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             self._acknowledge_list = True
         if self.autoscaling is not None:
             statements += self._scaling_statements(configs)
+        if self.model_package_group_name is not None:
+            statements += self._registry_statements()
         if self.endpoint_kms_key is not None:
             # kms:GrantIsForAWSResource is a condition key of CreateGrant only: on DescribeKey
             # it would never hold (parliament: UNKNOWN_CONDITION_FOR_ACTION).
@@ -1053,6 +1118,29 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 ),
             ]
         return statements
+
+    def _registry_statements(self) -> list[iam.PolicyStatement]:
+        """CreateModelPackage in the group (with tags), and the model package a model is created
+        from (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html:
+        CreateModelPackage acts on model-package and model-package-group; CreateModel with
+        ModelPackageName reads the package, DescribeModelPackage, not verified in an account)."""
+        group = (self.model_package_group_name or "").lower()
+        packages = self._stack.format_arn(
+            service="sagemaker", resource="model-package", resource_name=f"{group}/*"
+        )
+        group_arn = self._stack.format_arn(
+            service="sagemaker", resource="model-package-group", resource_name=group
+        )
+        return [
+            iam.PolicyStatement(
+                actions=[
+                    "sagemaker:CreateModelPackage",
+                    "sagemaker:DescribeModelPackage",
+                    "sagemaker:AddTags",
+                ],
+                resources=[packages, group_arn],
+            )
+        ]
 
     def _scaling_statements(self, configs: str) -> list[iam.PolicyStatement]:
         """What registering a SageMaker variant with Application Auto Scaling needs:

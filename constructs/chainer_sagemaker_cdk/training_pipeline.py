@@ -18,6 +18,7 @@ from ._validation import stack_of
 from .estimator import ChainerEstimator
 from .pipeline import InvocationScaling, TrainingPipelineFragment
 from .quality_gate import QualityGate
+from .registry import ModelRegistry
 
 __all__ = ["TrainingPipeline"]
 
@@ -53,6 +54,7 @@ class TrainingPipeline(Construct):
         autoscaling: InvocationScaling | None = None,
         quality_gate: QualityGate | None = None,
         approval: Approval | None = None,
+        registry: ModelRegistry | None = None,
         state_machine_name: str | None = None,
         timeout: Duration | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
@@ -86,6 +88,8 @@ class TrainingPipeline(Construct):
             rejected model ends the execution in ``ModelRejected``. Left out, no gate.
         :param approval: ``Approval(topic=...)`` publishes the metrics and a task token to the
             topic and waits for ``client.approval.approve``/``reject``; left out, none.
+        :param registry: ``ModelRegistry()`` registers each accepted model as a version of a
+            model package group (created here) and deploys that version; left out, none.
         :param state_machine_name: left out, CloudFormation generates one.
         :param timeout: the execution's limit; left out, the job's ``max_wait`` (or
             ``max_run``) plus 2 hours for deployment.
@@ -117,6 +121,7 @@ class TrainingPipeline(Construct):
             autoscaling=autoscaling,
             quality_gate=quality_gate,
             approval=approval,
+            registry=registry,
         )
         stack = stack_of(self)
         self.logs_key = logs_kms_key or kms.Key(
@@ -165,6 +170,9 @@ class TrainingPipeline(Construct):
             ),
         )
         self.state_machine.node.add_dependency(self.grant_principal.policy)  # type: ignore[attr-defined]
+        group = getattr(self.fragment, "model_package_group", None)
+        if group is not None:  # executions register versions in it
+            self.state_machine.node.add_dependency(group)
         cfn = self.state_machine.node.default_child
         assert isinstance(cfn, sfn.CfnStateMachine)
         # The resources each execution creates carry the state machine's tags: the stack's,

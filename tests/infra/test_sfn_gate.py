@@ -35,6 +35,7 @@ from chainer_sagemaker_cdk import (
 from chainer_sagemaker_cdk._approval import Approval
 from chainer_sagemaker_cdk.client.approval import approve, reject
 from chainer_sagemaker_cdk.quality_gate import MetricThreshold, QualityGate
+from chainer_sagemaker_cdk.registry import ModelRegistry
 
 from .render import state_machine_definition
 from .sfn_run import REGION, create, start, wait
@@ -42,6 +43,7 @@ from .sfn_standins import sagemaker_standin, task_failure_cause
 
 ENDPOINT = "chainer-digits"
 TOPIC = "approvals"
+GROUP = "digits-models"
 GOOD = {"validation:accuracy": 0.93, "validation:loss": 0.21, "train:progress": 100.0}
 
 
@@ -74,6 +76,7 @@ def definition(code_dir: Path) -> dict[str, Any]:
             ]
         ),
         approval=Approval(topic=topic, timeout=Duration.hours(1)),
+        registry=ModelRegistry(group_name=GROUP),
         poll_interval=Duration.seconds(0),
         retry_interval=Duration.seconds(1),
         retry_backoff_rate=1.0,
@@ -103,6 +106,8 @@ def aws(_moto: None) -> dict[str, Any]:
         Endpoint=queue_arn["Attributes"]["QueueArn"],
         Attributes={"RawMessageDelivery": "true"},
     )
+    # The stack's AWS::SageMaker::ModelPackageGroup, as CloudFormation creates it.
+    clients["sagemaker"].create_model_package_group(ModelPackageGroupName=GROUP)
     return {**clients, "sqs": sqs, "queue": queue}
 
 
@@ -134,6 +139,8 @@ def _message(aws: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
 def _nothing_deployed(aws: dict[str, Any], calls: list[str]) -> None:
     assert not {"CreateModel", "CreateEndpointConfig", "CreateEndpoint"} & set(calls)
     assert aws["sagemaker"].list_models()["Models"] == []
+    packages = aws["sagemaker"].list_model_packages(ModelPackageGroupName=GROUP)
+    assert packages["ModelPackageSummaryList"] == []
     assert aws["sagemaker"].list_endpoints()["Endpoints"] == []
 
 
@@ -192,7 +199,23 @@ def test_gate_passes_and_approval_deploys(aws: dict[str, Any], definition: dict[
     assert result.output["approval"] == {"approved": True, "by": "reviewer"}
     endpoint = aws["sagemaker"].describe_endpoint(EndpointName=ENDPOINT)
     assert endpoint["EndpointStatus"] == "InService"
-    assert endpoint["EndpointConfigName"] == message["TrainingJobName"]
+    job = message["TrainingJobName"]
+    assert endpoint["EndpointConfigName"] == job
+    # Registered as version 1 of the group, with its metrics; the model is that version.
+    package = aws["sagemaker"].describe_model_package(
+        ModelPackageName=result.output["registered"]["ModelPackageArn"]
+    )
+    assert (package["ModelPackageGroupName"], package["ModelPackageVersion"]) == (GROUP, 1)
+    assert package["ModelApprovalStatus"] == "Approved"
+    assert package["CustomerMetadataProperties"] == {
+        "TrainingJobName": job,
+        "validation:accuracy": "0.93",
+        "validation:loss": "0.21",
+    }
+    (container,) = package["InferenceSpecification"]["Containers"]
+    assert container["ModelDataUrl"] == result.output["training"]["ModelArtifacts"]
+    model = aws["sagemaker"].describe_model(ModelName=job)
+    assert model["PrimaryContainer"] == {"ModelPackageName": package["ModelPackageArn"]}
 
 
 def test_rejected_approval_fails_with_the_reason(
