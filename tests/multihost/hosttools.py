@@ -14,6 +14,7 @@ __all__ = [
     "STACK",
     "Log",
     "descendants",
+    "left_behind",
     "mounts_mentioning",
     "named_netns",
     "net_namespaces",
@@ -110,3 +111,9 @@ def mounts_mentioning(path: Path) -> list[str]:
 
 def named_netns() -> list[str]:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+
+
+def left_behind() -> list[int]:
+    """Processes below this one in a network namespace other than this one's (a run's hosts)."""
+    mine = os.stat("/proc/self/ns/net").st_ino
+    return sorted(p for p in descendants(os.getpid()) if net_namespaces([p]) - {mine})

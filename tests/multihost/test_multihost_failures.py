@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hosttools import STACK, Log
+from hosttools import STACK, Log, left_behind
 
 from chainer_sagemaker_cdk.local import CloudAssembly, LocalTrainingResult, run_training
 from chainer_sagemaker_cdk.local.netns import NamespaceCluster
@@ -67,6 +67,7 @@ def test_a_rank_failing_on_a_worker_ends_every_host_with_the_reason_on_the_maste
     assert master.failure_reason is not None
     assert "rank 2" in master.failure_reason, master.failure_reason
     assert "algo-3" in master.failure_reason, master.failure_reason
+    assert left_behind() == []
 
 
 def test_a_worker_that_never_comes_up_fails_the_master_within_the_wait_naming_it(

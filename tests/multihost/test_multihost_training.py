@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from hosttools import STACK, Log
+from hosttools import STACK, Log, left_behind
 
 from chainer_sagemaker_cdk.local import CloudAssembly, run_training
 
@@ -85,6 +85,7 @@ def test_a_three_host_chainermn_job(assembly: Path, digits: Path, tmp_path: Path
     metrics = json.loads((result.base_dir / "output" / "data" / "metrics.json").read_text())
     assert metrics["ranks"] == 3
     assert metrics["test_accuracy"] >= MIN_ACCURACY
+    assert left_behind() == []  # the namespaces went with their processes
 
 
 def _probes(log: Log) -> list[dict[str, object]]:
