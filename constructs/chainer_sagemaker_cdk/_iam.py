@@ -284,6 +284,10 @@ _SCOPED_WILDCARDS = (
     (":transform-job/", "transform jobs are named per execution under the transformer's prefix"),
     (":model/", "models are named after each execution's training job, under the prefix"),
     (":endpoint-config/", "endpoint configs are named after each execution's job (prefix)"),
+    (
+        ":model-package/",
+        "SageMaker numbers the versions of the pipeline's one model package group",
+    ),
     (":network-interface/*", "SageMaker creates and deletes the job's ENIs at run time"),
     (
         ":log-group:/aws/lambda/*",
