@@ -126,9 +126,9 @@ def _host_script(host: HostLayout) -> str:
         'stage() { if [ -d "$2" ]; then mkdir "$S/s$1"; else : >"$S/s$1"; fi; '
         'mount --bind "$2" "$S/s$1"; }',
         'place() { src="$S/s$1"; dst=$2; if [ ! -e "$dst" ]; then parent=${dst%/*}; '
-        'o="$S/o$(printf %s "$parent" | tr / _)"; mkdir -p "$o/u" "$o/w"; '
+        'o="$S/o$(printf %s "$parent" | tr / _)"; if [ ! -d "$o" ]; then mkdir -p "$o/u" "$o/w"; '
         'mount -t overlay overlay -o "lowerdir=$parent,upperdir=$o/u,workdir=$o/w" "$parent" '
-        '|| echo "[local] no overlay for $parent: creating $dst on the machine" >&2; '
+        '|| echo "[local] no overlay for $parent: creating $dst on the machine" >&2; fi; '
         'if [ -d "$src" ]; then mkdir -p "$dst"; else : >"$dst"; fi; fi; '
         'mount --bind "$src" "$dst"; }',
     ]
