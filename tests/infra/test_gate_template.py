@@ -26,10 +26,12 @@ from chainer_sagemaker_cdk import (
     SourceCode,
     TrainingPipeline,
 )
+from chainer_sagemaker_cdk.registry import ModelRegistry
 
 from . import iam_check
 from .conftest import nag_app
 from .render import state_machine_definition
+from .test_cdk_botocore import _validate
 
 METRICS = {"validation:accuracy": r"accuracy=(\S+)", "validation:loss": r"loss=(\S+)"}
 GATE = QualityGate(
@@ -66,6 +68,7 @@ def gated(tmp_path_factory: pytest.TempPathFactory, code_dir: Path) -> cdk.cx_ap
         estimator=_estimator(stack, code_dir, metric_definitions=METRICS, output_bucket=artifacts),
         quality_gate=GATE,
         approval=Approval(topic=topic, timeout=Duration.hours(8)),
+        registry=ModelRegistry(group_name="digits-models", description="Digits classifiers"),
     )
     return app.synth()
 
@@ -114,9 +117,8 @@ def test_gate_reads_the_final_metrics_and_checks_each_threshold(states: dict[str
         "Error": "ModelRejected",
         "CausePath": "$.gateError.Cause",
     }
-    # Passed: the approval, then the deployment.
+    # Passed: the approval, then the registry and the deployment.
     assert states["QualityGatePassed"]["Next"] == "RequestApproval"
-    assert states["Approved"]["Next"] == "CreateModel"
 
 
 @pytest.mark.parametrize(
@@ -219,4 +221,111 @@ def test_approval_timeout_is_bounded(stack: cdk.Stack, code_dir: Path) -> None:
             "P",
             estimator=_estimator(stack, code_dir),
             approval=Approval(topic=topic, timeout=Duration.days(400)),
+        )
+
+
+SAGEMAKER = botocore.session.get_session().get_service_model("sagemaker")
+JOB = "digits-0f8fad5b-d9cb-469f-a165-70867728950e"
+PACKAGE = "arn:aws:sagemaker:us-east-1:123456789012:model-package/digits-models/1"
+
+
+def _sample(value: Any) -> Any:
+    """Execution-time fields filled with samples (names by field, values by field name)."""
+    samples = {
+        "ModelPackageDescription": f"Trained by {JOB}",
+        "ModelDataUrl": f"s3://digits-artifacts/models/{JOB}/output/model.tar.gz",
+        "ModelPackageName": PACKAGE,
+        "TrainingJobName": JOB,
+        "ModelName": JOB,
+    }
+    if isinstance(value, list):
+        return [_sample(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = key.removesuffix(".$")
+        out[name] = samples.get(name, "0.93") if key.endswith(".$") else _sample(item)
+    return out
+
+
+def test_registry_is_a_stack_resource_retained(template: dict[str, Any]) -> None:
+    groups = [r for r in template["Resources"].values() if r["Type"].endswith("ModelPackageGroup")]
+    assert groups == [
+        {
+            "Type": "AWS::SageMaker::ModelPackageGroup",
+            "Properties": {
+                "ModelPackageGroupName": "digits-models",
+                "ModelPackageGroupDescription": "Digits classifiers",
+            },
+            "UpdateReplacePolicy": "Retain",
+            "DeletionPolicy": "Retain",
+        }
+    ]
+    machine = next(
+        r for r in template["Resources"].values() if r["Type"] == "AWS::StepFunctions::StateMachine"
+    )
+    assert any("ModelPackageGroup" in d for d in machine["DependsOn"])
+
+
+def test_registers_after_approval_and_deploys_the_version(states: dict[str, Any]) -> None:
+    assert states["Approved"]["Next"] == "RegisterModel"
+    register = states["RegisterModel"]
+    assert register["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:createModelPackage"
+    assert register["Next"] == "CreateModel"
+    params = register["Parameters"]
+    assert params["ModelPackageGroupName"] == "digits-models"
+    assert params["ModelApprovalStatus"] == "Approved"
+    assert params["CustomerMetadataProperties"] == {
+        "TrainingJobName.$": "$.training.TrainingJobName",
+        "validation:accuracy.$": "States.Format('{}', $.gate.m0[0])",
+        "validation:loss.$": "States.Format('{}', $.gate.m1[0])",
+    }
+    (container,) = params["InferenceSpecification"]["Containers"]
+    assert container["ModelDataUrl.$"] == "$.training.ModelArtifacts"
+    assert "SAGEMAKER_PROGRAM" in container["Environment"]
+    assert states["CreateModel"]["Parameters"]["PrimaryContainer"] == {
+        "ModelPackageName.$": "$.registered.ModelPackageArn"
+    }
+
+
+@pytest.mark.parametrize(
+    ("state", "operation"),
+    [("RegisterModel", "CreateModelPackage"), ("CreateModel", "CreateModel")],
+)
+def test_registry_requests_fit_botocore_model(
+    states: dict[str, Any], state: str, operation: str
+) -> None:
+    params = _sample(states[state]["Parameters"])
+    params.pop("Tags", None)  # a token in this template (no tags): absent in the request
+    assert _validate(SAGEMAKER.operation_model(operation), params) == []
+
+
+def test_registry_grants_only_its_group(template: dict[str, Any]) -> None:
+    role = next(
+        k
+        for k, r in template["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role" and k.startswith("PipelineRole")
+    )
+    documents = iam_check.role_policies(template, role)
+    group = "arn:aws:sagemaker:us-east-1:123456789012:model-package-group/digits-models"
+    for action, resource in (
+        ("sagemaker:CreateModelPackage", group),
+        ("sagemaker:CreateModelPackage", PACKAGE),
+        ("sagemaker:DescribeModelPackage", PACKAGE),
+    ):
+        assert iam_check.allows(documents, action, resource), (action, resource)
+    other = PACKAGE.replace("digits-models", "other-models")
+    assert not iam_check.allows(documents, "sagemaker:CreateModelPackage", other)
+    assert not iam_check.allows(documents, "sagemaker:UpdateModelPackage", PACKAGE)
+
+
+def test_registry_needs_deploy(stack: cdk.Stack, code_dir: Path) -> None:
+    with pytest.raises(ChainerValidationError, match="needs deploy=True"):
+        TrainingPipeline(
+            stack,
+            "P",
+            estimator=_estimator(stack, code_dir),
+            deploy=False,
+            registry=ModelRegistry(),
         )
