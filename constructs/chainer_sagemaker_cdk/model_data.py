@@ -117,6 +117,14 @@ class ModelData(ABC):
         )
         return _TrainingJobModelData(training_job_name)
 
+    @staticmethod
+    def from_model_package(model_package_arn: str) -> ModelData:
+        """A registered model package version (``ModelRegistry``): its ``ModelDataUrl`` is
+        looked up at deploy time by a custom resource (DescribeModelPackage)."""
+        from .registry import model_package_data
+
+        return model_package_data(model_package_arn)
+
     @abstractmethod
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> ModelDataConfig:
         """Create what is needed on first use and let ``grantee`` read the artifacts."""

@@ -16,7 +16,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ._validation import is_unresolved, require
+from aws_cdk import ArnFormat
+from aws_cdk import aws_iam as iam
+from aws_cdk import custom_resources as cr
+from constructs import Construct
+
+from . import _assets, _iam
+from ._validation import is_unresolved, require, stack_of
+from .model_data import ModelData, ModelDataConfig, _acknowledge_lookup_function
 
 __all__ = ["ModelRegistry"]
 
@@ -72,3 +79,77 @@ def package_request(
         },
         "Tags": tags,
     }
+
+
+_PACKAGE_ARN = re.compile(
+    r"^arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:[0-9]{12}:model-package/[a-zA-Z0-9-]{1,63}/[0-9]+$"
+)
+
+
+def model_package_data(model_package_arn: str) -> ModelData:
+    """``ModelData.from_model_package``: the version's ``ModelDataUrl``, looked up at deploy
+    time (DescribeModelPackage, as ``from_training_job`` looks up DescribeTrainingJob)."""
+    require(
+        is_unresolved(model_package_arn) or bool(_PACKAGE_ARN.match(model_package_arn)),
+        "model_package_arn",
+        model_package_arn,
+        "give a model package version's ARN, arn:aws:sagemaker:<region>:<account>:"
+        "model-package/<group>/<version> (ModelRegistry registers them)",
+    )
+    return _ModelPackageData(model_package_arn)
+
+
+class _ModelPackageData(ModelData):
+    def __init__(self, arn: str) -> None:
+        self.arn = arn
+
+    def bind(self, scope: Construct, grantee: iam.IGrantable) -> ModelDataConfig:
+        stack = stack_of(scope)
+        call = cr.AwsSdkCall(
+            service="SageMaker",
+            action="describeModelPackage",
+            parameters={"ModelPackageName": self.arn},
+            physical_resource_id=cr.PhysicalResourceId.of(self.arn),
+            output_paths=[_URL_FIELD],
+        )
+        # Its own role and one customer-managed policy (no AWSLambdaBasicExecutionRole).
+        role = iam.Role(
+            scope,
+            "DescribeModelPackageRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="Deploy-time lookup of a model package version's model artifacts",
+        )
+        principal = _iam.PolicyPrincipal.for_role(scope, "DescribeModelPackagePolicy", role)
+        logs_arn = stack.format_arn(
+            service="logs",
+            resource="log-group",
+            resource_name="/aws/lambda/*",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        _iam.add(
+            principal,  # type: ignore[arg-type]
+            _iam.statement(["sagemaker:DescribeModelPackage"], [self.arn]),
+            _iam.statement(["logs:CreateLogGroup"], [logs_arn]),
+            _iam.statement(
+                ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{logs_arn}:log-stream:*"]
+            ),
+        )
+        lookup = cr.AwsCustomResource(
+            scope,
+            "DescribeModelPackage",
+            on_create=call,
+            on_update=call,
+            role=role,
+            install_latest_aws_sdk=False,
+        )
+        lookup.node.add_dependency(principal.policy)
+        _acknowledge_lookup_function(stack)
+        url = lookup.get_response_field(_URL_FIELD)
+        _iam.add(
+            grantee.grant_principal,
+            _iam.statement(["s3:GetObject"], [_assets.url_object_arn(scope, "model_data", url)]),
+        )
+        return ModelDataConfig(url)
+
+
+_URL_FIELD = "InferenceSpecification.Containers.0.ModelDataUrl"

@@ -19,8 +19,10 @@ from botocore.validate import ParamValidator
 from chainer_sagemaker_cdk import (
     Approval,
     ChainerEstimator,
+    ChainerModel,
     ChainerValidationError,
     MetricThreshold,
+    ModelData,
     QualityGate,
     RuntimeImage,
     SourceCode,
@@ -33,6 +35,7 @@ from .conftest import nag_app
 from .render import state_machine_definition
 from .test_cdk_botocore import _validate
 
+PACKAGE = "arn:aws:sagemaker:us-east-1:123456789012:model-package/digits-models/1"
 METRICS = {"validation:accuracy": r"accuracy=(\S+)", "validation:loss": r"loss=(\S+)"}
 GATE = QualityGate(
     thresholds=[
@@ -70,12 +73,26 @@ def gated(tmp_path_factory: pytest.TempPathFactory, code_dir: Path) -> cdk.cx_ap
         approval=Approval(topic=topic, timeout=Duration.hours(8)),
         registry=ModelRegistry(group_name="digits-models", description="Digits classifiers"),
     )
+    # A user's own stack serving a registered version.
+    mine = cdk.Stack(app, "Mine")
+    ChainerModel(
+        mine,
+        "Registered",
+        model_data=ModelData.from_model_package(PACKAGE),
+        code=SourceCode.from_directory(code_dir, "train.py"),
+        image=RuntimeImage.from_registry("123456789012.dkr.ecr.us-east-1.amazonaws.com/c:1"),
+    )
     return app.synth()
 
 
 @pytest.fixture(scope="module")
 def template(gated: cdk.cx_api.CloudAssembly) -> dict[str, Any]:
     return gated.get_stack_by_name("Gated").template  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def mine(gated: cdk.cx_api.CloudAssembly) -> dict[str, Any]:
+    return gated.get_stack_by_name("Mine").template  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +243,6 @@ def test_approval_timeout_is_bounded(stack: cdk.Stack, code_dir: Path) -> None:
 
 SAGEMAKER = botocore.session.get_session().get_service_model("sagemaker")
 JOB = "digits-0f8fad5b-d9cb-469f-a165-70867728950e"
-PACKAGE = "arn:aws:sagemaker:us-east-1:123456789012:model-package/digits-models/1"
 
 
 def _sample(value: Any) -> Any:
@@ -329,3 +345,47 @@ def test_registry_needs_deploy(stack: cdk.Stack, code_dir: Path) -> None:
             deploy=False,
             registry=ModelRegistry(),
         )
+
+
+def test_model_from_a_registered_version(mine: dict[str, Any]) -> None:
+    """DescribeModelPackage at deploy time (a custom resource under its own role, allowed on
+    that version only); the model reads the version's ModelDataUrl."""
+    template = mine
+    (lookup,) = [
+        r
+        for r in template["Resources"].values()
+        if r["Type"] == "Custom::AWS" and "describeModelPackage" in json.dumps(r)
+    ]
+    create = json.loads(iam_check.concrete(template, lookup["Properties"]["Create"]))
+    assert create["action"] == "describeModelPackage"
+    assert _validate(SAGEMAKER.operation_model("DescribeModelPackage"), create["parameters"]) == []
+    model = next(
+        r
+        for k, r in template["Resources"].items()
+        if r["Type"] == "AWS::SageMaker::Model" and k.startswith("Registered")
+    )
+    url = model["Properties"]["PrimaryContainer"]["ModelDataUrl"]
+    assert "InferenceSpecification.Containers.0.ModelDataUrl" in json.dumps(url)
+    role = next(
+        k
+        for k, r in template["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role" and k.startswith("RegisteredDescribeModelPackageRole")
+    )
+    documents = [
+        iam_check.concrete(template, r["Properties"]["PolicyDocument"])
+        for r in template["Resources"].values()
+        if r["Type"] == "AWS::IAM::ManagedPolicy" and {"Ref": role} in r["Properties"]["Roles"]
+    ]
+    assert iam_check.allows(documents, "sagemaker:DescribeModelPackage", PACKAGE)
+    assert not iam_check.allows(
+        documents, "sagemaker:DescribeModelPackage", PACKAGE.removesuffix("1") + "2"
+    )
+
+
+@pytest.mark.parametrize(
+    "arn",
+    ["digits-models/1", "arn:aws:sagemaker:us-east-1:123456789012:model-package/digits-models"],
+)
+def test_from_model_package_needs_a_version_arn(arn: str) -> None:
+    with pytest.raises(ChainerValidationError, match="model package version's ARN"):
+        ModelData.from_model_package(arn)
