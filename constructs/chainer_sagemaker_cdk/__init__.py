@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .model_data import ModelData, ModelDataConfig
     from .pipeline import TrainingPipelineFragment
     from .quality_gate import MetricThreshold, QualityGate
+    from .registry import ModelRegistry
     from .source import CodeConfig, SourceCode
     from .training_input import Compression, DataDistribution, InputMode, TrainingInput
     from .training_pipeline import TrainingPipeline
@@ -46,6 +47,7 @@ _WHERE = {
     "InputMode": "training_input",
     "ModelData": "model_data",
     "ModelDataConfig": "model_data",
+    "ModelRegistry": "registry",
     "MpiOptions": "hyperparameters",
     "RuntimeImage": "image",
     "SourceCode": "source",
@@ -78,6 +80,7 @@ __all__ = [
     "MetricThreshold",
     "ModelData",
     "ModelDataConfig",
+    "ModelRegistry",
     "MpiOptions",
     "QualityGate",
     "RuntimeImage",
