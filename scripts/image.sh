@@ -145,27 +145,65 @@ use_podman() {
   eval "$(env_exports)"
 }
 
+# The Python the stand-in gets. Debian 12's own python3.11 (3.11.2) lacks tarfile.data_filter
+# (even in its latest security build), and the runtime refuses to extract a code archive
+# without it, so a stand-in on Debian's Python could not run sourcedir.tar.gz code. The real
+# image has a source-built CPython 3.11 (3.11.4+) in /usr/local; so does the stand-in when this
+# machine has one (the project's machines have pyenv's: STANDIN_PYTHON_HOME, default the newest
+# /root/.pyenv/versions/3.11.*): its interpreter, shared library, headers and standard library
+# (no site-packages, no tests) are copied to /usr/local. Without one, Debian's python3 in a venv
+# at /opt/venv is used, and code archives cannot be extracted in that image.
+standin_python_home() {
+  local home=${STANDIN_PYTHON_HOME:-}
+  if [ -z "$home" ]; then
+    home=$(ls -d /root/.pyenv/versions/3.11.* 2>/dev/null | sort -V | tail -1 || true)
+  fi
+  [ -n "$home" ] && [ -x "$home/bin/python3.11" ] \
+    && "$home/bin/python3.11" -c 'import sys, tarfile; sys.exit(not hasattr(tarfile, "data_filter"))' \
+    && echo "$home"
+  return 0
+}
+
 # The stand-in for python:3.11-slim-bookworm. This function's text is the recipe: its hash
-# names the cached tarball and the image, so editing it makes a new stand-in.
-make_standin_rootfs() {  # make_standin_rootfs DIR
-  local root=$1
-  debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates,netbase \
+# (with the Python copied in) names the cached tarball and the image, so editing it makes a new
+# stand-in.
+make_standin_rootfs() {  # make_standin_rootfs DIR [PYTHON_HOME]
+  local root=$1 home=${2:-} python=/opt/venv/bin/python
+  local libs=ca-certificates,netbase,tzdata,libssl3,libffi8,libsqlite3-0,libbz2-1.0,liblzma5,zlib1g
+  libs=$libs,libreadline8,libncursesw6,libexpat1,libuuid1,libtirpc3,libnsl2,libcrypt1
+  [ -n "$home" ] || libs=$libs,python3,python3-venv,python3-pip
+  debootstrap --variant=minbase --include="$libs" \
     bookworm "$root" "$DEBIAN_MIRROR" >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; return 1; }
+  if [ -n "$home" ]; then
+    mkdir -p "$root/usr/local/bin" "$root/usr/local/lib" "$root/usr/local/include"
+    cp -a "$home/bin/python3.11" "$root/usr/local/bin/"
+    cp -a "$home/lib/libpython3.11.so"* "$root/usr/local/lib/"
+    cp -a "$home/include/python3.11" "$root/usr/local/include/"
+    tar -C "$home/lib" --exclude='python3.11/site-packages/*' --exclude='python3.11/test' \
+      --exclude='__pycache__' -cf - python3.11 | tar -C "$root/usr/local/lib" -xf -
+    ln -s python3.11 "$root/usr/local/bin/python3"
+    ln -s python3 "$root/usr/local/bin/python"
+    chroot "$root" /sbin/ldconfig
+    chroot "$root" /usr/local/bin/python3 -m ensurepip >/dev/null
+    python=/usr/local/bin/python3
+  else
+    chroot "$root" /usr/bin/python3 -m venv /opt/venv
+  fi
   cp /etc/resolv.conf "$root/etc/resolv.conf"
   mkdir -p "$root/run/build-ca"
   cp "$BUILD_CA_BUNDLE" "$root/run/build-ca/ca.crt"
-  chroot "$root" /usr/bin/python3 -m venv /opt/venv
-  chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_CERT=/run/build-ca/ca.crt \
-    PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    /opt/venv/bin/python -m pip install -q 'pip==24.0' 'setuptools==70.1.0'
+  chroot "$root" env -i PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+    PIP_CERT=/run/build-ca/ca.crt PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    "$python" -m pip install -q 'pip==24.0' 'setuptools==70.1.0'
   rm -rf "$root/run/build-ca" "$root/var/lib/apt/lists/"* "$root/var/cache/apt/"*.bin \
     "$root/var/log/"*.log "$root/root/.cache"
   : >"$root/etc/resolv.conf"
   echo standin >"$root/etc/hostname"
 }
 
-standin_hash() {
-  { declare -f make_standin_rootfs; echo "$DEBIAN_MIRROR"; } | sha256sum | cut -c1-12
+standin_hash() {  # standin_hash PYTHON_HOME
+  { declare -f make_standin_rootfs; echo "$DEBIAN_MIRROR"
+    [ -z "$1" ] || "$1/bin/python3.11" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-12
 }
 
 # Prints the CPU base image to build on: the real one when present or pullable, else the
@@ -182,27 +220,33 @@ resolve_cpu_base() {
     echo "$pulled"; return  # the ID: any transport (docker://, oci-archive:, ...) builds alike
   fi
   say "base: $CPU_BASE_IMAGE cannot be had ($(tail -1 "$BUILD_DIR/tmp/pull.log" | cut -c1-160))"
-  local hash standin tarball
-  hash=$(standin_hash)
+  local hash standin tarball home
+  home=$(standin_python_home)
+  hash=$(standin_hash "$home")
   standin="localhost/chainer-sagemaker-standin:bookworm-py3.11-$hash"
   tarball="$CACHE_DIR/standin-bookworm-py3.11-$hash.tar"
-  say "base: using the STAND-IN $standin (Debian bookworm python3 + venv, pip 24.0), not the real image"
+  local what="Debian's python3 in a venv"
+  [ -z "$home" ] || what="CPython $("$home/bin/python3.11" -c 'import platform; print(platform.python_version())') from $home"
+  say "base: using the STAND-IN $standin (Debian bookworm + $what, pip 24.0), not the real image"
   if podman image exists "$standin"; then echo "$standin"; return; fi
   if [ ! -f "$tarball" ]; then
     command -v debootstrap >/dev/null || die "debootstrap is needed for the stand-in base"
     mkdir -p "$CACHE_DIR"
     local work
     work=$(mktemp -d "$CACHE_DIR/.standin-XXXXXX")
-    trap 'rm -rf "$work" "$work.log"' RETURN
+    STANDIN_WORK=$work  # removed however this ends (never across a mount debootstrap left)
+    trap 'rm -rf --one-file-system "$STANDIN_WORK"' EXIT
     say "base: debootstrap bookworm into $work (about a minute; cached as $tarball)"
-    make_standin_rootfs "$work/rootfs"
+    make_standin_rootfs "$work/rootfs" "$home"
     tar -C "$work/rootfs" --numeric-owner -cf "$work/rootfs.tar" .
     mv "$work/rootfs.tar" "$tarball"
+    find "$CACHE_DIR" -maxdepth 1 -name 'standin-*.tar' ! -name "${tarball##*/}" -delete  # older recipes
   else
     say "base: stand-in root file system from the cache, $tarball"
   fi
-  podman import -q \
-    --change 'ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+  local path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  [ -n "$home" ] || path=/opt/venv/bin:$path
+  podman import -q --change "ENV PATH=$path" \
     --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' \
     "$tarball" "$standin" >/dev/null
   echo "$standin"
@@ -235,6 +279,7 @@ build() {
     say "podman build -t $IMAGE_TAG ($VARIANT, storage $BUILD_DIR)"
     podman build --pull=never --network=host --layers "${secrets[@]}" \
       -f "$REPO/runtime/Dockerfile" -t "$IMAGE_TAG" "${args[@]}" "$REPO/runtime"
+    podman image prune -f >/dev/null  # the untagged images of earlier builds
   fi
   say "built $IMAGE_TAG in $(( $(date +%s) - started )) s; size: $($eng image inspect --format '{{.Size}}' "$IMAGE_TAG" | awk '{printf "%.0f MB", $1/1e6}')"
 }

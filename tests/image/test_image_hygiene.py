@@ -27,7 +27,7 @@ def test_the_image_holds_no_build_secret_or_machine_path(
     # The image's own config and history (the storage's GraphDriver paths are not the image's).
     config = engine("image", "inspect", "--format", "{{json .Config}}", image).stdout
     history = engine("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout
-    assert "PATH=/opt/venv/bin" in " ".join(json.loads(config)["Env"])
+    assert any(e.startswith("PATH=") for e in json.loads(config)["Env"])
     assert str(REPO) not in config + history
     assert "build/podman" not in config + history
 

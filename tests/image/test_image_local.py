@@ -5,6 +5,8 @@ SageMaker runs them (one container per host on a private network, /opt/ml mounte
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -93,3 +95,69 @@ def test_the_model_is_served_from_the_image_and_predicts(
         name = endpoint.container
     assert endpoint.container is None
     assert engine("ps", "-a", "--filter", f"name={name}", "--format", "{{.Names}}").stdout == ""
+
+
+def _assembly(tmp_path: Path) -> Path:
+    """A cloud assembly as the constructs record a training job in it (the real synth of the
+    example app is tests/e2e's): the job's metadata and its staged code asset."""
+    out = tmp_path / "cdk.out"
+    out.mkdir()
+    script = tmp_path / "fit.py"
+    script.write_text(
+        "import os, socket\n"
+        "print('fitting on', socket.gethostname(), flush=True)\n"
+        "open(os.path.join(os.environ['SM_MODEL_DIR'], 'weights.txt'), 'w').write('42')\n"
+    )
+    with tarfile.open(out / "asset.0123abcd.tar.gz", "w:gz") as tar:  # a staged sourcedir
+        tar.add(script, arcname="fit.py")
+    job = {
+        "type": "chainer-sagemaker:training-job",
+        "data": {
+            "hyperparameters": {"sagemaker_program": json.dumps("fit.py")},
+            "instanceCount": 1,
+            "instanceType": "ml.c5.xlarge",
+            "channels": {},
+            "codeAssetHash": "0123abcd",
+        },
+    }
+    manifest = {
+        "version": "36.0.0",
+        "artifacts": {
+            "Digits": {"type": "aws:cloudformation:stack", "metadata": {"/Digits/Job": [job]}}
+        },
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chainer_sagemaker_cdk.local", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(240)
+def test_the_cli_trains_in_the_image_with_container(
+    engine: ContainerEngine, image: str, tmp_path: Path
+) -> None:
+    cdk_out = _assembly(tmp_path)
+    out = _cli("--cdk-out", str(cdk_out), "train", "--container", image,
+               "--work-dir", "run", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "[algo-1] fitting on algo-1" in out.stdout
+    with tarfile.open(tmp_path / "run" / "artifacts" / "model.tar.gz") as tar:
+        member = tar.extractfile("weights.txt")
+        assert member is not None
+        assert member.read() == b"42"
+
+
+def test_the_cli_names_the_fix_for_an_image_that_was_not_built(
+    engine: ContainerEngine, tmp_path: Path
+) -> None:
+    cdk_out = _assembly(tmp_path)
+    out = _cli("--cdk-out", str(cdk_out), "train", "--container", "chainer-sagemaker:nope",
+               cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2
+    assert "not in" in out.stderr
+    assert "make image" in out.stderr
