@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aws_cdk import ArnFormat, Duration, RemovalPolicy
@@ -55,6 +56,7 @@ class TrainingPipeline(Construct):
         quality_gate: QualityGate | None = None,
         approval: Approval | None = None,
         registry: ModelRegistry | None = None,
+        transform: Callable[[TrainingPipelineFragment], Any] | None = None,
         state_machine_name: str | None = None,
         timeout: Duration | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
@@ -97,6 +99,10 @@ class TrainingPipeline(Construct):
         :param logs_kms_key: encrypts the log group; left out, a key is created.
         :param role: the state machine's role; left out, one is created with only what the
             states call. A role you give gets the same grants.
+        :param transform: builds a step to run once the pipeline is done, from its fragment,
+            e.g. ``lambda f: ChainerTransformer(self, "Score", pipeline=f, ...).step(self,
+            "ScoreTestSet")`` (scores a test set with the model just trained); the step's
+            ``grant_run`` gets this role. Left out, none.
         """
         super().__init__(scope, id)
         self.fragment = TrainingPipelineFragment(
@@ -123,6 +129,7 @@ class TrainingPipeline(Construct):
             approval=approval,
             registry=registry,
         )
+        self.transform_step = transform(self.fragment) if transform is not None else None
         stack = stack_of(self)
         self.logs_key = logs_kms_key or kms.Key(
             self,
@@ -150,12 +157,18 @@ class TrainingPipeline(Construct):
         self.grant_principal: iam.IPrincipal = principal  # type: ignore[assignment]
         with principal.batched():
             self.fragment.grant_run(self.grant_principal)
+            if self.transform_step is not None:
+                self.transform_step.grant_run(self.grant_principal)
             self._grant_observability()
         run = estimator.max_wait or estimator.max_run
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            definition_body=sfn.DefinitionBody.from_chainable(self.fragment),
+            definition_body=sfn.DefinitionBody.from_chainable(
+                self.fragment
+                if self.transform_step is None
+                else self.fragment.next(self.transform_step)
+            ),
             state_machine_name=state_machine_name,
             # Grants are made above, into managed policies; CDK's own additions are dropped.
             # An immutable import of the role by ARN: the ARN's GetAtt orders role and machine,
