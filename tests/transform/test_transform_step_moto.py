@@ -37,6 +37,7 @@ from chainer_sagemaker_cdk import (
     RuntimeImage,
     SourceCode,
     TrainingInput,
+    TrainingPipeline,
     TrainingPipelineFragment,
 )
 
@@ -195,10 +196,38 @@ def definitions(code_dir: Path) -> dict[str, dict[str, Any]]:
     )
     fragment.grant_run(machine)
     after.grant_run(machine)
+    whole = cdk.Stack(app, "Pipeline")
+    bucket = s3.Bucket(whole, "Data")
+    estimator = ChainerEstimator(
+        whole,
+        "Estimator",
+        code=code,
+        image=IMAGE,
+        channels={"train": TrainingInput(bucket=bucket, key_prefix="digits/train")},
+        base_job_name="chainer-digits",
+    )
+    TrainingPipeline(
+        whole,
+        "Pipeline",
+        estimator=estimator,
+        endpoint_name="chainer-digits",
+        poll_interval=Duration.seconds(0),
+        retry_interval=Duration.seconds(1),
+        transform=lambda fragment: ChainerTransformer(
+            whole,
+            "ScoreTestSet",
+            pipeline=fragment,
+            input_bucket=bucket,
+            input_prefix="digits/test-csv",
+            output_bucket=bucket,
+            content_type="text/csv",
+            split_type="Line",
+        ).step(whole, "Score", **FAST),
+    )
     assembly = app.synth()
     return {
         name: state_machine_definition(assembly.get_stack_by_name(name).template)
-        for name in ("Scoring", "TrainThenScore")
+        for name in ("Scoring", "TrainThenScore", "Pipeline")
     }
 
 
@@ -298,12 +327,15 @@ def test_a_failed_job_fails_the_execution_with_its_reason(
     )
 
 
+@pytest.mark.parametrize("name", ["TrainThenScore", "Pipeline"])
 def test_after_training_the_model_just_created_scores_the_test_set(
-    aws: tuple[Any, Any], definitions: dict[str, dict[str, Any]]
+    aws: tuple[Any, Any], definitions: dict[str, dict[str, Any]], name: str
 ) -> None:
+    """After the fragment in a state machine of one's own, and as TrainingPipeline's
+    ``transform=`` step (after the endpoint is deployed)."""
     sfn_client, sagemaker = aws
     with sfn_standins.sagemaker_standin(), _transform_standin():
-        result = run(sfn_client, create(sfn_client, definitions["TrainThenScore"]))
+        result = run(sfn_client, create(sfn_client, definitions[name]))
     assert result.status == "SUCCEEDED", result.cause
     trained = result.output["training"]["TrainingJobName"]
     job = sagemaker.describe_transform_job(TransformJobName=trained)
