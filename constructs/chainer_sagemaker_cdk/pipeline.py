@@ -58,6 +58,7 @@ from . import _approval, _iam, _metadata, _states
 from ._approval import Approval
 from ._validation import is_unresolved, require, stack_of
 from .estimator import ChainerEstimator
+from .guardrails import DeploymentGuardrails
 from .instance import has_instance_storage, normalize_instance_type
 from .model import ISOLATED_MODEL_CODE_DIR, model_environment
 from .model_data import _acknowledge_lookup_function
@@ -133,6 +134,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         quality_gate: QualityGate | None = None,
         approval: Approval | None = None,
         registry: ModelRegistry | None = None,
+        guardrails: DeploymentGuardrails | None = None,
     ) -> None:
         """Define the states.
 
@@ -176,6 +178,9 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             the gate; left out, no approval.
         :param registry: register each accepted model as a version of a model package group
             (created in the stack) and deploy from that version; left out, no registry.
+        :param guardrails: blue/green traffic shifting with automatic rollback on alarms for
+            each UpdateEndpoint (:class:`~chainer_sagemaker_cdk.guardrails.DeploymentGuardrails`);
+            left out, SageMaker's default update.
         """
         super().__init__(scope, id)
         self.estimator = estimator
@@ -247,6 +252,10 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self.quality_gate = quality_gate
         self.approval = approval
         self.registry = registry
+        self.guardrails = guardrails
+        self.rollback_alarms: list[cloudwatch.IAlarm] = []
+        if guardrails is not None:
+            guardrails.validate()
         self.model_package_group_name: str | None = None
         if registry is not None:
             require(
@@ -590,8 +599,16 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             {**endpoint, "Tags": self._tags()},
             "$.endpoint",
         )
+        update: dict[str, Any] = dict(endpoint)
+        if self.guardrails is not None:
+            self.rollback_alarms = self.guardrails.create_alarms(
+                self, self.metric_invocation_5xx_errors(), self.metric_model_latency()
+            )
+            update["DeploymentConfig"] = self.guardrails.deployment_config(
+                [a.alarm_name for a in self.rollback_alarms]
+            )
         self.update_endpoint_task = self._sdk(
-            "UpdateEndpoint", "updateEndpoint", endpoint, "$.endpoint"
+            "UpdateEndpoint", "updateEndpoint", update, "$.endpoint"
         )
         self.delete_failed_endpoint_task = self._sdk(
             "DeleteFailedEndpoint",
@@ -1104,6 +1121,15 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             statements += self._scaling_statements(configs)
         if self.model_package_group_name is not None:
             statements += self._registry_statements()
+        if self.rollback_alarms:
+            # https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html:
+            # the caller of UpdateEndpoint needs cloudwatch:DescribeAlarms on the alarms.
+            statements.append(
+                iam.PolicyStatement(
+                    actions=["cloudwatch:DescribeAlarms"],
+                    resources=[a.alarm_arn for a in self.rollback_alarms],
+                )
+            )
         if self.endpoint_kms_key is not None:
             # kms:GrantIsForAWSResource is a condition key of CreateGrant only: on DescribeKey
             # it would never hold (parliament: UNKNOWN_CONDITION_FOR_ACTION).

@@ -17,6 +17,7 @@ from . import _iam
 from ._approval import Approval
 from ._validation import stack_of
 from .estimator import ChainerEstimator
+from .guardrails import DeploymentGuardrails
 from .pipeline import InvocationScaling, TrainingPipelineFragment
 from .quality_gate import QualityGate
 from .registry import ModelRegistry
@@ -56,6 +57,7 @@ class TrainingPipeline(Construct):
         quality_gate: QualityGate | None = None,
         approval: Approval | None = None,
         registry: ModelRegistry | None = None,
+        guardrails: DeploymentGuardrails | None = None,
         transform: Callable[[TrainingPipelineFragment], Any] | None = None,
         state_machine_name: str | None = None,
         timeout: Duration | None = None,
@@ -92,6 +94,9 @@ class TrainingPipeline(Construct):
             topic and waits for ``client.approval.approve``/``reject``; left out, none.
         :param registry: ``ModelRegistry()`` registers each accepted model as a version of a
             model package group (created here) and deploys that version; left out, none.
+        :param guardrails: ``DeploymentGuardrails(traffic="CANARY", step_percent=10)`` shifts
+            each update's traffic blue/green with rollback on the 5xx and latency alarms it
+            creates (and yours); left out, SageMaker's default update.
         :param state_machine_name: left out, CloudFormation generates one.
         :param timeout: the execution's limit; left out, the job's ``max_wait`` (or
             ``max_run``) plus 2 hours for deployment.
@@ -128,6 +133,7 @@ class TrainingPipeline(Construct):
             quality_gate=quality_gate,
             approval=approval,
             registry=registry,
+            guardrails=guardrails,
         )
         self.transform_step = transform(self.fragment) if transform is not None else None
         stack = stack_of(self)

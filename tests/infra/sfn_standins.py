@@ -128,6 +128,9 @@ class Scenario:
     """API names whose next call is denied (AccessDeniedException)."""
     calls: list[str] = field(default_factory=list)
     """Every SageMaker API called, in order."""
+    deployment_configs: list[Any] = field(default_factory=list)
+    """Each UpdateEndpoint's ``DeploymentConfig`` (None without one); not acted on: the update
+    ends as ``update_outcome`` says (``RolledBack`` is what an alarm during the bake gives)."""
 
 
 @dataclass
@@ -339,6 +342,7 @@ def _patch_backend(fake: _FakeSageMaker, stack: contextlib.ExitStack) -> None:
     stack.enter_context(_patched(backend, "update_endpoint", update_endpoint))
 
     def update_endpoint_response(self: Any) -> Any:
+        fake.scenario.deployment_configs.append(self._get_param("DeploymentConfig"))
         arn = self.sagemaker_backend.update_endpoint(
             self._get_param("EndpointName"), self._get_param("EndpointConfigName")
         )

@@ -34,6 +34,7 @@ from chainer_sagemaker_cdk import (
 )
 from chainer_sagemaker_cdk._approval import Approval
 from chainer_sagemaker_cdk.client.approval import approve, reject
+from chainer_sagemaker_cdk.guardrails import DeploymentGuardrails
 from chainer_sagemaker_cdk.quality_gate import MetricThreshold, QualityGate
 from chainer_sagemaker_cdk.registry import ModelRegistry
 
@@ -77,6 +78,7 @@ def definition(code_dir: Path) -> dict[str, Any]:
         ),
         approval=Approval(topic=topic, timeout=Duration.hours(1)),
         registry=ModelRegistry(group_name=GROUP),
+        guardrails=DeploymentGuardrails(traffic="CANARY", step_percent=20),
         poll_interval=Duration.seconds(0),
         retry_interval=Duration.seconds(1),
         retry_backoff_rate=1.0,
@@ -247,3 +249,34 @@ def test_unanswered_approval_times_out(aws: dict[str, Any], definition: dict[str
     assert "No approval within 1 seconds" not in (result.cause or "")  # the synthesized cause
     assert "No approval within 3600 seconds" in (result.cause or "")
     _nothing_deployed(aws, scenario.calls)
+
+
+def _approved_run(aws: dict[str, Any], machine: str) -> Any:
+    sfn_client = aws["stepfunctions"]
+    execution = start(sfn_client, machine)
+    approve(_message(aws)["TaskToken"], sfn_client=sfn_client)
+    return wait(sfn_client, execution)
+
+
+def test_canary_update_rolled_back_fails_with_the_reason(
+    aws: dict[str, Any], definition: dict[str, Any]
+) -> None:
+    """The second model passes the gate and the approval; its canary update is rolled back
+    (an alarm fired): the execution fails, the endpoint keeps serving the first model."""
+    with sagemaker_standin() as scenario:
+        scenario.final_metrics = GOOD
+        machine = _machine(aws, definition)
+        first = _approved_run(aws, machine)
+        assert first.status == "SUCCEEDED", first.cause
+        scenario.update_outcome = "RolledBack"
+        scenario.failure_reason = "Alarm chainer-digits-5xx fired during the canary bake"
+        second = _approved_run(aws, machine)
+    assert (second.status, second.error) == ("FAILED", "EndpointDeploymentRolledBack")
+    assert second.cause == scenario.failure_reason
+    (config,) = scenario.deployment_configs
+    routing = config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["Type"] == "CANARY"
+    assert routing["CanarySize"] == {"Type": "CAPACITY_PERCENT", "Value": 20}
+    assert len(config["AutoRollbackConfiguration"]["Alarms"]) == 2
+    endpoint = aws["sagemaker"].describe_endpoint(EndpointName=ENDPOINT)
+    assert endpoint["EndpointConfigName"] == first.output["training"]["TrainingJobName"]
