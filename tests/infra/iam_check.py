@@ -75,6 +75,8 @@ def _getatt(template: Mapping[str, Any], logical_id: str, attribute: str, worst:
     if kind == "AWS::KMS::Key" and attribute == "Arn":
         key = "11111111-2222-3333-4444-555555555555"
         return f"arn:{partition}:kms:{region}:123456789012:key/{key}"
+    if kind == "AWS::CloudWatch::Alarm" and attribute == "Arn":
+        return f"arn:{partition}:cloudwatch:{region}:123456789012:alarm:{name}"
     if kind == "AWS::IAM::Role" and attribute == "Arn":
         return f"arn:{partition}:iam::123456789012:role/{_name(logical_id, worst, 64)}"
     if kind == "AWS::EC2::SecurityGroup":

@@ -11,6 +11,7 @@ import aws_cdk as cdk
 import botocore.session
 import pytest
 from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -28,6 +29,7 @@ from chainer_sagemaker_cdk import (
     SourceCode,
     TrainingPipeline,
 )
+from chainer_sagemaker_cdk.guardrails import DeploymentGuardrails
 from chainer_sagemaker_cdk.registry import ModelRegistry
 
 from . import iam_check
@@ -72,6 +74,21 @@ def gated(tmp_path_factory: pytest.TempPathFactory, code_dir: Path) -> cdk.cx_ap
         quality_gate=GATE,
         approval=Approval(topic=topic, timeout=Duration.hours(8)),
         registry=ModelRegistry(group_name="digits-models", description="Digits classifiers"),
+        guardrails=DeploymentGuardrails(
+            traffic="LINEAR",
+            step_percent=25,
+            wait_interval=Duration.minutes(10),
+            termination_wait=Duration.minutes(2),
+            maximum_execution_timeout=Duration.hours(2),
+            alarms=[
+                cloudwatch.Alarm.from_alarm_arn(
+                    stack,
+                    "Mine",
+                    "arn:aws:cloudwatch:us-east-1:123456789012:alarm:digits-accuracy-drop",
+                )
+            ],
+            max_model_latency=Duration.millis(250),
+        ),
     )
     # A user's own stack serving a registered version.
     mine = cdk.Stack(app, "Mine")
@@ -389,3 +406,102 @@ def test_model_from_a_registered_version(mine: dict[str, Any]) -> None:
 def test_from_model_package_needs_a_version_arn(arn: str) -> None:
     with pytest.raises(ChainerValidationError, match="model package version's ARN"):
         ModelData.from_model_package(arn)
+
+
+def test_guardrails_update_blue_green_with_rollback_alarms(
+    template: dict[str, Any], states: dict[str, Any]
+) -> None:
+    config = states["UpdateEndpoint"]["Parameters"]["DeploymentConfig"]
+    assert config["BlueGreenUpdatePolicy"] == {
+        "TrafficRoutingConfiguration": {
+            "Type": "LINEAR",
+            "WaitIntervalInSeconds": 600,
+            "LinearStepSize": {"Type": "CAPACITY_PERCENT", "Value": 25},
+        },
+        "TerminationWaitInSeconds": 120,
+        "MaximumExecutionTimeoutInSeconds": 7200,
+    }
+    names = [a["AlarmName"] for a in config["AutoRollbackConfiguration"]["Alarms"]]
+    assert names[2] == "digits-accuracy-drop"
+    alarms = {
+        k: r["Properties"]
+        for k, r in template["Resources"].items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    errors = next(p for k, p in alarms.items() if "5xx" in k)
+    latency = next(p for k, p in alarms.items() if "Latency" in k)
+    assert (errors["MetricName"], errors["Statistic"], errors["Threshold"]) == (
+        "Invocation5XXErrors",
+        "Sum",
+        1,
+    )
+    assert (latency["MetricName"], latency["Threshold"]) == ("ModelLatency", 250000)
+    for alarm in (errors, latency):
+        assert alarm["Period"] == 60
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert {d["Name"] for d in alarm["Dimensions"]} == {"EndpointName", "VariantName"}
+    assert "DeploymentConfig" not in states["CreateEndpoint"]["Parameters"]
+
+
+def test_guardrails_request_fits_botocore_model(
+    template: dict[str, Any], states: dict[str, Any]
+) -> None:
+    params = {
+        "EndpointName": "digits",
+        "EndpointConfigName": JOB,
+        "DeploymentConfig": iam_check.concrete(
+            template, states["UpdateEndpoint"]["Parameters"]["DeploymentConfig"]
+        ),
+    }
+    assert _validate(SAGEMAKER.operation_model("UpdateEndpoint"), params) == []
+
+
+def test_guardrails_may_describe_only_their_alarms(template: dict[str, Any]) -> None:
+    """https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-configuration.html"""
+    role = next(
+        k
+        for k, r in template["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role" and k.startswith("PipelineRole")
+    )
+    documents = iam_check.role_policies(template, role)
+    mine = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:digits-accuracy-drop"
+    assert iam_check.allows(documents, "cloudwatch:DescribeAlarms", mine)
+    assert not iam_check.allows(documents, "cloudwatch:DescribeAlarms", mine + "-other")
+
+
+def test_default_update_has_no_deployment_config(example_definition: dict[str, Any]) -> None:
+    assert "DeploymentConfig" not in example_definition["States"]["UpdateEndpoint"]["Parameters"]
+
+
+@pytest.mark.parametrize(
+    ("props", "routing"),
+    [
+        ({"traffic": "ALL_AT_ONCE"}, {"Type": "ALL_AT_ONCE", "WaitIntervalInSeconds": 300}),
+        (
+            {},
+            {
+                "Type": "CANARY",
+                "WaitIntervalInSeconds": 300,
+                "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 10},
+            },
+        ),
+    ],
+)
+def test_traffic_modes(props: dict[str, Any], routing: dict[str, Any]) -> None:
+    config = DeploymentGuardrails(**props).deployment_config(["a"])
+    assert config["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"] == routing
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"traffic": "ROLLING"}, "use one of"),
+        ({"step_percent": 0}, "1 to 100 percent"),
+        ({"wait_interval": Duration.hours(2)}, "0 to 3600 seconds"),
+        ({"maximum_execution_timeout": Duration.minutes(5)}, "600 to 28800"),
+        ({"default_alarms": False}, "nothing rolls back"),
+    ],
+)
+def test_bad_guardrails_fail_naming_the_fix(props: dict[str, Any], message: str) -> None:
+    with pytest.raises(ChainerValidationError, match=message):
+        DeploymentGuardrails(**props).validate()
