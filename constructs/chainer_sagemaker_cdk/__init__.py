@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._validation import ChainerValidationError
     from .endpoint import ChainerEndpoint, DataCapture, EndpointVariant
     from .estimator import ChainerEstimator
+    from .guardrails import DeploymentGuardrails
     from .hyperparameters import MpiOptions, encode_hyperparameters, reserved_hyperparameters
     from .image import ImageConfig, RuntimeImage
     from .instance import gpu_count, is_gpu_instance, normalize_instance_type
@@ -42,6 +43,7 @@ _WHERE = {
     "Compression": "training_input",
     "DataCapture": "endpoint",
     "DataDistribution": "training_input",
+    "DeploymentGuardrails": "guardrails",
     "EndpointVariant": "endpoint",
     "ImageConfig": "image",
     "InputMode": "training_input",
@@ -74,6 +76,7 @@ __all__ = [
     "Compression",
     "DataCapture",
     "DataDistribution",
+    "DeploymentGuardrails",
     "EndpointVariant",
     "ImageConfig",
     "InputMode",
