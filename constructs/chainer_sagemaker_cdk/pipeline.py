@@ -266,6 +266,15 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 "is registered with the serving image for the pipeline's endpoint)",
             )
             self.model_package_group_name = registry.resolve_name(estimator.base_job_name)
+        self._compare_serving = quality_gate is not None and quality_gate.compare_with_serving
+        if self._compare_serving:
+            require(
+                registry is not None,
+                "quality_gate.compare_with_serving",
+                True,
+                "give registry=ModelRegistry(): the serving model's metrics are read from its "
+                "registry version",
+            )
         if quality_gate is not None:
             quality_gate.validate(list(estimator.metric_definitions))
         # The final metrics are kept only when something reads them. A wildcard path: a job
@@ -295,7 +304,10 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         chain = self.prepare_states.next(self.train_task)
         self._end: sfn.INextable = self.train_task
         if quality_gate is not None:
-            chain = chain.next(gate_states(self, quality_gate, "$.training.Metrics"))
+            lookup = self._serving_lookup if self._compare_serving else None
+            chain = chain.next(
+                gate_states(self, quality_gate, "$.training.Metrics", serving=lookup)
+            )
             self._end = chain.end_states[0]  # type: ignore[assignment]
         if approval is not None:
             self.approval_task, approved = _approval.approval_states(
@@ -736,6 +748,61 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         if removal_policy == RemovalPolicy.DESTROY:
             self._finalizer()
 
+    def _serving_lookup(self, skip: sfn.IChainable) -> tuple[sfn.IChainable, sfn.INextable, str]:
+        """The serving model's registry version: endpoint -> its config's model (named like
+        the config) -> the model's ModelPackageName -> its CustomerMetadataProperties. No
+        endpoint, no model or a model without a version goes to ``skip``."""
+        failed = sfn.Fail(
+            self,
+            "ServingLookupFailed",
+            error_path="$.servingError.Error",
+            cause_path="$.servingError.Cause",
+        )
+
+        def missing(task: sfn.CustomState, id: str, pattern: str) -> None:
+            route = (
+                sfn.Choice(self, id)
+                .when(_states.cause_matches("$.servingError.Cause", pattern), skip)
+                .otherwise(failed)
+            )
+            task.add_catch(route, errors=["States.TaskFailed"], result_path="$.servingError")
+
+        find = self._sdk(
+            "FindServingModel",
+            "describeEndpoint",
+            {"EndpointName": self.endpoint_name},
+            "$.servingEndpoint",
+            {"EndpointConfigName.$": "$.EndpointConfigName"},
+        )
+        missing(find, "NoEndpointYet", _states.NOT_FOUND_ENDPOINT)
+        model = self._sdk(
+            "DescribeServingModel",
+            "describeModel",
+            {"ModelName.$": "$.servingEndpoint.EndpointConfigName"},
+            "$.servingModel",
+            {"PrimaryContainer.$": "$.PrimaryContainer"},
+        )
+        missing(model, "NoServingModel", _states.NOT_FOUND_MODEL)
+        version = self._sdk(
+            "DescribeServingVersion",
+            "describeModelPackage",
+            {"ModelPackageName.$": "$.servingModel.PrimaryContainer.ModelPackageName"},
+            "$.servingVersion",
+            {"Props.$": "$.CustomerMetadataProperties"},
+        )
+        version.add_catch(failed, errors=["States.TaskFailed"], result_path="$.servingError")
+        has_version = (
+            sfn.Choice(self, "ServingHasVersion")
+            .when(
+                sfn.Condition.is_present("$.servingModel.PrimaryContainer.ModelPackageName"),
+                version,
+            )
+            .otherwise(skip)
+        )
+        find.next(model).next(has_version)
+        self.serving_lookup_tasks = [find, model, version]
+        return find, version, "$.servingVersion.Props"
+
     def _build_registry(self, chain: sfn.Chain, container: dict[str, Any]) -> sfn.Chain:
         """The model package group (a stack resource) and the RegisterModel task."""
         assert self.registry is not None
@@ -1157,7 +1224,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         group_arn = self._stack.format_arn(
             service="sagemaker", resource="model-package-group", resource_name=group
         )
-        return [
+        statements = [
             iam.PolicyStatement(
                 actions=[
                     "sagemaker:CreateModelPackage",
@@ -1167,6 +1234,21 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 resources=[packages, group_arn],
             )
         ]
+        if self._compare_serving:
+            # The serving model (named like its endpoint config, under the prefix).
+            statements.append(
+                iam.PolicyStatement(
+                    actions=["sagemaker:DescribeModel"],
+                    resources=[
+                        self._stack.format_arn(
+                            service="sagemaker",
+                            resource="model",
+                            resource_name=f"{self.prefix.lower()}-*",
+                        )
+                    ],
+                )
+            )
+        return statements
 
     def _scaling_statements(self, configs: str) -> list[iam.PolicyStatement]:
         """What registering a SageMaker variant with Application Auto Scaling needs:

@@ -16,7 +16,7 @@ Functions interpreter; not verified in an account.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aws_cdk import aws_stepfunctions as sfn
@@ -43,9 +43,18 @@ class MetricThreshold:
 
 @dataclass(frozen=True)
 class QualityGate:
-    """Thresholds a trained model must meet before it is deployed (all of them)."""
+    """Thresholds a trained model must meet before it is deployed (all of them).
+
+    :param thresholds: the metrics' limits.
+    :param compare_with_serving: also reject a model worse than the one in service on any gated
+        metric (``>=``/``>``: a lower value is worse; ``<=``/``<``: a higher one). The serving
+        model's values are read from its registry version (needs ``registry=``); an endpoint
+        not created yet, or serving a model without a version or without the metric, is not
+        compared. Left out, False.
+    """
 
     thresholds: Sequence[MetricThreshold]
+    compare_with_serving: bool = False
 
     def validate(self, metric_definitions: Sequence[str]) -> None:
         """Refuse, at synth, thresholds the training job can never report."""
@@ -93,11 +102,21 @@ def _compare(path: str, operator: str, threshold: float) -> sfn.Condition:
     return sfn.Condition.number_greater_than_equals(path, threshold)
 
 
+ServingLookup = Callable[[sfn.IChainable], tuple[sfn.IChainable, sfn.INextable, str]]
+"""Given where to go when there is nothing to compare with, the states that read the serving
+model's registry version: (first state, last state, path of its CustomerMetadataProperties)."""
+
+
 def gate_states(
-    scope: Construct, gate: QualityGate, metrics_path: str, result_path: str = "$.gate"
+    scope: Construct,
+    gate: QualityGate,
+    metrics_path: str,
+    result_path: str = "$.gate",
+    serving: ServingLookup | None = None,
 ) -> sfn.Chain:
     """The gate's states: reads ``metrics_path`` (a FinalMetricDataList), leaves
-    ``{"<metric>": [value]}`` at ``result_path`` and goes on, or fails with ``ModelRejected``."""
+    ``{"<metric>": [value]}`` at ``result_path`` and goes on, or fails with ``ModelRejected``.
+    With ``serving``, a model worse than the serving one is rejected too."""
     names = gate.metric_names
     key = {name: f"m{i}" for i, name in enumerate(names)}
     pick = sfn.Choice(scope, "PickGatedMetric")
@@ -129,6 +148,8 @@ def gate_states(
     )
     passed = sfn.Pass(scope, "QualityGatePassed", result_path=sfn.JsonPath.DISCARD)
     check: sfn.IChainable = passed
+    if serving is not None:
+        check = _serving_states(scope, gate, key, result_path, serving, passed, rejected)
     # Built from the last threshold back, so the first threshold is checked first.
     for i, t in reversed(list(enumerate(gate.thresholds))):
         values = f"{result_path}.{key[t.metric_name]}"
@@ -160,3 +181,51 @@ def gate_states(
         )
     read.next(collect).next(check)
     return sfn.Chain.custom(read, [passed], passed)
+
+
+def _serving_states(
+    scope: Construct,
+    gate: QualityGate,
+    key: dict[str, str],
+    result_path: str,
+    serving: ServingLookup,
+    passed: sfn.IChainable,
+    rejected: sfn.IChainable,
+) -> sfn.IChainable:
+    """Per threshold: the serving version's value (a string in CustomerMetadataProperties,
+    parsed with States.StringToJson) against the new one; absent values are not compared."""
+    first, last, props = serving(passed)
+    nxt: sfn.IChainable = passed
+    for i, t in reversed(list(enumerate(gate.thresholds))):
+        raw = f"{props}['{t.metric_name}']"
+        new = f"{result_path}.{key[t.metric_name]}[0]"
+        old = f"{result_path}Serving{i}.v"
+        higher_is_better = t.operator in (">=", ">")
+        worse = (
+            sfn.Condition.number_less_than_json_path(new, old)
+            if higher_is_better
+            else sfn.Condition.number_greater_than_json_path(new, old)
+        )
+        cause = sfn.Pass(
+            scope,
+            f"WorseThanServing{i}",
+            parameters={
+                "Cause.$": f"States.Format('{t.metric_name} = {{}} is worse than {{}} of the "
+                f"model in service', {new}, {old})"
+            },
+            result_path=f"{result_path}Error",
+        ).next(rejected)
+        compare = sfn.Choice(scope, f"CompareWithServing{i}").when(worse, cause).otherwise(nxt)
+        read = sfn.Pass(
+            scope,
+            f"ReadServing{i}",
+            parameters={"v.$": f"States.StringToJson({raw})"},
+            result_path=f"{result_path}Serving{i}",
+        ).next(compare)
+        nxt = (
+            sfn.Choice(scope, f"ServingHasMetric{i}")
+            .when(sfn.Condition.is_present(raw), read)
+            .otherwise(nxt)
+        )
+    last.next(nxt)
+    return first

@@ -74,7 +74,8 @@ def definition(code_dir: Path) -> dict[str, Any]:
             thresholds=[
                 MetricThreshold("validation:accuracy", ">=", 0.9),
                 MetricThreshold("validation:loss", "<", 0.5),
-            ]
+            ],
+            compare_with_serving=True,
         ),
         approval=Approval(topic=topic, timeout=Duration.hours(1)),
         registry=ModelRegistry(group_name=GROUP),
@@ -280,3 +281,22 @@ def test_canary_update_rolled_back_fails_with_the_reason(
     assert len(config["AutoRollbackConfiguration"]["Alarms"]) == 2
     endpoint = aws["sagemaker"].describe_endpoint(EndpointName=ENDPOINT)
     assert endpoint["EndpointConfigName"] == first.output["training"]["TrainingJobName"]
+
+
+def test_a_model_worse_than_the_serving_one_is_rejected(
+    aws: dict[str, Any], definition: dict[str, Any]
+) -> None:
+    """0.91 meets the threshold (>= 0.9) but the version in service reported 0.93."""
+    with sagemaker_standin() as scenario:
+        scenario.final_metrics = GOOD
+        machine = _machine(aws, definition)
+        first = _approved_run(aws, machine)
+        assert first.status == "SUCCEEDED", first.cause
+        assert "NoEndpointYet" in first.entered()  # nothing to compare with yet
+        scenario.final_metrics = {**GOOD, "validation:accuracy": 0.91}
+        second = wait(aws["stepfunctions"], start(aws["stepfunctions"], machine))
+    assert (second.status, second.error) == ("FAILED", "ModelRejected")
+    assert second.cause == "validation:accuracy = 0.91 is worse than 0.93 of the model in service"
+    assert scenario.calls.count("CreateModel") == 1
+    packages = aws["sagemaker"].list_model_packages(ModelPackageGroupName=GROUP)
+    assert len(packages["ModelPackageSummaryList"]) == 1
