@@ -71,7 +71,7 @@ def gated(tmp_path_factory: pytest.TempPathFactory, code_dir: Path) -> cdk.cx_ap
         stack,
         "Pipeline",
         estimator=_estimator(stack, code_dir, metric_definitions=METRICS, output_bucket=artifacts),
-        quality_gate=GATE,
+        quality_gate=QualityGate(GATE.thresholds, compare_with_serving=True),
         approval=Approval(topic=topic, timeout=Duration.hours(8)),
         registry=ModelRegistry(group_name="digits-models", description="Digits classifiers"),
         guardrails=DeploymentGuardrails(
@@ -145,7 +145,8 @@ def test_gate_reads_the_final_metrics_and_checks_each_threshold(states: dict[str
         "Next": "ThresholdMissed1",
     }
     assert first["Default"] == "CheckThreshold1"
-    assert second["Default"] == "QualityGatePassed"
+    assert second["Default"] == "FindServingModel"  # compare_with_serving, then passed
+    assert states["CompareWithServing1"]["Default"] == "QualityGatePassed"
     assert states["ModelRejected"] == {
         "Type": "Fail",
         "Error": "ModelRejected",
@@ -505,3 +506,49 @@ def test_traffic_modes(props: dict[str, Any], routing: dict[str, Any]) -> None:
 def test_bad_guardrails_fail_naming_the_fix(props: dict[str, Any], message: str) -> None:
     with pytest.raises(ChainerValidationError, match=message):
         DeploymentGuardrails(**props).validate()
+
+
+def test_compare_with_serving_reads_the_serving_version(
+    template: dict[str, Any], states: dict[str, Any]
+) -> None:
+    assert states["CheckThreshold1"]["Default"] == "FindServingModel"
+    assert states["DescribeServingModel"]["Parameters"] == {
+        "ModelName.$": "$.servingEndpoint.EndpointConfigName"
+    }
+    compare = states["CompareWithServing0"]["Choices"][0]
+    assert compare == {
+        "Variable": "$.gate.m0[0]",
+        "NumericLessThanPath": "$.gateServing0.v",
+        "Next": "WorseThanServing0",
+    }
+    assert states["CompareWithServing1"]["Choices"][0]["NumericGreaterThanPath"] == (
+        "$.gateServing1.v"
+    )
+    for name, operation in (
+        ("FindServingModel", "DescribeEndpoint"),
+        ("DescribeServingModel", "DescribeModel"),
+        ("DescribeServingVersion", "DescribeModelPackage"),
+    ):
+        params = _sample(states[name]["Parameters"])
+        assert _validate(SAGEMAKER.operation_model(operation), params) == [], name
+    role = next(
+        k
+        for k, r in template["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role" and k.startswith("PipelineRole")
+    )
+    documents = iam_check.role_policies(template, role)
+    model = f"arn:aws:sagemaker:us-east-1:123456789012:model/{JOB}"
+    assert iam_check.allows(documents, "sagemaker:DescribeModel", model)
+    assert not iam_check.allows(
+        documents, "sagemaker:DescribeModel", model.replace("model/digits", "model/other")
+    )
+
+
+def test_compare_with_serving_needs_the_registry(stack: cdk.Stack, code_dir: Path) -> None:
+    with pytest.raises(ChainerValidationError, match="registry=ModelRegistry"):
+        TrainingPipeline(
+            stack,
+            "P",
+            estimator=_estimator(stack, code_dir, metric_definitions=METRICS),
+            quality_gate=QualityGate(GATE.thresholds, compare_with_serving=True),
+        )
