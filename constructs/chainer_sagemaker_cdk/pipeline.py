@@ -1040,7 +1040,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "approval_task",
             "register_model_task",
         )  # the clean-up's delete tasks run inside a Map: a catch cannot leave it
-        return [getattr(self, n) for n in names if hasattr(self, n)]
+        tasks = [getattr(self, n) for n in names if hasattr(self, n)]
+        return tasks + list(getattr(self, "serving_lookup_tasks", []))
 
     # -- the endpoint -----------------------------------------------------------------------------
     def _endpoint_arn(self) -> str:

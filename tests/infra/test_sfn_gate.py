@@ -34,6 +34,7 @@ from chainer_sagemaker_cdk import (
 )
 from chainer_sagemaker_cdk._approval import Approval
 from chainer_sagemaker_cdk.client.approval import approve, reject
+from chainer_sagemaker_cdk.client.approval import main as approval_cli
 from chainer_sagemaker_cdk.guardrails import DeploymentGuardrails
 from chainer_sagemaker_cdk.quality_gate import MetricThreshold, QualityGate
 from chainer_sagemaker_cdk.registry import ModelRegistry
@@ -222,13 +223,16 @@ def test_gate_passes_and_approval_deploys(aws: dict[str, Any], definition: dict[
 
 
 def test_rejected_approval_fails_with_the_reason(
-    aws: dict[str, Any], definition: dict[str, Any]
+    aws: dict[str, Any], definition: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Rejected from the shell command the message gives (``python -m ...approval reject``)."""
     sfn_client = aws["stepfunctions"]
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     with sagemaker_standin() as scenario, task_failure_cause():
         scenario.final_metrics = GOOD
         execution = start(sfn_client, _machine(aws, definition))
-        reject(_message(aws)["TaskToken"], "worse on March data", sfn_client=sfn_client)
+        token = _message(aws)["TaskToken"]
+        assert approval_cli(["reject", token, "worse on March data"]) == 0
         result = wait(sfn_client, execution)
     assert (result.status, result.error, result.cause) == (
         "FAILED",
@@ -300,3 +304,10 @@ def test_a_model_worse_than_the_serving_one_is_rejected(
     assert scenario.calls.count("CreateModel") == 1
     packages = aws["sagemaker"].list_model_packages(ModelPackageGroupName=GROUP)
     assert len(packages["ModelPackageSummaryList"]) == 1
+
+
+def test_answers_need_a_token_and_a_reason() -> None:
+    with pytest.raises(ValueError, match="TaskToken"):
+        approve("")
+    with pytest.raises(ValueError, match="say why"):
+        reject("token", "  ")
