@@ -15,6 +15,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_stepfunctions as sfn
 from botocore.validate import ParamValidator
 
 from chainer_sagemaker_cdk import (
@@ -166,8 +167,6 @@ def test_gate_reads_the_final_metrics_and_checks_each_threshold(states: dict[str
     ],
 )
 def test_each_operator_rejects_its_complement(operator: str, missed: str) -> None:
-    from aws_cdk import aws_stepfunctions as sfn
-
     from chainer_sagemaker_cdk.quality_gate import gate_states
 
     stack = cdk.Stack(cdk.App(), "Op")
@@ -552,3 +551,21 @@ def test_compare_with_serving_needs_the_registry(stack: cdk.Stack, code_dir: Pat
             estimator=_estimator(stack, code_dir, metric_definitions=METRICS),
             quality_gate=QualityGate(GATE.thresholds, compare_with_serving=True),
         )
+
+
+def test_gate_and_approval_without_deploy_end_the_machine(stack: cdk.Stack, code_dir: Path) -> None:
+    """deploy=False: train, gate, approve, end (a model to take elsewhere)."""
+    pipeline = TrainingPipeline(
+        stack,
+        "P",
+        estimator=_estimator(stack, code_dir, metric_definitions=METRICS),
+        deploy=False,
+        quality_gate=GATE,
+        approval=Approval(topic=sns.Topic(stack, "T")),
+    )
+    assert pipeline.fragment.end_states[0].id == "Approved"  # type: ignore[attr-defined]
+    template = cdk.assertions.Template.from_stack(stack).to_json()
+    graph = state_machine_definition(template)["States"]
+    assert graph["Approved"].get("End") is True
+    assert graph["RequestApproval"]["TimeoutSeconds"] == 86400  # the default: one day
+    assert "CreateModel" not in graph
