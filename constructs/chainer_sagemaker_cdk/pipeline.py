@@ -828,7 +828,6 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 container,
                 self.endpoint_instance_type,
                 metrics,
-                self._tags(),
             ),
             "$.registered",
             {"ModelPackageArn.$": "$.ModelPackageArn"},
@@ -1214,7 +1213,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         return statements
 
     def _registry_statements(self) -> list[iam.PolicyStatement]:
-        """CreateModelPackage in the group (with tags), and the model package a model is created
+        """CreateModelPackage in the group, and the model package a model is created
         from (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html:
         CreateModelPackage acts on model-package and model-package-group; CreateModel with
         ModelPackageName reads the package, DescribeModelPackage, not verified in an account)."""
@@ -1227,11 +1226,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         )
         statements = [
             iam.PolicyStatement(
-                actions=[
-                    "sagemaker:CreateModelPackage",
-                    "sagemaker:DescribeModelPackage",
-                    "sagemaker:AddTags",
-                ],
+                actions=["sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage"],
                 resources=[packages, group_arn],
             )
         ]

@@ -59,10 +59,10 @@ def package_request(
     container: dict[str, Any],
     instance_type: str,
     metric_values: dict[str, str],
-    tags: Any,
 ) -> dict[str, Any]:
     """CreateModelPackage's parameters (``metric_values``: metric name -> JSONPath expression
-    of its value as a string)."""
+    of its value as a string). No ``Tags``: a version in a group carries the group's tags, and
+    CreateModelPackage refuses a tag argument with ``ModelPackageGroupName`` (API reference)."""
     return {
         "ModelPackageGroupName": group,
         "ModelPackageDescription.$": "States.Format('Trained by {}', $.training.TrainingJobName)",
@@ -77,7 +77,6 @@ def package_request(
             "TrainingJobName.$": "$.training.TrainingJobName",
             **{f"{name}.$": path for name, path in metric_values.items()},
         },
-        "Tags": tags,
     }
 
 

@@ -309,6 +309,7 @@ def test_registers_after_approval_and_deploys_the_version(states: dict[str, Any]
     params = register["Parameters"]
     assert params["ModelPackageGroupName"] == "digits-models"
     assert params["ModelApprovalStatus"] == "Approved"
+    assert "Tags" not in params  # refused with ModelPackageGroupName: the group's tags apply
     assert params["CustomerMetadataProperties"] == {
         "TrainingJobName.$": "$.training.TrainingJobName",
         "validation:accuracy.$": "States.Format('{}', $.gate.m0[0])",
