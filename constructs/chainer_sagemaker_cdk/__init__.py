@@ -14,7 +14,13 @@ if TYPE_CHECKING:
     from ._approval import Approval
     from ._transform_step import TransformStep
     from ._validation import ChainerValidationError
-    from .endpoint import ChainerEndpoint, DataCapture, EndpointVariant
+    from .endpoint import (
+        AsyncInference,
+        ChainerEndpoint,
+        DataCapture,
+        EndpointVariant,
+        ServerlessConfig,
+    )
     from .estimator import ChainerEstimator
     from .guardrails import DeploymentGuardrails
     from .hyperparameters import MpiOptions, encode_hyperparameters, reserved_hyperparameters
@@ -32,6 +38,8 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "Approval": "_approval",
+    "AsyncInference": "endpoint",
+    "ServerlessConfig": "endpoint",
     "MetricThreshold": "quality_gate",
     "QualityGate": "quality_gate",
     "ChainerEndpoint": "endpoint",
@@ -67,6 +75,7 @@ _WHERE = {
 
 __all__ = [
     "Approval",
+    "AsyncInference",
     "ChainerEndpoint",
     "ChainerEstimator",
     "ChainerModel",
@@ -87,6 +96,7 @@ __all__ = [
     "MpiOptions",
     "QualityGate",
     "RuntimeImage",
+    "ServerlessConfig",
     "SourceCode",
     "TrainingInput",
     "TrainingPipeline",

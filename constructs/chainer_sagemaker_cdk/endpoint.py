@@ -14,6 +14,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
 from . import _iam
@@ -21,7 +22,14 @@ from ._validation import is_unresolved, require, stack_of
 from .instance import has_instance_storage, is_gpu_instance, normalize_instance_type
 from .model import ChainerModel
 
-__all__ = ["ChainerEndpoint", "DataCapture", "EndpointVariant", "IChainerEndpoint"]
+__all__ = [
+    "AsyncInference",
+    "ChainerEndpoint",
+    "DataCapture",
+    "EndpointVariant",
+    "IChainerEndpoint",
+    "ServerlessConfig",
+]
 
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 
@@ -35,13 +43,63 @@ class EndpointVariant:
     :param instance_type: left out, the model's ``instance_type``.
     :param initial_instance_count: left out, 1.
     :param initial_weight: traffic share relative to the other variants; left out, 1.
+    :param serverless: run the variant on serverless capacity instead of instances (then
+        leave ``instance_type`` and ``initial_instance_count`` out).
     """
 
     model: ChainerModel
     variant_name: str | None = None
     instance_type: str | None = None
-    initial_instance_count: int = 1
+    initial_instance_count: int | None = None
     initial_weight: float = 1.0
+    serverless: ServerlessConfig | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerlessConfig:
+    """A serverless variant (``ProductionVariant.ServerlessConfig``).
+
+    Ranges from botocore's SageMaker model (``ProductionVariantServerlessConfig``):
+    https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_ProductionVariantServerlessConfig.html
+
+    :param memory_size_in_mb: 1024 to 6144 in steps of 1024; left out, 2048.
+    :param max_concurrency: concurrent invocations, 1 to 200; left out, 5.
+    :param provisioned_concurrency: kept-warm concurrency, 1 to ``max_concurrency``;
+        left out, none (cold starts after idle periods).
+    """
+
+    memory_size_in_mb: int = 2048
+    max_concurrency: int = 5
+    provisioned_concurrency: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AsyncInference:
+    """Asynchronous inference (``AsyncInferenceConfig``): requests and responses in S3.
+
+    The models' roles may read under ``input_prefix`` (SageMaker reads the request object
+    with the execution role), write under ``output_prefix`` and ``failure_prefix``, publish to
+    the topics and use ``kms_key``, as the prerequisites page lists:
+    https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference-create-endpoint-prerequisites.html
+
+    :param bucket: holds the requests, the responses and the failures.
+    :param input_prefix: where callers upload requests; left out, ``async-input``.
+    :param output_prefix: left out, ``async-output``.
+    :param failure_prefix: left out, ``async-failures``.
+    :param success_topic: SNS topic told of each response; left out, none.
+    :param error_topic: SNS topic told of each failure; left out, none.
+    :param kms_key: encrypts the responses; left out, the bucket's encryption.
+    :param max_concurrent_invocations_per_instance: 1 to 1000; left out, SageMaker's choice.
+    """
+
+    bucket: s3.IBucket
+    input_prefix: str = "async-input"
+    output_prefix: str = "async-output"
+    failure_prefix: str = "async-failures"
+    success_topic: sns.ITopic | None = None
+    error_topic: sns.ITopic | None = None
+    kms_key: kms.IKey | None = None
+    max_concurrent_invocations_per_instance: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,9 +273,11 @@ class ChainerEndpoint(_EndpointBase):
         model: ChainerModel | None = None,
         variants: Sequence[EndpointVariant] | None = None,
         instance_type: str | None = None,
-        initial_instance_count: int = 1,
+        initial_instance_count: int | None = None,
+        serverless: ServerlessConfig | None = None,
+        async_inference: AsyncInference | None = None,
         kms_key: kms.IKey | None = None,
-        encrypt_storage: bool = True,
+        encrypt_storage: bool | None = None,
         data_capture: DataCapture | None = None,
         endpoint_name: str | None = None,
         removal_policy: RemovalPolicy | None = None,
@@ -228,9 +288,13 @@ class ChainerEndpoint(_EndpointBase):
         :param variants: several variants (A/B); instead of ``model``.
         :param instance_type: with ``model``; left out, the model's ``instance_type``.
         :param initial_instance_count: with ``model``; left out, 1.
+        :param serverless: with ``model``: a serverless endpoint (no instance type or count,
+            no storage key, no data capture, CPU models only, one variant).
+        :param async_inference: an asynchronous endpoint (``InvokeEndpointAsync``).
         :param kms_key: encrypts the instances' storage volumes; left out, a key is created.
         :param encrypt_storage: False leaves ``KmsKeyId`` out, for instance types with local
-            NVMe storage (e.g. ml.g5, ml.m5d), which SageMaker encrypts itself; left out, True.
+            NVMe storage (e.g. ml.g5, ml.m5d), which SageMaker encrypts itself; left out, True
+            (False for serverless endpoints, which have no storage volume to encrypt).
         :param data_capture: left out, no capture.
         :param endpoint_name: left out, CloudFormation generates one.
         :param removal_policy: for the endpoint, its config and the storage key created here;
@@ -250,17 +314,22 @@ class ChainerEndpoint(_EndpointBase):
                     model=model,
                     instance_type=instance_type,
                     initial_instance_count=initial_instance_count,
+                    serverless=serverless,
                 )
             ]
         else:
-            require(
-                instance_type is None,
-                "instance_type",
-                instance_type,
-                "set instance_type on each EndpointVariant",
-            )
+            for name, value in (
+                ("instance_type", instance_type),
+                ("initial_instance_count", initial_instance_count),
+                ("serverless", serverless),
+            ):
+                require(value is None, name, value, f"set {name} on each EndpointVariant")
         assert variants is not None
         require(len(variants) >= 1, "variants", [], "give at least one EndpointVariant")
+        self.serverless = any(v.serverless is not None for v in variants)
+        self._check_combinations(variants, async_inference, data_capture, kms_key, encrypt_storage)
+        if encrypt_storage is None:
+            encrypt_storage = not self.serverless
         require(
             endpoint_name is None
             or is_unresolved(endpoint_name)
@@ -309,7 +378,19 @@ class ChainerEndpoint(_EndpointBase):
             production_variants=rendered,
             kms_key_id=self.kms_key.key_arn if self.kms_key else None,
             data_capture_config=self._data_capture(data_capture),
+            async_inference_config=self._async_inference(async_inference),
         )
+        self.async_inference = async_inference
+        if self.serverless:
+            _iam.acknowledge(
+                self.config,
+                [
+                    "HIPAA.Security-SageMakerEndpointConfigurationKMSKeyConfigured",
+                    "NIST.800.53.R5-SageMakerEndpointConfigurationKMSKeyConfigured",
+                ],
+                "A serverless endpoint has no ML storage volume for KmsKeyId to encrypt; "
+                "SageMaker manages its compute and storage.",
+            )
         # The config references each model (GetAtt), and each model waits for its role's
         # policies: no further DependsOn (cfn-lint W3005).
         self.resource = sagemaker.CfnEndpoint(
@@ -327,6 +408,44 @@ class ChainerEndpoint(_EndpointBase):
         if removal_policy is not None:
             self.apply_removal_policy(removal_policy)
 
+    @staticmethod
+    def _check_combinations(
+        variants: Sequence[EndpointVariant],
+        async_inference: AsyncInference | None,
+        data_capture: DataCapture | None,
+        kms_key: kms.IKey | None,
+        encrypt_storage: bool | None,
+    ) -> None:
+        """Refuse at synth what CreateEndpointConfig refuses at deploy time.
+
+        Serverless endpoints leave out GPUs, data capture, several variants and async
+        inference ("Feature exclusions"):
+        https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html
+        """
+        serverless = [v for v in variants if v.serverless is not None]
+        if not serverless:
+            return
+        fix = "leave it out with serverless, or use instances (no serverless)"
+        require(len(variants) == 1, "variants", len(variants), "serverless: use one variant")
+        require(async_inference is None, "async_inference", "given", fix)
+        require(data_capture is None, "data_capture", "given", fix)
+        require(kms_key is None, "kms_key", "given", fix + " (no storage volume to encrypt)")
+        require(not encrypt_storage, "encrypt_storage", encrypt_storage, fix)
+        for v in serverless:
+            require(v.instance_type is None, "instance_type", v.instance_type, fix)
+            require(
+                v.initial_instance_count is None,
+                "initial_instance_count",
+                v.initial_instance_count,
+                fix,
+            )
+            require(
+                not is_gpu_instance(v.model.instance_type),
+                "model.instance_type",
+                v.model.instance_type,
+                "serverless endpoints run on CPUs: give the model a CPU instance_type",
+            )
+
     def apply_removal_policy(self, policy: RemovalPolicy) -> None:
         """Apply ``policy`` to the endpoint, its config and the storage key created here."""
         self.resource.apply_removal_policy(policy)
@@ -338,6 +457,16 @@ class ChainerEndpoint(_EndpointBase):
     def _variant(
         self, name: str, variant: EndpointVariant
     ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
+        if variant.serverless is not None:
+            return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                variant_name=name,
+                model_name=variant.model.model_name,
+                initial_variant_weight=variant.initial_weight,
+                serverless_config=self._serverless(variant.serverless),
+            )
+        instance_count = (
+            1 if variant.initial_instance_count is None else variant.initial_instance_count
+        )
         instance_type = normalize_instance_type(
             variant.instance_type or variant.model.instance_type, "instance_type"
         )
@@ -348,9 +477,9 @@ class ChainerEndpoint(_EndpointBase):
                 f"{variant.model.instance_type}: set the model's instance_type to match",
             )
         require(
-            is_unresolved(variant.initial_instance_count) or variant.initial_instance_count >= 1,
+            is_unresolved(instance_count) or instance_count >= 1,
             "initial_instance_count",
-            variant.initial_instance_count,
+            instance_count,
             "use 1 or more",
         )
         require(
@@ -360,8 +489,99 @@ class ChainerEndpoint(_EndpointBase):
             variant_name=name,
             model_name=variant.model.model_name,
             instance_type=instance_type,
-            initial_instance_count=variant.initial_instance_count,
+            initial_instance_count=instance_count,
             initial_variant_weight=variant.initial_weight,
+        )
+
+    @staticmethod
+    def _serverless(
+        config: ServerlessConfig,
+    ) -> sagemaker.CfnEndpointConfig.ServerlessConfigProperty:
+        memory = config.memory_size_in_mb
+        require(
+            memory in range(1024, 6145, 1024),
+            "memory_size_in_mb",
+            memory,
+            "use 1024, 2048, 3072, 4096, 5120 or 6144",
+        )
+        require(
+            1 <= config.max_concurrency <= 200,
+            "max_concurrency",
+            config.max_concurrency,
+            "use 1 to 200",
+        )
+        provisioned = config.provisioned_concurrency
+        require(
+            provisioned is None or 1 <= provisioned <= config.max_concurrency,
+            "provisioned_concurrency",
+            provisioned,
+            f"use 1 to max_concurrency ({config.max_concurrency}), or leave it out",
+        )
+        return sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
+            memory_size_in_mb=memory,
+            max_concurrency=config.max_concurrency,
+            provisioned_concurrency=provisioned,
+        )
+
+    def _async_inference(
+        self, config: AsyncInference | None
+    ) -> sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty | None:
+        if config is None:
+            return None
+        limit = config.max_concurrent_invocations_per_instance
+        require(
+            limit is None or 1 <= limit <= 1000,
+            "max_concurrent_invocations_per_instance",
+            limit,
+            "use 1 to 1000, or leave it out",
+        )
+        prefixes = [p.strip("/") for p in (config.output_prefix, config.failure_prefix)]
+        require(
+            all(prefixes) and prefixes[0] != prefixes[1],
+            "output_prefix/failure_prefix",
+            prefixes,
+            "give two distinct, non-empty prefixes",
+        )
+        for v in self.variants:
+            principal = v.model.grant_principal
+            _iam.add(
+                principal,
+                _iam.statement(
+                    ["s3:GetObject"],
+                    [config.bucket.arn_for_objects(f"{config.input_prefix.strip('/')}/*")],
+                ),
+                _iam.statement(
+                    ["s3:PutObject", "s3:AbortMultipartUpload"],
+                    [config.bucket.arn_for_objects(f"{p}/*") for p in prefixes],
+                ),
+            )
+            if config.bucket.encryption_key is not None:
+                _iam.key_use(principal, config.bucket.encryption_key)
+            if config.kms_key is not None:
+                _iam.key_use(principal, config.kms_key)
+            topics = [t.topic_arn for t in (config.success_topic, config.error_topic) if t]
+            if topics:
+                _iam.add(principal, _iam.statement(["sns:Publish"], topics))
+        notification = None
+        if config.success_topic or config.error_topic:
+            notification = sagemaker.CfnEndpointConfig.AsyncInferenceNotificationConfigProperty(
+                success_topic=config.success_topic.topic_arn if config.success_topic else None,
+                error_topic=config.error_topic.topic_arn if config.error_topic else None,
+            )
+        return sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(
+            output_config=sagemaker.CfnEndpointConfig.AsyncInferenceOutputConfigProperty(
+                s3_output_path=config.bucket.s3_url_for_object(prefixes[0]),
+                s3_failure_path=config.bucket.s3_url_for_object(prefixes[1]),
+                kms_key_id=config.kms_key.key_arn if config.kms_key else None,
+                notification_config=notification,
+            ),
+            client_config=(
+                sagemaker.CfnEndpointConfig.AsyncInferenceClientConfigProperty(
+                    max_concurrent_invocations_per_instance=limit
+                )
+                if limit is not None
+                else None
+            ),
         )
 
     def _data_capture(
@@ -413,13 +633,7 @@ class ChainerEndpoint(_EndpointBase):
 
         :param variant_name: left out, the first variant.
         """
-        name = variant_name or self.variant_names[0]
-        require(
-            name in self.variant_names,
-            "variant_name",
-            name,
-            f"use one of {', '.join(self.variant_names)}",
-        )
+        name = self._scalable_variant(variant_name)
         require(
             1 <= min_capacity <= max_capacity,
             "min_capacity/max_capacity",
@@ -432,6 +646,104 @@ class ChainerEndpoint(_EndpointBase):
             invocations_per_instance,
             "use 1 or more invocations per minute",
         )
+        target = self._scalable_target(name, min_capacity, max_capacity)
+        target.scale_to_track_metric(
+            "Invocations",
+            target_value=invocations_per_instance,
+            predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
+            scale_in_cooldown=scale_in_cooldown,
+            scale_out_cooldown=scale_out_cooldown,
+        )
+        return target
+
+    def scale_on_backlog(
+        self,
+        *,
+        max_capacity: int,
+        backlog_per_instance: float,
+        min_capacity: int = 0,
+        scale_in_cooldown: Duration | None = None,
+        scale_out_cooldown: Duration | None = None,
+    ) -> appscaling.ScalableTarget:
+        """An async endpoint: target-track ``ApproximateBacklogSizePerInstance``, down to zero.
+
+        With ``min_capacity=0`` a step policy on ``HasBacklogWithoutCapacity`` starts the first
+        instance (target tracking cannot scale out from zero instances), as
+        https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference-autoscale.html shows.
+        """
+        require(
+            self.async_inference is not None,
+            "async_inference",
+            None,
+            "scale on the backlog of an async endpoint only (give async_inference)",
+        )
+        name = self._scalable_variant(None)
+        require(
+            0 <= min_capacity <= max_capacity and max_capacity >= 1,
+            "min_capacity/max_capacity",
+            (min_capacity, max_capacity),
+            "use 0 <= min_capacity <= max_capacity, max_capacity >= 1",
+        )
+        require(
+            backlog_per_instance > 0,
+            "backlog_per_instance",
+            backlog_per_instance,
+            "use a positive number of queued requests per instance",
+        )
+        target = self._scalable_target(name, min_capacity, max_capacity)
+        backlog = cloudwatch.Metric(
+            namespace="AWS/SageMaker",
+            metric_name="ApproximateBacklogSizePerInstance",
+            dimensions_map={"EndpointName": self.endpoint_name},
+            statistic="Average",
+        )
+        target.scale_to_track_metric(
+            "Backlog",
+            target_value=backlog_per_instance,
+            custom_metric=backlog,
+            scale_in_cooldown=scale_in_cooldown,
+            scale_out_cooldown=scale_out_cooldown,
+        )
+        if min_capacity == 0:
+            target.scale_on_metric(
+                "FromZero",
+                metric=cloudwatch.Metric(
+                    namespace="AWS/SageMaker",
+                    metric_name="HasBacklogWithoutCapacity",
+                    dimensions_map={"EndpointName": self.endpoint_name},
+                    statistic="Average",
+                    period=Duration.minutes(1),
+                ),
+                scaling_steps=[
+                    appscaling.ScalingInterval(upper=0.5, change=0),
+                    appscaling.ScalingInterval(lower=0.5, change=1),
+                ],
+                adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+                cooldown=scale_out_cooldown,
+                evaluation_periods=2,
+                datapoints_to_alarm=2,
+            )
+        return target
+
+    def _scalable_variant(self, variant_name: str | None) -> str:
+        require(
+            not self.serverless,
+            "serverless",
+            "given",
+            "serverless endpoints scale themselves (max_concurrency): no instance autoscaling",
+        )
+        name = variant_name or self.variant_names[0]
+        require(
+            name in self.variant_names,
+            "variant_name",
+            name,
+            f"use one of {', '.join(self.variant_names)}",
+        )
+        return name
+
+    def _scalable_target(
+        self, name: str, min_capacity: int, max_capacity: int
+    ) -> appscaling.ScalableTarget:
         target = appscaling.ScalableTarget(
             self,
             f"Scaling{name}",
@@ -448,13 +760,10 @@ class ChainerEndpoint(_EndpointBase):
             # A given name is not a reference: wait for the endpoint explicitly. (Otherwise
             # the resource ID's GetAtt orders them; a DependsOn would be redundant, W3005.)
             target.node.add_dependency(self.resource)
-        target.scale_to_track_metric(
-            "Invocations",
-            target_value=invocations_per_instance,
-            predefined_metric=appscaling.PredefinedMetric.SAGEMAKER_VARIANT_INVOCATIONS_PER_INSTANCE,
-            scale_in_cooldown=scale_in_cooldown,
-            scale_out_cooldown=scale_out_cooldown,
-        )
+        # An update of the stack (a new config) would otherwise reset the instance counts
+        # that autoscaling set back to the config's InitialInstanceCount:
+        # https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/aws-resource-sagemaker-endpoint.html
+        self.resource.retain_all_variant_properties = True
         return target
 
     def _scaling_role(self) -> iam.IRole:

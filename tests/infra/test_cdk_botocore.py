@@ -163,6 +163,12 @@ def test_cloudformation_properties(maximal_template: dict[str, Any], kind: str) 
         params.setdefault(name_field, "generated-by-cloudformation")
         if kind == "AWS::SageMaker::Endpoint":
             params["EndpointConfigName"] = "endpointconfig"
+            # CloudFormation passes this one to UpdateEndpoint (stack updates) only.
+            retain = params.pop("RetainAllVariantProperties", None)
+            if retain is not None:
+                update = {**params, "RetainAllVariantProperties": retain}
+                update.pop("Tags", None)
+                assert _validate(MODEL.operation_model("UpdateEndpoint"), update) == []
         assert _validate(operation, params) == [], logical_id
 
 

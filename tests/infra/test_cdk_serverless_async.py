@@ -1,0 +1,256 @@
+"""ChainerEndpoint as a serverless and as an asynchronous endpoint (issue 14, item 1).
+
+One nag-checked app holds both (synth fails on any cdk-nag finding); the per-prop and
+refused-combination tests use cheap fresh stacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+
+from chainer_sagemaker_cdk import (
+    AsyncInference,
+    ChainerEndpoint,
+    ChainerModel,
+    ChainerValidationError,
+    DataCapture,
+    EndpointVariant,
+    ModelData,
+    RuntimeImage,
+    ServerlessConfig,
+    SourceCode,
+)
+
+from . import iam_check
+from .conftest import nag_app
+from .render import fill, resources_of_type
+from .test_cdk_botocore import MODEL, _validate
+
+IMAGE = RuntimeImage.from_registry("123456789012.dkr.ecr.us-east-1.amazonaws.com/chainer:1")
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555"
+OK_TOPIC = "arn:aws:sns:us-east-1:123456789012:inference-done"
+ERROR_TOPIC = "arn:aws:sns:us-east-1:123456789012:inference-failed"
+
+
+def _model(stack: cdk.Stack, code: SourceCode, id: str, **props: Any) -> ChainerModel:
+    bucket = s3.Bucket.from_bucket_name(stack, f"{id}Bucket", "model-bucket")
+    props.setdefault("image", IMAGE)
+    return ChainerModel(
+        stack, id, model_data=ModelData.from_bucket(bucket, "job/model.tar.gz"), code=code, **props
+    )
+
+
+def _async(stack: cdk.Stack, **props: Any) -> AsyncInference:
+    return AsyncInference(bucket=s3.Bucket.from_bucket_name(stack, "Io", "io-bucket"), **props)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory, code: SourceCode) -> dict[str, Any]:
+    app = nag_app(tmp_path_factory.mktemp("serverless-async"))
+    stack = cdk.Stack(app, "ServerlessAsync", env=cdk.Environment(account="123456789012"))
+    ChainerEndpoint(
+        stack,
+        "Serverless",
+        model=_model(stack, code, "SModel"),
+        serverless=ServerlessConfig(
+            memory_size_in_mb=3072, max_concurrency=20, provisioned_concurrency=2
+        ),
+    )
+    endpoint = ChainerEndpoint(
+        stack,
+        "Async",
+        model=_model(stack, code, "AModel"),
+        instance_type="ml.m5.large",
+        async_inference=_async(
+            stack,
+            success_topic=sns.Topic.from_topic_arn(stack, "Ok", OK_TOPIC),
+            error_topic=sns.Topic.from_topic_arn(stack, "Err", ERROR_TOPIC),
+            kms_key=kms.Key.from_key_arn(stack, "OutKey", KEY_ARN),
+            max_concurrent_invocations_per_instance=4,
+        ),
+    )
+    endpoint.scale_on_backlog(max_capacity=3, backlog_per_instance=5)
+    assembly = app.synth()
+    return assembly.get_stack_by_name("ServerlessAsync").template  # type: ignore[no-any-return]
+
+
+def _config(template: dict[str, Any], prefix: str) -> dict[str, Any]:
+    (config,) = [
+        r["Properties"]
+        for k, r in resources_of_type(template, "AWS::SageMaker::EndpointConfig").items()
+        if k.startswith(prefix)
+    ]
+    return config
+
+
+def test_serverless_variant(template: dict[str, Any]) -> None:
+    config = _config(template, "Serverless")
+    (variant,) = config["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {
+        "MemorySizeInMB": 3072,
+        "MaxConcurrency": 20,
+        "ProvisionedConcurrency": 2,
+    }
+    for absent in ("InstanceType", "InitialInstanceCount"):
+        assert absent not in variant
+    assert "KmsKeyId" not in config  # no storage volume: SageMaker has nothing to encrypt
+
+
+def test_async_config(template: dict[str, Any]) -> None:
+    config = _config(template, "Async")
+    assert fill(config["AsyncInferenceConfig"]) == {
+        "OutputConfig": {
+            "S3OutputPath": "s3://io-bucket/async-output",
+            "S3FailurePath": "s3://io-bucket/async-failures",
+            "KmsKeyId": KEY_ARN,
+            "NotificationConfig": {"SuccessTopic": OK_TOPIC, "ErrorTopic": ERROR_TOPIC},
+        },
+        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4},
+    }
+
+
+@pytest.mark.parametrize("prefix", ["Serverless", "Async"])
+def test_configs_validate_against_botocore(template: dict[str, Any], prefix: str) -> None:
+    params = fill(_config(template, prefix))
+    params["EndpointConfigName"] = "config"
+    assert _validate(MODEL.operation_model("CreateEndpointConfig"), params) == []
+
+
+def test_async_role_least_privilege(template: dict[str, Any]) -> None:
+    docs = [
+        fill(p["Properties"]["PolicyDocument"])
+        for p in resources_of_type(template, "AWS::IAM::ManagedPolicy").values()
+        if "AModel" in str(p["Properties"].get("Roles"))
+    ]
+    assert docs
+    bucket = "arn:aws:s3:::io-bucket"
+    assert iam_check.allows(docs, "s3:GetObject", f"{bucket}/async-input/r.json")
+    assert not iam_check.allows(docs, "s3:GetObject", f"{bucket}/async-output/r.out")
+    for prefix in ("async-output", "async-failures"):
+        assert iam_check.allows(docs, "s3:PutObject", f"{bucket}/{prefix}/r.out")
+    assert not iam_check.allows(docs, "s3:PutObject", f"{bucket}/async-input/r.json")
+    assert not iam_check.allows(docs, "s3:PutObject", f"{bucket}/elsewhere/r.out")
+    assert iam_check.allows(docs, "sns:Publish", OK_TOPIC)
+    assert iam_check.allows(docs, "sns:Publish", ERROR_TOPIC)
+    assert not iam_check.allows(docs, "sns:Publish", OK_TOPIC + "-other")
+    assert iam_check.allows(docs, "kms:GenerateDataKey", KEY_ARN)
+    serverless_docs = [
+        fill(p["Properties"]["PolicyDocument"])
+        for p in resources_of_type(template, "AWS::IAM::ManagedPolicy").values()
+        if "SModel" in str(p["Properties"].get("Roles"))
+    ]
+    assert not iam_check.allows(serverless_docs, "sns:Publish", OK_TOPIC)
+
+
+def test_backlog_scaling_down_to_zero(template: dict[str, Any]) -> None:
+    (target,) = resources_of_type(template, "AWS::ApplicationAutoScaling::ScalableTarget").values()
+    assert target["Properties"]["MinCapacity"] == 0
+    assert target["Properties"]["MaxCapacity"] == 3
+    policies = resources_of_type(template, "AWS::ApplicationAutoScaling::ScalingPolicy").values()
+    tracking = [
+        p["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+        for p in policies
+        if p["Properties"]["PolicyType"] == "TargetTrackingScaling"
+    ]
+    (spec,) = tracking
+    assert spec["TargetValue"] == 5
+    metric = spec["CustomizedMetricSpecification"]
+    assert metric["MetricName"] == "ApproximateBacklogSizePerInstance"
+    assert metric["Statistic"] == "Average"
+    steps = [p for p in policies if p["Properties"]["PolicyType"] == "StepScaling"]
+    assert steps, "no step policy starts the first instance from zero"
+    alarms = resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+    assert any(a["Properties"]["MetricName"] == "HasBacklogWithoutCapacity" for a in alarms)
+    endpoints = resources_of_type(template, "AWS::SageMaker::Endpoint")
+    async_endpoint = next(r for k, r in endpoints.items() if k.startswith("Async"))
+    assert async_endpoint["Properties"]["RetainAllVariantProperties"] is True
+    serverless = next(r for k, r in endpoints.items() if k.startswith("Serverless"))
+    assert "RetainAllVariantProperties" not in serverless["Properties"]
+
+
+def test_invocation_scaling_retains_variant_properties(code: SourceCode) -> None:
+    stack = cdk.Stack(cdk.App(), "Retain")
+    endpoint = ChainerEndpoint(stack, "E", model=_model(stack, code, "M"))
+    props = stack.resolve(endpoint.resource._cfn_properties)  # before scaling: left out
+    assert props.get("retainAllVariantProperties") is None
+    endpoint.scale_on_invocations(max_capacity=2, invocations_per_instance=100)
+    template = cdk.assertions.Template.from_stack(stack).to_json()
+    (resource,) = resources_of_type(template, "AWS::SageMaker::Endpoint").values()
+    assert resource["Properties"]["RetainAllVariantProperties"] is True
+
+
+REFUSED: list[tuple[str, dict[str, Any], str]] = [
+    ("memory", {"serverless": ServerlessConfig(memory_size_in_mb=1500)}, "memory_size_in_mb"),
+    ("memory-high", {"serverless": ServerlessConfig(memory_size_in_mb=7168)}, "memory_size_in_mb"),
+    ("concurrency", {"serverless": ServerlessConfig(max_concurrency=201)}, "max_concurrency"),
+    (
+        "provisioned",
+        {"serverless": ServerlessConfig(max_concurrency=2, provisioned_concurrency=3)},
+        "provisioned_concurrency",
+    ),
+    (
+        "instance-type",
+        {"serverless": ServerlessConfig(), "instance_type": "ml.m5.large"},
+        "instance_type",
+    ),
+    (
+        "instance-count",
+        {"serverless": ServerlessConfig(), "initial_instance_count": 2},
+        "initial_instance_count",
+    ),
+    ("async", {"serverless": ServerlessConfig(), "async": True}, "async_inference"),
+    ("capture", {"serverless": ServerlessConfig(), "capture": True}, "data_capture"),
+    ("key", {"serverless": ServerlessConfig(), "key": True}, "kms_key"),
+    ("encrypt", {"serverless": ServerlessConfig(), "encrypt_storage": True}, "encrypt_storage"),
+    ("gpu", {"serverless": ServerlessConfig(), "gpu": True}, "model.instance_type"),
+    (
+        "async-limit",
+        {"async": True, "limit": 1001},
+        "max_concurrent_invocations_per_instance",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "props", "named"), REFUSED, ids=[r[0] for r in REFUSED])
+def test_refused_combinations(
+    code: SourceCode, case: str, props: dict[str, Any], named: str
+) -> None:
+    stack = cdk.Stack(cdk.App(), "Refused")
+    props = dict(props)
+    model_props = {"instance_type": "ml.g4dn.xlarge"} if props.pop("gpu", False) else {}
+    model = _model(stack, code, "M", **model_props)
+    limit = props.pop("limit", None)
+    if props.pop("async", False):
+        props["async_inference"] = _async(stack, max_concurrent_invocations_per_instance=limit)
+    if props.pop("capture", False):
+        bucket = s3.Bucket.from_bucket_name(stack, "Cap", "capture-bucket")
+        props["data_capture"] = DataCapture(bucket=bucket)
+    if props.pop("key", False):
+        props["kms_key"] = kms.Key.from_key_arn(stack, "K", KEY_ARN)
+    with pytest.raises(ChainerValidationError, match=named):
+        ChainerEndpoint(stack, "E", model=model, **props)
+
+
+def test_serverless_refuses_several_variants_and_instance_scaling(code: SourceCode) -> None:
+    stack = cdk.Stack(cdk.App(), "Variants")
+    a, b = _model(stack, code, "A"), _model(stack, code, "B")
+    with pytest.raises(ChainerValidationError, match="variants"):
+        ChainerEndpoint(
+            stack,
+            "Two",
+            variants=[
+                EndpointVariant(model=a, serverless=ServerlessConfig()),
+                EndpointVariant(model=b, variant_name="B"),
+            ],
+        )
+    endpoint = ChainerEndpoint(stack, "One", model=a, serverless=ServerlessConfig())
+    with pytest.raises(ChainerValidationError, match="serverless"):
+        endpoint.scale_on_invocations(max_capacity=2, invocations_per_instance=10)
+    with pytest.raises(ChainerValidationError, match="async_inference"):
+        endpoint.scale_on_backlog(max_capacity=2, backlog_per_instance=1)
