@@ -446,6 +446,34 @@ class ChainerEndpoint(_EndpointBase):
                 "serverless endpoints run on CPUs: give the model a CPU instance_type",
             )
 
+    def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Allow invoking this endpoint only; an async one also through S3.
+
+        For an async endpoint: ``sagemaker:InvokeEndpointAsync``, writing requests under the
+        input prefix and reading the output and failure objects (what ``AsyncPredictor`` does):
+        https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html
+        """
+        config = self.async_inference
+        if config is None:
+            return super().grant_invoke(grantee)
+        objects = config.bucket.arn_for_objects
+        keys = [k.key_arn for k in (config.bucket.encryption_key, config.kms_key) if k]
+        return _iam.grant(
+            grantee,
+            _iam.statement(
+                ["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointAsync"], [self.endpoint_arn]
+            ),
+            _iam.statement(["s3:PutObject"], [objects(f"{config.input_prefix.strip('/')}/*")]),
+            _iam.statement(
+                ["s3:GetObject"],
+                [
+                    objects(f"{p.strip('/')}/*")
+                    for p in (config.output_prefix, config.failure_prefix)
+                ],
+            ),
+            *([_iam.statement(_iam.KMS_ENCRYPT_DECRYPT, keys)] if keys else []),
+        )
+
     def apply_removal_policy(self, policy: RemovalPolicy) -> None:
         """Apply ``policy`` to the endpoint, its config and the storage key created here."""
         self.resource.apply_removal_policy(policy)

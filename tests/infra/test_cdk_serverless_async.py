@@ -10,6 +10,7 @@ from typing import Any
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -76,6 +77,20 @@ def template(tmp_path_factory: pytest.TempPathFactory, code: SourceCode) -> dict
         ),
     )
     endpoint.scale_on_backlog(max_capacity=3, backlog_per_instance=5)
+    caller = iam.Role(stack, "Caller", assumed_by=iam.AccountRootPrincipal())
+    endpoint.grant_invoke(caller)
+    # The caller's own role: how it holds its grants is the caller's choice (as in app.py).
+    findings = [f"{pack}-IAMNoInlinePolicy" for pack in ("HIPAA.Security", "NIST.800.53.R5")]
+    findings += [
+        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::io-bucket/{p}/*]"
+        for p in ("async-input", "async-output", "async-failures")
+    ]
+    cdk.Validations.of(caller).acknowledge(
+        *[
+            cdk.Acknowledgment(id=f, reason="request and result keys are per request")
+            for f in findings
+        ]
+    )
     assembly = app.synth()
     return assembly.get_stack_by_name("ServerlessAsync").template  # type: ignore[no-any-return]
 
@@ -254,3 +269,23 @@ def test_serverless_refuses_several_variants_and_instance_scaling(code: SourceCo
         endpoint.scale_on_invocations(max_capacity=2, invocations_per_instance=10)
     with pytest.raises(ChainerValidationError, match="async_inference"):
         endpoint.scale_on_backlog(max_capacity=2, backlog_per_instance=1)
+
+
+def test_async_invoke_grant(template: dict[str, Any]) -> None:
+    """What AsyncPredictor needs: InvokeEndpointAsync, the request upload, the two results."""
+    docs = [
+        fill(p["Properties"]["PolicyDocument"])
+        for t in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy")
+        for p in resources_of_type(template, t).values()
+        if "Caller" in str(p["Properties"].get("Roles"))
+    ]
+    endpoints = resources_of_type(template, "AWS::SageMaker::Endpoint")
+    arn = fill({"Ref": next(k for k in endpoints if k.startswith("Async"))})
+    assert iam_check.allows(docs, "sagemaker:InvokeEndpointAsync", arn)
+    assert not iam_check.allows(docs, "sagemaker:InvokeEndpointAsync", arn + "-other")
+    bucket = "arn:aws:s3:::io-bucket"
+    assert iam_check.allows(docs, "s3:PutObject", f"{bucket}/async-input/r")
+    assert not iam_check.allows(docs, "s3:PutObject", f"{bucket}/async-output/r")
+    assert iam_check.allows(docs, "s3:GetObject", f"{bucket}/async-output/r.out")
+    assert iam_check.allows(docs, "s3:GetObject", f"{bucket}/async-failures/r.out")
+    assert iam_check.allows(docs, "kms:Decrypt", KEY_ARN)

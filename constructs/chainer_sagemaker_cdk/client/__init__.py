@@ -3,10 +3,11 @@
 ``Predictor`` invokes an endpoint (SageMaker or a local URL); ``TrainingRun`` starts and
 follows a ``TrainingPipeline`` execution; ``TransformJob`` / ``transform`` run a batch
 transform and ``read_outputs`` reads its results into NumPy; ``approve`` / ``reject`` answer a
-pipeline's approval request.
+pipeline's approval request; ``AsyncPredictor`` invokes an async endpoint through S3.
 """
 
 from chainer_sagemaker_cdk.client.approval import approve, reject
+from chainer_sagemaker_cdk.client.async_inference import AsyncInferenceError, AsyncPredictor
 from chainer_sagemaker_cdk.client.predictor import Predictor, PredictorError
 from chainer_sagemaker_cdk.client.serializers import (
     CSVSerializer,
@@ -29,6 +30,8 @@ from chainer_sagemaker_cdk.client.transform import (
 )
 
 __all__ = [
+    "AsyncInferenceError",
+    "AsyncPredictor",
     "CSVSerializer",
     "JSONSerializer",
     "NumpyDeserializer",
