@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from chainer_sagemaker_cdk.local import container, transform
+from chainer_sagemaker_cdk.local import async_endpoint, container, transform
 from chainer_sagemaker_cdk.local._commands import LocalModeError
 from chainer_sagemaker_cdk.local.assembly import AssemblyError, CloudAssembly
 
@@ -78,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     container.add_arguments(serve)
     transform.add_arguments(
         sub.add_parser("transform", help="run a batch transform here with the model's serve")
+    )
+    async_endpoint.add_arguments(
+        sub.add_parser("invoke-async", help="request files in, output files out (async endpoint)")
     )
     return parser
 
@@ -148,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "transform":
             return transform.command(args)
+        if args.command == "invoke-async":
+            return async_endpoint.command(args)
         return _serve(args)
     except (LocalModeError, AssemblyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
