@@ -200,6 +200,7 @@ def command(args: argparse.Namespace) -> int:
     for request in args.input:
         if not request.is_file():
             raise LocalModeError(f"--input {request}: no such file")
+        content_type_of(request, args.content_type)  # refused before serve starts
     outcomes = serve_async(
         args.input,
         model_data=model_data,
