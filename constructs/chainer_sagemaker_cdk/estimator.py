@@ -322,6 +322,26 @@ class ChainerEstimator(Resource):
             )
 
     @property
+    def max_instance_hours(self) -> float | None:
+        """The most instance-hours one training job is billed: ``max_run`` x ``instance_count``.
+
+        SageMaker stops a job at ``MaxRuntimeInSeconds``, its internal retries included
+        (``RetryStrategy``: the stopping condition limits "the training time for the complete
+        job"); a spot job is billed for its training time only, never for the waits for
+        capacity that ``max_wait`` allows (see :attr:`max_duration`):
+        https://docs.aws.amazon.com/sagemaker/latest/dg/model-managed-spot-training.html
+        None when ``instance_count`` is a deploy-time value.
+        """
+        if is_unresolved(self.instance_count):
+            return None
+        return self.instance_count * self.max_run.to_seconds() / 3600
+
+    @property
+    def max_duration(self) -> Duration:
+        """The longest a job can take from start to end: ``max_wait`` (spot) or ``max_run``."""
+        return self.max_wait or self.max_run
+
+    @property
     def mpi_slots_per_host(self) -> int:
         """MPI processes per host: the prop, else the instance's GPUs (1 without GPUs), as the
         runtime computes it."""
