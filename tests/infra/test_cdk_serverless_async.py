@@ -289,3 +289,17 @@ def test_async_invoke_grant(template: dict[str, Any]) -> None:
     assert iam_check.allows(docs, "s3:GetObject", f"{bucket}/async-output/r.out")
     assert iam_check.allows(docs, "s3:GetObject", f"{bucket}/async-failures/r.out")
     assert iam_check.allows(docs, "kms:Decrypt", KEY_ARN)
+
+
+def test_snapshot_and_cfn_lint(template: dict[str, Any]) -> None:
+    """The whole template is visible in review (snapshot) and cfn-lint finds nothing."""
+    from .test_cdk_compliance import _lint
+    from .test_cdk_snapshots import _check
+
+    _check("ServerlessAsync", template)
+    findings = [
+        f"{m.rule.id} {m.message} ({'/'.join(map(str, m.path))})"
+        for m in _lint(template)
+        if m.rule.id.startswith(("E", "W"))
+    ]
+    assert findings == []
