@@ -303,3 +303,21 @@ def test_snapshot_and_cfn_lint(template: dict[str, Any]) -> None:
         if m.rule.id.startswith(("E", "W"))
     ]
     assert findings == []
+
+
+def test_scaling_requests_validate_against_botocore(template: dict[str, Any]) -> None:
+    """The target and both policies, as RegisterScalableTarget / PutScalingPolicy requests."""
+    import botocore.session
+
+    service = botocore.session.get_session().get_service_model("application-autoscaling")
+    (target,) = resources_of_type(template, "AWS::ApplicationAutoScaling::ScalableTarget").values()
+    register = fill(target["Properties"])
+    assert _validate(service.operation_model("RegisterScalableTarget"), register) == []
+    keys = ("ServiceNamespace", "ResourceId", "ScalableDimension")
+    policies = resources_of_type(template, "AWS::ApplicationAutoScaling::ScalingPolicy").values()
+    assert len(policies) == 2
+    for policy in policies:
+        params = fill(policy["Properties"])
+        params.pop("ScalingTargetId")
+        params.update({k: register[k] for k in keys})
+        assert _validate(service.operation_model("PutScalingPolicy"), params) == []
