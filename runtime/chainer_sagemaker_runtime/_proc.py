@@ -88,6 +88,9 @@ class Stops:
         self.limit_at: float | None = None
         self.limit_name: str | None = None
         self.timed_out: str | None = None
+        # Set when the master tells this worker host that the job's MPI run has ended
+        # (SIGUSR1, sent over SSH by ``ranks.job_ended_argv``): the worker's waits end at once.
+        self.master_ended = False
         self._interruptible = False
         self._children: dict[int, Child] = {}
         self._rfd = -1
@@ -97,11 +100,17 @@ class Stops:
     def install(self) -> None:
         """Start afresh and install the handlers; call on the first line of ``main()``."""
         self.signum = self.stopped_at = self.stop_phase = self.timed_out = None
+        self.master_ended = False
         self.current = "starting"
         if self._wfd < 0:
             self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._handle)
+        signal.signal(signal.SIGUSR1, self._handle_master_ended)
+
+    def _handle_master_ended(self, _signum: int, _frame: object) -> None:
+        self.master_ended = True
+        self.wake()
 
     def _handle(self, signum: int, _frame: object) -> None:
         first = self.signum is None

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -53,6 +54,7 @@ from chainer_sagemaker_runtime.training.outcome import (
 from chainer_sagemaker_runtime.training.ranks import (
     RankStopper,
     RankWatch,
+    job_ended_argv,
     stop_host_argv,
     wrapper_argv,
 )
@@ -107,6 +109,7 @@ def _train(env: TrainingEnv, settings: MpiSettings) -> None:
         entry = resolve_entry(env, code_dir)
     command = entry.argv(env.user_args(), mpi=settings.enabled)
     sshd: Child | None = None
+    announce_to: list[str] = []  # the workers to tell when the MPI run has ended
     try:
         if settings.enabled:
             if multi_host:
@@ -115,6 +118,7 @@ def _train(env: TrainingEnv, settings: MpiSettings) -> None:
                 others = [h for h in env.hosts if h != env.current_host]
                 with stops.phase(f"the SSH wait for {', '.join(others)}", announce=True):
                     cluster.wait_for_hosts(others, timeout=wait_timeout, check=cluster.can_ssh)
+                announce_to = others
                 environ[HOST_ENV_FLAG] = "1"
             command = mpirun_argv(
                 hosts=env.hosts,
@@ -137,7 +141,33 @@ def _train(env: TrainingEnv, settings: MpiSettings) -> None:
             else:
                 _run_process(env, command, code_dir, environ)
     finally:
+        _announce_end(announce_to)
         cluster.stop_sshd(sshd)
+
+
+def _announce_end(hosts: list[str], timeout: float = 10.0) -> None:
+    """Tell each worker's `train` that the MPI run has ended (``ranks.job_ended_argv``), all at
+    once and for at most ``timeout`` seconds; a worker that cannot be told ends by its own
+    watch of the master."""
+    notices: list[subprocess.Popen[bytes]] = []
+    for host in hosts:
+        with contextlib.suppress(OSError):
+            notices.append(
+                subprocess.Popen(
+                    job_ended_argv(host),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+    deadline = time.monotonic() + timeout
+    for notice in notices:
+        try:
+            notice.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            notice.kill()
+            notice.wait()
 
 
 def _worker(env: TrainingEnv, wait_timeout: float) -> None:
@@ -148,7 +178,7 @@ def _worker(env: TrainingEnv, wait_timeout: float) -> None:
         with stops.phase("starting sshd"):
             sshd = cluster.start_sshd()
         with stops.phase(f"the SSH wait for the master {master}", announce=True):
-            cluster.wait_for_hosts([master], timeout=wait_timeout)
+            cluster.wait_for_hosts([master], timeout=wait_timeout, until=lambda: stops.master_ended)
         with stops.phase(f"the wait for MPI processes from {master}", announce=True):
             result = cluster.wait_for_mpi_daemon(master, start_timeout=wait_timeout)
     finally:

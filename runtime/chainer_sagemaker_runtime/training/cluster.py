@@ -6,6 +6,11 @@ while MPI's daemon (``orted``, or ``prted`` on Open MPI 5) runs on it, and exits
 result is the job's result. Only multi-host jobs come here; a single-host job never needs its
 own host name to resolve.
 
+When its mpirun has ended, the master tells every worker so over SSH (SIGUSR1 to the worker's
+``train``, see ``ranks.job_ended_argv``), and the worker ends at once: a run shorter than the
+worker's poll interval leaves no daemon for it to see, and without that notice the worker could
+not tell a finished master from one that died before starting MPI.
+
 The worker's wait is bounded by the master: it holds one TCP connection to the master's sshd
 (a connection per probe would put two log lines a second into the master's sshd log) and, when
 that connection ends and a new one is refused, the master is gone; the worker then ends its
@@ -109,11 +114,15 @@ def wait_for_hosts(
     port: int = SSH_PORT,
     check: Callable[[str], bool] | None = None,
     interval: float = 1.0,
+    until: Callable[[], bool] | None = None,
 ) -> None:
-    """Wait until every host answers on ``port`` (and passes ``check``); else name the rest."""
+    """Wait until every host answers on ``port`` (and passes ``check``), or until ``until()``
+    is true; else name the hosts that did not answer."""
     pending = list(hosts)
     deadline = time.monotonic() + timeout
     while pending:
+        if until is not None and until():
+            return
         pending = [h for h in pending if not (can_connect(h, port) and (check is None or check(h)))]
         if not pending:
             return
@@ -202,6 +211,8 @@ def wait_for_mpi_daemon(
             # A stop before MPI reached this host ends the wait; once the daemon runs (checked
             # first, so a signal that races its start still reaches the ranks) it is phase two.
             stops.check()
+            if stops.master_ended:  # a run too short to see here, announced by the master
+                return "finished"
             if time.monotonic() >= deadline:
                 raise ClusterError(
                     f"no MPI process was started on this host by {master} within "

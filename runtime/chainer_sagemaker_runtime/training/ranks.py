@@ -44,6 +44,7 @@ __all__ = [
     "RankStopper",
     "RankWatch",
     "host_environ",
+    "job_ended_argv",
     "main",
     "stop_host_argv",
     "stop_this_host",
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 _STOP_HOST = "--stop-this-host"
+_JOB_ENDED = "--job-ended"
 
 _RANK_ENV = b"OMPI_COMM_WORLD_RANK="
 _TAG = re.compile(rb"\[(\d+),(\d+)\]<(stdout|stderr)>:")
@@ -71,6 +73,13 @@ def stop_host_argv(host: str, *, python: str = sys.executable) -> list[str]:
     """What the master runs over SSH to pass a stop on to ``host``'s `train`."""
     argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", host]
     return [*argv, python, "-m", "chainer_sagemaker_runtime.training.ranks", _STOP_HOST]
+
+
+def job_ended_argv(host: str, *, python: str = sys.executable) -> list[str]:
+    """What the master runs over SSH once its mpirun has ended: tells ``host``'s `train`
+    (SIGUSR1) that the job's MPI run is over, so the worker ends now even when the run was too
+    short for it to see Open MPI's daemon, or when it had not yet reached the master's sshd."""
+    return [*stop_host_argv(host, python=python)[:-1], _JOB_ENDED]
 
 
 def _ancestors(pid: int) -> list[int]:
@@ -94,7 +103,8 @@ def _comm(pid: int) -> str:
 
 def stop_this_host(signum: int = signal.SIGTERM) -> int:
     """Run over SSH by the master: send ``signum`` to this host's `train`, which then stops
-    its own ranks with the grace, exactly as when SageMaker signals this host.
+    its own ranks with the grace, exactly as when SageMaker signals this host. With SIGUSR1
+    (:func:`job_ended_argv`) it tells that `train` the job's MPI run has ended instead.
 
     `train` is the parent of the sshd that accepted this session (the topmost sshd among our
     ancestors); it is signalled only when that process is `train` (its command line says so,
@@ -156,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args == [_STOP_HOST]:
         return stop_this_host()
+    if args == [_JOB_ENDED]:
+        return stop_this_host(signal.SIGUSR1)
     command = _with_finish_line(args)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)  # the group signal reaches the command too
