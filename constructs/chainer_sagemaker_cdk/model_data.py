@@ -231,54 +231,71 @@ class _TrainingJobModelData(ModelData):
         self.training_job_name = training_job_name
 
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> ModelDataConfig:
-        stack = stack_of(scope)
-        job_arn = stack.format_arn(
+        job_arn = stack_of(scope).format_arn(
             service="sagemaker",
             resource="training-job",
             resource_name=self.training_job_name.lower(),
         )
-        call = cr.AwsSdkCall(
-            service="SageMaker",
+        return _lookup_model_data(
+            scope,
+            grantee,
             action="describeTrainingJob",
             parameters={"TrainingJobName": self.training_job_name},
-            physical_resource_id=cr.PhysicalResourceId.of(self.training_job_name),
-            output_paths=["ModelArtifacts.S3ModelArtifacts"],
-        )
-        # Our own role: one customer-managed policy, no AWSLambdaBasicExecutionRole.
-        role = iam.Role(
-            scope,
-            "DescribeTrainingJobRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            resource_arn=job_arn,
+            url_field="ModelArtifacts.S3ModelArtifacts",
             description="Deploy-time lookup of a training job's model artifacts",
         )
-        principal = _iam.PolicyPrincipal.for_role(scope, "DescribeTrainingJobPolicy", role)
-        logs_arn = stack.format_arn(
-            service="logs",
-            resource="log-group",
-            resource_name="/aws/lambda/*",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        _iam.add(
-            principal,  # type: ignore[arg-type]
-            _iam.statement(["sagemaker:DescribeTrainingJob"], [job_arn]),
-            _iam.statement(["logs:CreateLogGroup"], [logs_arn]),
-            _iam.statement(
-                ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{logs_arn}:log-stream:*"]
-            ),
-        )
-        lookup = cr.AwsCustomResource(
-            scope,
-            "DescribeTrainingJob",
-            on_create=call,
-            on_update=call,
-            role=role,
-            install_latest_aws_sdk=False,
-        )
-        lookup.node.add_dependency(principal.policy)
-        _acknowledge_lookup_function(stack)
-        url = lookup.get_response_field("ModelArtifacts.S3ModelArtifacts")
-        _iam.add(
-            grantee.grant_principal,
-            _iam.statement(["s3:GetObject"], [_assets.url_object_arn(scope, "model_data", url)]),
-        )
-        return ModelDataConfig(url)
+
+
+def _lookup_model_data(
+    scope: Construct,
+    grantee: iam.IGrantable,
+    *,
+    action: str,
+    parameters: dict[str, str],
+    resource_arn: str,
+    url_field: str,
+    description: str,
+) -> ModelDataConfig:
+    """Model data whose URL a SageMaker ``Describe*`` call gives at deploy time (a custom
+    resource under its own least-privilege role); ``grantee`` may read the object it names."""
+    stack = stack_of(scope)
+    name = action[0].upper() + action[1:]  # describeTrainingJob -> DescribeTrainingJob
+    call = cr.AwsSdkCall(
+        service="SageMaker",
+        action=action,
+        parameters=parameters,
+        physical_resource_id=cr.PhysicalResourceId.of(next(iter(parameters.values()))),
+        output_paths=[url_field],
+    )
+    # Our own role: one customer-managed policy, no AWSLambdaBasicExecutionRole.
+    role = iam.Role(
+        scope,
+        f"{name}Role",
+        assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        description=description,
+    )
+    principal = _iam.PolicyPrincipal.for_role(scope, f"{name}Policy", role)
+    logs_arn = stack.format_arn(
+        service="logs",
+        resource="log-group",
+        resource_name="/aws/lambda/*",
+        arn_format=ArnFormat.COLON_RESOURCE_NAME,
+    )
+    _iam.add(
+        principal,  # type: ignore[arg-type]
+        _iam.statement([f"sagemaker:{name}"], [resource_arn]),
+        _iam.statement(["logs:CreateLogGroup"], [logs_arn]),
+        _iam.statement(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{logs_arn}:log-stream:*"]),
+    )
+    lookup = cr.AwsCustomResource(
+        scope, name, on_create=call, on_update=call, role=role, install_latest_aws_sdk=False
+    )
+    lookup.node.add_dependency(principal.policy)
+    _acknowledge_lookup_function(stack)
+    url = lookup.get_response_field(url_field)
+    _iam.add(
+        grantee.grant_principal,
+        _iam.statement(["s3:GetObject"], [_assets.url_object_arn(scope, "model_data", url)]),
+    )
+    return ModelDataConfig(url)

@@ -16,14 +16,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aws_cdk import ArnFormat
 from aws_cdk import aws_iam as iam
-from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from . import _assets, _iam
-from ._validation import is_unresolved, require, stack_of
-from .model_data import ModelData, ModelDataConfig, _acknowledge_lookup_function
+from ._validation import is_unresolved, require
+from .model_data import ModelData, ModelDataConfig, _lookup_model_data
 
 __all__ = ["ModelRegistry"]
 
@@ -103,52 +100,15 @@ class _ModelPackageData(ModelData):
         self.arn = arn
 
     def bind(self, scope: Construct, grantee: iam.IGrantable) -> ModelDataConfig:
-        stack = stack_of(scope)
-        call = cr.AwsSdkCall(
-            service="SageMaker",
+        return _lookup_model_data(
+            scope,
+            grantee,
             action="describeModelPackage",
             parameters={"ModelPackageName": self.arn},
-            physical_resource_id=cr.PhysicalResourceId.of(self.arn),
-            output_paths=[_URL_FIELD],
-        )
-        # Its own role and one customer-managed policy (no AWSLambdaBasicExecutionRole).
-        role = iam.Role(
-            scope,
-            "DescribeModelPackageRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            resource_arn=self.arn,
+            url_field=_URL_FIELD,
             description="Deploy-time lookup of a model package version's model artifacts",
         )
-        principal = _iam.PolicyPrincipal.for_role(scope, "DescribeModelPackagePolicy", role)
-        logs_arn = stack.format_arn(
-            service="logs",
-            resource="log-group",
-            resource_name="/aws/lambda/*",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME,
-        )
-        _iam.add(
-            principal,  # type: ignore[arg-type]
-            _iam.statement(["sagemaker:DescribeModelPackage"], [self.arn]),
-            _iam.statement(["logs:CreateLogGroup"], [logs_arn]),
-            _iam.statement(
-                ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{logs_arn}:log-stream:*"]
-            ),
-        )
-        lookup = cr.AwsCustomResource(
-            scope,
-            "DescribeModelPackage",
-            on_create=call,
-            on_update=call,
-            role=role,
-            install_latest_aws_sdk=False,
-        )
-        lookup.node.add_dependency(principal.policy)
-        _acknowledge_lookup_function(stack)
-        url = lookup.get_response_field(_URL_FIELD)
-        _iam.add(
-            grantee.grant_principal,
-            _iam.statement(["s3:GetObject"], [_assets.url_object_arn(scope, "model_data", url)]),
-        )
-        return ModelDataConfig(url)
 
 
 _URL_FIELD = "InferenceSpecification.Containers.0.ModelDataUrl"
