@@ -1,4 +1,4 @@
-"""Guards for the repository layout that DESIGN.md requires."""
+"""Guards for the repository layout that docs/design.md requires."""
 
 from __future__ import annotations
 

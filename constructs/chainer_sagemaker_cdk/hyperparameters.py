@@ -1,7 +1,7 @@
 """Hyperparameters encoded exactly as the SageMaker Python SDK's Chainer estimator sends them.
 
 The SDK JSON-encodes every value (``json.dumps``) and adds its reserved ``sagemaker_*`` keys;
-Chainer's MPI keys are only sent when truthy (CONTRACT.md §1.3).
+Chainer's MPI keys are only sent when truthy (docs/contract.md §1.3).
 """
 
 from __future__ import annotations

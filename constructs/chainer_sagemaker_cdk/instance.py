@@ -57,7 +57,7 @@ def _family_and_size(instance_type: str) -> tuple[str, str]:
 
 
 def is_gpu_instance(instance_type: str) -> bool:
-    """GPU families start with ``g`` or ``p`` (CONTRACT.md §1.8); tokens count as CPU."""
+    """GPU families start with ``g`` or ``p`` (docs/contract.md §1.8); tokens count as CPU."""
     if is_unresolved(instance_type):
         return False
     family, _ = _family_and_size(instance_type)

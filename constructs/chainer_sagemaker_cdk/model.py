@@ -41,7 +41,7 @@ def model_environment(
     model_server_workers: int | None = None,
     environment: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The container environment of a Chainer model (CONTRACT.md §3.1), as the SDK sets it."""
+    """The container environment of a Chainer model (docs/contract.md §3.1), as the SDK sets it."""
     env = {
         "SAGEMAKER_PROGRAM": entry_point,
         "SAGEMAKER_SUBMIT_DIRECTORY": submit_directory,
