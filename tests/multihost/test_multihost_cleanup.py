@@ -31,6 +31,10 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _gone_within(seconds: float, check: Callable[[], list[int]]) -> list[int]:
     deadline = time.monotonic() + seconds
     while (left := check()) and time.monotonic() < deadline:
@@ -52,6 +56,9 @@ def test_an_interrupted_or_killed_run_leaves_nothing_behind(
             "--env", "SAGEMAKER_SIGTERM_GRACE_SECONDS=5",
         ],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # As from a terminal: a run started in the background by a non-interactive shell (as CI
+        # may be) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+        preexec_fn=_sigint_default,
     )  # fmt: skip
     log = Log()
     assert cli.stdout is not None
