@@ -25,16 +25,36 @@ __all__ = [
 STACK = "Multi"  # the stack of every job the multi-host tests run (conftest.assembly)
 
 
+# mpirun --tag-output tags each chunk a rank writes, not each line: two ranks' prints can share
+# one line of mpirun's output ("[1,0]<stdout>:rank 0 ready[1,1]<stdout>:rank 1 ready"), and a
+# print whose newline came in a second write leaves a bare tag behind.
+_TAG = re.compile(r"\[\d+,\d+\]<(?:stdout|stderr)>:")
+_HOST = re.compile(r"^(\[[^\]]+\] )")
+
+
+def _untagged(line: str) -> list[str]:
+    """``line`` split at mpirun's chunk tags into one line per chunk, host prefix kept."""
+    host = m.group(1) if (m := _HOST.match(line)) and _TAG.search(line) else ""
+    if not host:
+        return [line]
+    chunks = [c for c in _TAG.split(line[len(host) :]) if c.strip()]
+    return [host + c for c in chunks]
+
+
 class Log:
-    """A ``log`` callback that keeps each line with the time it arrived, and can wait for one."""
+    """A ``log`` callback that keeps each line with the time it arrived, and can wait for one.
+
+    A line of mpirun's tagged output is kept as one line per chunk (see ``_TAG``).
+    """
 
     def __init__(self) -> None:
         self.lines: list[tuple[float, str]] = []
         self._cond = threading.Condition()
 
     def __call__(self, line: str) -> None:
+        now = time.monotonic()
         with self._cond:
-            self.lines.append((time.monotonic(), line))
+            self.lines.extend((now, chunk) for chunk in _untagged(line))
             self._cond.notify_all()
 
     @property

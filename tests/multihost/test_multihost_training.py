@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import tarfile
@@ -89,17 +88,9 @@ def test_a_three_host_chainermn_job(assembly: Path, digits: Path, tmp_path: Path
     assert left_behind() == []  # the namespaces went with their processes
 
 
-# mpirun --tag-output tags each chunk a rank writes, not each line: a print whose newline came
-# in a second write carries a second tag before it.
-_TAG = re.compile(r"\[\d+,\d+\]<(?:stdout|stderr)>:")
-
-
 def _probes(log: Log) -> list[dict[str, object]]:
     return sorted(
-        (
-            json.loads(_TAG.sub("", line.split("probe: ", 1)[1]))
-            for _, line in log.matching("probe: ")
-        ),
+        (json.loads(line.split("probe: ", 1)[1]) for _, line in log.matching("probe: ")),
         key=lambda p: int(p["rank"]),  # type: ignore[call-overload]
     )
 
