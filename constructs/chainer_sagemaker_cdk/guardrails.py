@@ -1,11 +1,18 @@
 """Deployment guardrails for the pipeline's endpoint updates: blue/green traffic shifting
-(all at once, canary, linear) with automatic rollback on CloudWatch alarms.
+(all at once, canary, linear) or a rolling update, with automatic rollback on CloudWatch alarms.
 
 ``UpdateEndpoint`` gets a ``DeploymentConfig``
 (https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails.html): SageMaker brings up
 the new fleet, shifts traffic in the chosen steps, bakes ``wait_interval`` after each, and rolls
 back to the old fleet when an alarm fires. The pipeline's wait loop already fails on such a
 rollback with SageMaker's ``FailureReason`` (``EndpointDeploymentRolledBack``).
+
+``ROLLING`` (``RollingUpdatePolicy``,
+https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-rolling.html) replaces
+the fleet batch by batch instead of bringing up a whole second one: each batch is 5 to 50
+percent of the variant's instances (API reference, ``RollingUpdatePolicy.MaximumBatchSize``),
+so the endpoint needs at least 2 instances; serverless and multi-variant endpoints cannot roll
+("Exclusions": https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-exclusions.html).
 
 By default the construct creates two alarms on the endpoint's ``AllTraffic`` variant:
 ``Invocation5XXErrors`` (sum per minute at or above ``max_5xx_errors``) and ``ModelLatency``
@@ -28,7 +35,8 @@ from ._validation import require
 
 __all__ = ["DeploymentGuardrails"]
 
-_TRAFFIC = ("ALL_AT_ONCE", "CANARY", "LINEAR")
+_TRAFFIC = ("ALL_AT_ONCE", "CANARY", "LINEAR", "ROLLING")
+_BATCH_TYPES = ("CAPACITY_PERCENT", "INSTANCE_COUNT")
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,8 @@ class DeploymentGuardrails:
     """How each update of the pipeline's endpoint shifts traffic, and what rolls it back.
 
     :param traffic: ``ALL_AT_ONCE``, ``CANARY`` (``step_percent`` of the capacity first, then the
-        rest) or ``LINEAR`` (``step_percent`` at a time); left out, ``CANARY``.
+        rest), ``LINEAR`` (``step_percent`` at a time) or ``ROLLING`` (``batch_size`` instances
+        at a time, the old ones terminated after each batch's bake); left out, ``CANARY``.
     :param step_percent: the canary's or each linear step's share of the new fleet's capacity;
         left out, 10.
     :param wait_interval: baking time after each shift; left out, 5 minutes (at most 1 hour).
@@ -46,6 +55,11 @@ class DeploymentGuardrails:
     :param default_alarms: create the 5xx and latency alarms; left out, True.
     :param max_5xx_errors: the 5xx alarm's threshold per minute; left out, 1.
     :param max_model_latency: the latency alarm's threshold; left out, 1 second.
+    :param batch_size: ``ROLLING``: each batch, in ``batch_type`` units (percent: 5 to 50);
+        left out, 25.
+    :param batch_type: ``CAPACITY_PERCENT`` or ``INSTANCE_COUNT``; left out, percent.
+    :param rollback_batch_size: ``ROLLING``: each batch of a rollback, same units; left out,
+        SageMaker's default (the whole old fleet at once).
     """
 
     traffic: str = "CANARY"
@@ -57,10 +71,20 @@ class DeploymentGuardrails:
     default_alarms: bool = True
     max_5xx_errors: float = 1
     max_model_latency: Duration | None = None
+    batch_size: int = 25
+    batch_type: str = "CAPACITY_PERCENT"
+    rollback_batch_size: int | None = None
+
+    @property
+    def rolling(self) -> bool:
+        return self.traffic == "ROLLING"
 
     def validate(self) -> None:
+        """Check the values alone (:meth:`validate_for` checks them against the endpoint)."""
         require(self.traffic in _TRAFFIC, "traffic", self.traffic, f"use one of {_TRAFFIC}")
-        if self.traffic != "ALL_AT_ONCE":
+        if self.rolling:
+            self._validate_rolling()
+        elif self.traffic != "ALL_AT_ONCE":
             require(
                 1 <= self.step_percent <= 100,
                 "step_percent",
@@ -87,12 +111,99 @@ class DeploymentGuardrails:
             "give 1 to 10 alarms in all (default_alarms counts 2): without one, nothing rolls back",
         )
 
+    def _validate_rolling(self) -> None:
+        require(
+            self.termination_wait is None,
+            "termination_wait",
+            self.termination_wait,
+            "a rolling update terminates the old instances batch by batch: leave it out "
+            "(or use a blue/green traffic mode)",
+        )
+        require(
+            self.batch_type in _BATCH_TYPES,
+            "batch_type",
+            self.batch_type,
+            f"use one of {_BATCH_TYPES}",
+        )
+        if self.batch_type == "CAPACITY_PERCENT":
+            require(
+                5 <= self.batch_size <= 50,
+                "batch_size",
+                self.batch_size,
+                "use 5 to 50 percent of the instances (SageMaker's range for a rolling batch)",
+            )
+        else:
+            require(self.batch_size >= 1, "batch_size", self.batch_size, "use 1 or more")
+        back = self.rollback_batch_size
+        limit = 100 if self.batch_type == "CAPACITY_PERCENT" else None
+        require(
+            back is None or (back >= 1 and (limit is None or back <= limit)),
+            "rollback_batch_size",
+            back,
+            "use 1 or more (percent: at most 100), or leave it out for the whole fleet at once",
+        )
+
+    def validate_for(self, *, instance_count: int | None, serverless: bool) -> None:
+        """Check the guardrails against the endpoint they update (one variant).
+
+        :param instance_count: the variant's instances (None: unknown at synth).
+        :param serverless: the variant is serverless.
+        """
+        if not self.rolling:
+            return
+        require(
+            not serverless,
+            "guardrails.traffic",
+            self.traffic,
+            "serverless endpoints cannot take a rolling update: use ALL_AT_ONCE, CANARY or "
+            "LINEAR (or instances instead of serverless)",
+        )
+        if instance_count is None:
+            return
+        require(
+            instance_count >= 2,
+            "guardrails.traffic",
+            self.traffic,
+            f"a rolling batch is 5 to 50 percent of the instances, and {instance_count} "
+            "instance cannot be split: use 2 or more instances, or a blue/green traffic mode",
+        )
+        if self.batch_type == "INSTANCE_COUNT":
+            require(
+                self.batch_size * 2 <= instance_count,
+                "guardrails.batch_size",
+                self.batch_size,
+                f"a rolling batch is at most half of the {instance_count} instances: use "
+                f"1 to {instance_count // 2}",
+            )
+
     @staticmethod
     def _seconds(value: Duration | None, default: int) -> int:
         return default if value is None else int(value.to_seconds())
 
+    def _capacity(self, value: int) -> dict[str, Any]:
+        return {"Type": self.batch_type, "Value": value}
+
+    def _rolling_policy(self) -> dict[str, Any]:
+        policy: dict[str, Any] = {
+            "MaximumBatchSize": self._capacity(self.batch_size),
+            "WaitIntervalInSeconds": self._seconds(self.wait_interval, 300),
+        }
+        if self.maximum_execution_timeout is not None:
+            policy["MaximumExecutionTimeoutInSeconds"] = self._seconds(
+                self.maximum_execution_timeout, 0
+            )
+        if self.rollback_batch_size is not None:
+            policy["RollbackMaximumBatchSize"] = self._capacity(self.rollback_batch_size)
+        return policy
+
     def deployment_config(self, alarm_names: Sequence[str]) -> dict[str, Any]:
         """UpdateEndpoint's ``DeploymentConfig``."""
+        rollback = {"Alarms": [{"AlarmName": n} for n in alarm_names]}
+        if self.rolling:
+            return {
+                "RollingUpdatePolicy": self._rolling_policy(),
+                "AutoRollbackConfiguration": rollback,
+            }
         routing: dict[str, Any] = {
             "Type": self.traffic,
             "WaitIntervalInSeconds": self._seconds(self.wait_interval, 300),
@@ -112,7 +223,7 @@ class DeploymentGuardrails:
             )
         return {
             "BlueGreenUpdatePolicy": policy,
-            "AutoRollbackConfiguration": {"Alarms": [{"AlarmName": n} for n in alarm_names]},
+            "AutoRollbackConfiguration": rollback,
         }
 
     def create_alarms(

@@ -256,6 +256,12 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self.rollback_alarms: list[cloudwatch.IAlarm] = []
         if guardrails is not None:
             guardrails.validate()
+            guardrails.validate_for(
+                instance_count=None
+                if is_unresolved(endpoint_instance_count)
+                else endpoint_instance_count,
+                serverless=False,
+            )
         self.model_package_group_name: str | None = None
         if registry is not None:
             require(

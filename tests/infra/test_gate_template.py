@@ -496,7 +496,7 @@ def test_traffic_modes(props: dict[str, Any], routing: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("props", "message"),
     [
-        ({"traffic": "ROLLING"}, "use one of"),
+        ({"traffic": "BLUE_GREEN"}, "use one of"),
         ({"step_percent": 0}, "1 to 100 percent"),
         ({"wait_interval": Duration.hours(2)}, "0 to 3600 seconds"),
         ({"maximum_execution_timeout": Duration.minutes(5)}, "600 to 28800"),
