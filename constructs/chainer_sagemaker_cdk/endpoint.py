@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from aws_cdk import Annotations, Duration, RemovalPolicy, Resource
+from aws_cdk import Annotations, Duration, Names, RemovalPolicy, Resource
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -19,6 +19,7 @@ from constructs import Construct
 
 from . import _iam
 from ._validation import is_unresolved, require, stack_of
+from .guardrails import DeploymentGuardrails
 from .instance import has_instance_storage, is_gpu_instance, normalize_instance_type
 from .model import ChainerModel
 
@@ -279,6 +280,8 @@ class ChainerEndpoint(_EndpointBase):
         kms_key: kms.IKey | None = None,
         encrypt_storage: bool | None = None,
         data_capture: DataCapture | None = None,
+        shadow_variants: Sequence[EndpointVariant] | None = None,
+        guardrails: DeploymentGuardrails | None = None,
         endpoint_name: str | None = None,
         removal_policy: RemovalPolicy | None = None,
     ) -> None:
@@ -296,7 +299,16 @@ class ChainerEndpoint(_EndpointBase):
             NVMe storage (e.g. ml.g5, ml.m5d), which SageMaker encrypts itself; left out, True
             (False for serverless endpoints, which have no storage volume to encrypt).
         :param data_capture: left out, no capture.
-        :param endpoint_name: left out, CloudFormation generates one.
+        :param shadow_variants: one variant that gets a copy of the production variant's
+            requests (``ShadowProductionVariants``); its answers are discarded, its metrics
+            are its own (``metric_*(variant_name="Shadow")``). Its ``initial_weight``, relative
+            to the production variant's, is the share of requests copied. Left out, none.
+        :param guardrails: how a stack update of this endpoint (a new endpoint config)
+            shifts traffic, and the alarms that roll it back (the endpoint's
+            ``DeploymentConfig``); left out, SageMaker's default (blue/green, all at once, no
+            rollback alarms).
+        :param endpoint_name: left out, CloudFormation generates one (with ``guardrails``,
+            one is made from the construct path: the alarms watch the endpoint by name).
         :param removal_policy: for the endpoint, its config and the storage key created here;
             left out, CloudFormation deletes the endpoint and config with the stack (CDK's
             default for these resources), the key is retained.
@@ -326,8 +338,13 @@ class ChainerEndpoint(_EndpointBase):
                 require(value is None, name, value, f"set {name} on each EndpointVariant")
         assert variants is not None
         require(len(variants) >= 1, "variants", [], "give at least one EndpointVariant")
-        self.serverless = any(v.serverless is not None for v in variants)
+        shadows = list(shadow_variants or [])
+        self.serverless = any(v.serverless is not None for v in [*variants, *shadows])
         self._check_combinations(variants, async_inference, data_capture, kms_key, encrypt_storage)
+        self._check_shadow(variants, shadows, async_inference)
+        if guardrails is not None:
+            guardrails.validate()
+            self._check_guardrails(guardrails, variants)
         if encrypt_storage is None:
             encrypt_storage = not self.serverless
         require(
@@ -343,19 +360,26 @@ class ChainerEndpoint(_EndpointBase):
             v.variant_name or ("AllTraffic" if i == 0 else f"Variant{i + 1}")
             for i, v in enumerate(self.variants)
         ]
+        self.shadow_variants = shadows
+        self.shadow_variant_names = [v.variant_name or "Shadow" for v in shadows]
+        names = [*self.variant_names, *self.shadow_variant_names]
         require(
-            len(set(self.variant_names)) == len(self.variant_names),
+            len(set(names)) == len(names),
             "variants",
-            self.variant_names,
-            "give each variant a distinct variant_name",
+            names,
+            "give each variant (shadow variants included) a distinct variant_name",
         )
         rendered = [
             self._variant(name, v)
             for name, v in zip(self.variant_names, self.variants, strict=True)
         ]
+        rendered_shadows = [
+            self._variant(name, v)
+            for name, v in zip(self.shadow_variant_names, shadows, strict=True)
+        ]
         self.kms_key: kms.IKey | None = None
         if encrypt_storage:
-            for prop in rendered:
+            for prop in [*rendered, *rendered_shadows]:
                 kind = str(prop.instance_type)
                 require(
                     not has_instance_storage(kind),
@@ -376,6 +400,7 @@ class ChainerEndpoint(_EndpointBase):
             self,
             "EndpointConfig",
             production_variants=rendered,
+            shadow_production_variants=rendered_shadows or None,
             kms_key_id=self.kms_key.key_arn if self.kms_key else None,
             data_capture_config=self._data_capture(data_capture),
             async_inference_config=self._async_inference(async_inference),
@@ -391,6 +416,12 @@ class ChainerEndpoint(_EndpointBase):
                 "A serverless endpoint has no ML storage volume for KmsKeyId to encrypt; "
                 "SageMaker manages its compute and storage.",
             )
+        if guardrails is not None and endpoint_name is None:
+            # The rollback alarms watch the endpoint by name and the endpoint's
+            # DeploymentConfig names the alarms: with CloudFormation's generated name that
+            # would be a reference each way (a cycle). A name from the construct path (stack
+            # name included, so unique per stack) lets the alarms exist before the endpoint.
+            endpoint_name = Names.unique_resource_name(self, max_length=63, separator="-")
         # The config references each model (GetAtt), and each model waits for its role's
         # policies: no further DependsOn (cfn-lint W3005).
         self.resource = sagemaker.CfnEndpoint(
@@ -405,6 +436,20 @@ class ChainerEndpoint(_EndpointBase):
         # Ref of AWS::SageMaker::Endpoint is its ARN, which SageMaker writes in lower case
         # whatever the case of the name.
         self.endpoint_arn = self.resource.ref
+        self.guardrails = guardrails
+        self.rollback_alarms: list[cloudwatch.IAlarm] = []
+        if guardrails is not None:
+            # CloudFormation passes DeploymentConfig to UpdateEndpoint when a stack update
+            # brings a new endpoint config; a rollback fails that update (and the stack
+            # update rolls back), the endpoint keeps serving the old config:
+            # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-sagemaker-endpoint.html
+            self.rollback_alarms = guardrails.create_alarms(
+                self, self.metric_invocation_5xx_errors(), self.metric_model_latency()
+            )
+            self.resource.add_property_override(
+                "DeploymentConfig",
+                guardrails.deployment_config([a.alarm_name for a in self.rollback_alarms]),
+            )
         if removal_policy is not None:
             self.apply_removal_policy(removal_policy)
 
@@ -445,6 +490,80 @@ class ChainerEndpoint(_EndpointBase):
                 v.model.instance_type,
                 "serverless endpoints run on CPUs: give the model a CPU instance_type",
             )
+
+    @staticmethod
+    def _check_shadow(
+        variants: Sequence[EndpointVariant],
+        shadows: Sequence[EndpointVariant],
+        async_inference: AsyncInference | None,
+    ) -> None:
+        """Refuse what CreateEndpointConfig refuses with ``ShadowProductionVariants``.
+
+        One shadow variant and then one production variant (botocore's model of
+        CreateEndpointConfig, and
+        https://docs.aws.amazon.com/sagemaker/latest/dg/shadow-tests-create.html); no
+        serverless or asynchronous inference ("Exclusions"):
+        https://docs.aws.amazon.com/sagemaker/latest/dg/shadow-tests-exclusions.html
+        """
+        if not shadows:
+            return
+        require(
+            len(shadows) == 1,
+            "shadow_variants",
+            len(shadows),
+            "give one shadow variant: SageMaker allows one per endpoint",
+        )
+        require(
+            len(variants) == 1,
+            "variants",
+            len(variants),
+            "with a shadow variant, give one production variant (model=...)",
+        )
+        fix = "shadow variants run on instances: leave {} out, or the shadow variant"
+        require(async_inference is None, "async_inference", "given", fix.format("it"))
+        for v in [*variants, *shadows]:
+            require(v.serverless is None, "serverless", "given", fix.format("serverless"))
+        require(
+            shadows[0].initial_weight > 0,
+            "shadow_variants.initial_weight",
+            shadows[0].initial_weight,
+            "use a positive weight (relative to the production variant's: the share copied)",
+        )
+
+    @staticmethod
+    def _check_guardrails(
+        guardrails: DeploymentGuardrails, variants: Sequence[EndpointVariant]
+    ) -> None:
+        """Refuse guardrails that SageMaker would refuse or silently ignore ("Exclusions").
+
+        Rolling updates leave out serverless and multi-variant endpoints; on Inf1
+        instances SageMaker falls back to all at once with no baking, so the guardrails
+        would do nothing:
+        https://docs.aws.amazon.com/sagemaker/latest/dg/deployment-guardrails-exclusions.html
+        """
+        for v in variants:
+            kind = v.instance_type or v.model.instance_type
+            require(
+                not kind.startswith("ml.inf1."),
+                "guardrails",
+                kind,
+                "SageMaker ignores deployment guardrails on Inf1 instances (all at once, no "
+                "rollback): leave guardrails out, or use another instance type",
+            )
+        if guardrails.traffic != "ROLLING":
+            return
+        require(
+            all(v.serverless is None for v in variants),
+            "guardrails.traffic",
+            "ROLLING",
+            "rolling updates need instances: use CANARY, LINEAR or ALL_AT_ONCE on serverless",
+        )
+        require(
+            len(variants) == 1,
+            "guardrails.traffic",
+            "ROLLING",
+            "rolling updates take one variant: use CANARY, LINEAR or ALL_AT_ONCE",
+        )
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
         """Allow invoking this endpoint only; an async one also through S3.
@@ -629,7 +748,7 @@ class ChainerEndpoint(_EndpointBase):
             False,
             "capture at least one of input or output",
         )
-        for v in self.variants:
+        for v in [*self.variants, *self.shadow_variants]:
             _iam.bucket_prefix_write(v.model.grant_principal, capture.bucket, capture.prefix)
             if capture.kms_key is not None:
                 _iam.key_use(v.model.grant_principal, capture.kms_key)
