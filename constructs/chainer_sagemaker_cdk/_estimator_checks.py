@@ -29,7 +29,7 @@ __all__ = [
 
 _JOB_PREFIX = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-MAX_JOB_PREFIX = 26  # leaves room for "-" and a 36-character UUID in a 63-character job name
+MAX_JOB_PREFIX = 25  # leaves room for "--" and a 36-character UUID in a 63-character job name
 MAX_RUNTIME_SECONDS = 28 * 24 * 3600  # SageMaker's limit
 CODE_CHANNEL = "code"
 _LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
@@ -124,7 +124,15 @@ def validate(
             bool(_JOB_PREFIX.match(base_job_name)) and len(base_job_name) <= MAX_JOB_PREFIX,
             "base_job_name",
             base_job_name,
-            f"use at most {MAX_JOB_PREFIX} letters, digits and hyphens",
+            f"use at most {MAX_JOB_PREFIX} letters, digits and hyphens (runs are named "
+            "'<base_job_name>--<uuid>', at most 63 characters)",
+        )
+        require(
+            "--" not in base_job_name,
+            "base_job_name",
+            base_job_name,
+            "use single hyphens: '--' separates the base from each run's part "
+            "('<base_job_name>--<uuid>'), so that no base's runs match another base's",
         )
     for key in hyperparameters:
         require(

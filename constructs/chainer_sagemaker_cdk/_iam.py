@@ -37,6 +37,7 @@ from ._validation import is_unresolved, stack_of
 
 __all__ = [
     "LOG_DELIVERY_ACTIONS",
+    "RUN_SEPARATOR",
     "PolicyPrincipal",
     "acknowledge",
     "acknowledge_each",
@@ -54,6 +55,9 @@ __all__ = [
     "list_prefix",
     "name_prefix_arn",
     "pass_role",
+    "run_name",
+    "run_name_arn",
+    "run_name_pattern",
     "sagemaker_arn",
     "sagemaker_logs_and_metrics",
     "statement",
@@ -506,9 +510,41 @@ def sagemaker_arn(scope: IConstruct, resource: str, name: str) -> str:
 
 
 def name_prefix_arn(scope: IConstruct, resource: str, prefix: str) -> str:
-    """ARNs of resources named ``<prefix>-...``: the delimiter keeps ``chainer-digits`` from
-    matching the jobs of ``chainer-digits-v2``."""
+    """ARNs of resources named ``<prefix>-...``. The hyphen keeps ``chainer-digits`` off
+    ``chainer-digitsv2``'s resources, but not off ``chainer-digits-v2``'s: where that matters,
+    name the resources with :func:`run_name` and scope them with :func:`run_name_arn`."""
     return sagemaker_arn(scope, resource, f"{prefix.lower()}-*")
+
+
+RUN_SEPARATOR = "--"
+"""Between a base name and a run's own part: ``<base>--<run>``."""
+
+
+def run_name(base: str, run: str) -> str:
+    """The name of one run (job, model, endpoint config) of ``base``: ``<base>--<run>``.
+
+    Why ``--``: ``<base>--*`` is prefix-free over bases that contain no ``--`` (the estimator
+    refuses such bases). A name ``B--r`` matches ``A--*`` only if ``A--`` starts ``B--r``:
+    for ``A == B`` that is the run of ``A``; ``A`` a proper prefix of ``B`` would need ``B``
+    to continue ``A`` with ``--`` (or to end in ``-``, which SageMaker names cannot); ``B`` a
+    proper prefix of ``A`` would need ``A`` to continue ``B`` with ``--``. So
+    ``chainer-digits--*`` never matches ``chainer-digits-v2--…`` nor any other base's runs,
+    whatever their run parts; and unlike an exact-length ``?`` pattern, a Step Functions
+    ``StringMatches`` Choice can check the same form (ASL has no string length function).
+    SageMaker names allow consecutive hyphens (``^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}``).
+    """
+    return f"{base}{RUN_SEPARATOR}{run}"
+
+
+def run_name_pattern(base: str) -> str:
+    """Every run name of ``base``, as IAM and Step Functions' ``StringMatches`` read it."""
+    return run_name(base, "*")
+
+
+def run_name_arn(scope: IConstruct, resource: str, base: str) -> str:
+    """ARNs of the ``resource`` runs of ``base`` (``<base>--*``, lower case as SageMaker ARNs
+    are: bases that differ only in case share their runs)."""
+    return sagemaker_arn(scope, resource, run_name_pattern(base.lower()))
 
 
 def sagemaker_logs_and_metrics(scope: Construct, principal: iam.IPrincipal, kind: str) -> None:

@@ -38,8 +38,9 @@ ISOLATED_CODE_DIR = f"/opt/ml/input/data/{CODE_CHANNEL}"
 
 
 def default_job_prefix(scope: Construct) -> str:
-    """``<construct id>-<8 hex of its path>``, lower case, at most 26 characters: readable,
-    and distinct for estimators of the same id in other stacks or scopes."""
+    """``<construct id>-<8 hex of its path>``, lower case, single hyphens, at most
+    ``MAX_JOB_PREFIX`` characters: readable, and distinct for estimators of the same id in
+    other stacks or scopes."""
     slug = re.sub(r"[^a-z0-9]+", "-", scope.node.id.lower()).strip("-") or "chainer"
     digest = hashlib.sha256(scope.node.path.encode()).hexdigest()[:8]
     return f"{slug[: MAX_JOB_PREFIX - 9].strip('-')}-{digest}"
@@ -144,8 +145,10 @@ class ChainerEstimator(Resource):
             checkpoints (spot without checkpoints restarts from scratch: a synth warning).
         :param checkpoint_prefix: key prefix for checkpoints; left out, ``checkpoints``.
         :param checkpoint_local_path: left out, ``/opt/ml/checkpoints``.
-        :param base_job_name: job names are ``<base_job_name>-<uuid>`` (at most 26 characters);
-            left out, ``<construct id>-<8 hex digits of the construct path>``.
+        :param base_job_name: a pipeline names its runs ``<base_job_name>--<uuid>`` (at most
+            25 characters, single hyphens: ``--`` keeps the runs of ``chainer-digits`` apart
+            from those of ``chainer-digits-v2``); left out, ``<construct id>-<8 hex digits of
+            the construct path>``.
         :param vpc: run in this VPC; left out, SageMaker's network.
         :param vpc_subnets: left out, the VPC's private subnets.
         :param security_groups: left out with a VPC, one is created that lets the hosts of a job

@@ -3,11 +3,11 @@
 
 Execution input (all optional)::
 
-    {"TrainingJobName": "<base_job_name>-...",          # default: <base_job_name>-<uuid>
+    {"TrainingJobName": "<base_job_name>--...",         # default: <base_job_name>--<uuid>
      "Hyperparameters": {"epochs": "20"},                # JSON-encoded strings, merged per key
      "Channels": {"train": "s3://bucket/other/prefix"}}  # declared channels only
 
-A job name outside ``<base_job_name>-`` or a channel the estimator does not declare fails the
+A job name outside ``<base_job_name>--`` or a channel the estimator does not declare fails the
 execution before anything is created (``InvalidExecutionInput``). The model and the endpoint
 config take the training job's name, so every execution creates fresh ones; the endpoint keeps
 its name. The endpoint lifecycle (docs/contract.md §5):
@@ -54,9 +54,10 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from . import _approval, _iam, _metadata, _states
+from . import _approval, _hosting, _iam, _metadata, _shadow_states, _states
 from ._approval import Approval
 from ._validation import is_unresolved, require, stack_of
+from .endpoint import AsyncInference, ServerlessConfig
 from .estimator import ChainerEstimator
 from .guardrails import DeploymentGuardrails
 from .instance import has_instance_storage, normalize_instance_type
@@ -64,6 +65,7 @@ from .model import ISOLATED_MODEL_CODE_DIR, model_environment
 from .model_data import _acknowledge_lookup_function
 from .quality_gate import QualityGate, gate_states
 from .registry import ModelRegistry, package_request
+from .shadow import SHADOW_VARIANT, ShadowDeployment
 
 __all__ = ["InvocationScaling", "TrainingPipelineFragment"]
 
@@ -135,6 +137,9 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         approval: Approval | None = None,
         registry: ModelRegistry | None = None,
         guardrails: DeploymentGuardrails | None = None,
+        serverless: ServerlessConfig | None = None,
+        async_inference: AsyncInference | None = None,
+        shadow: ShadowDeployment | None = None,
     ) -> None:
         """Define the states.
 
@@ -181,6 +186,18 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         :param guardrails: blue/green traffic shifting with automatic rollback on alarms for
             each UpdateEndpoint (:class:`~chainer_sagemaker_cdk.guardrails.DeploymentGuardrails`);
             left out, SageMaker's default update.
+        :param serverless: run the endpoint on serverless capacity
+            (:class:`~chainer_sagemaker_cdk.endpoint.ServerlessConfig`: memory, concurrency);
+            ``endpoint_instance_type`` then only picks the (CPU) image, and there is no storage
+            key. Left out, instances.
+        :param async_inference: asynchronous inference, requests and responses in S3
+            (:class:`~chainer_sagemaker_cdk.endpoint.AsyncInference`); the serving role may
+            read the requests, write the responses and failures and publish to the topics.
+            Left out, real-time.
+        :param shadow: deploy each new model as a shadow variant next to production first and
+            promote it after a bake with quiet alarms
+            (:class:`~chainer_sagemaker_cdk.shadow.ShadowDeployment`); left out, each model
+            goes straight to production.
         """
         super().__init__(scope, id)
         self.estimator = estimator
@@ -210,8 +227,32 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "use 1 or more (the version in service counts), or None to keep every version",
         )
         self.keep_versions = keep_versions
+        if deploy:
+            _hosting.check(
+                serverless=serverless,
+                async_inference=async_inference,
+                instance_type=self.endpoint_instance_type,
+                instance_count=endpoint_instance_count,
+                endpoint_kms_key=endpoint_kms_key,
+                isolate_model=isolate_model,
+                autoscaling=autoscaling,
+                shadow=shadow,
+            )
+            require(
+                shadow is None or autoscaling is None,
+                "shadow",
+                "given",
+                "a shadow deployment does not suspend autoscaling yet: leave autoscaling out, "
+                "or shadow out",
+            )
+        self.serverless = serverless
+        self.async_inference = async_inference
+        self.shadow = shadow
+        if shadow is not None:
+            shadow.validate()
         self.endpoint_kms_key: kms.IKey | None = None
-        if deploy and encrypt_endpoint_storage:
+        # Serverless endpoints have no storage volume to encrypt (KmsKeyId is refused).
+        if deploy and encrypt_endpoint_storage and serverless is None:
             require(
                 not has_instance_storage(self.endpoint_instance_type),
                 "encrypt_endpoint_storage",
@@ -260,7 +301,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 instance_count=None
                 if is_unresolved(endpoint_instance_count)
                 else endpoint_instance_count,
-                serverless=False,
+                serverless=serverless is not None,
             )
         self.model_package_group_name: str | None = None
         if registry is not None:
@@ -386,7 +427,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             parameters={
                 "defaults": {
                     "TrainingJobName": sfn.JsonPath.format(
-                        "{}-{}", est.base_job_name, sfn.JsonPath.uuid()
+                        _iam.run_name("{}", "{}"), est.base_job_name, sfn.JsonPath.uuid()
                     ),
                     "Hyperparameters": dict(est.hyperparameters),
                     "Channels": dict(est.channel_uris),
@@ -434,8 +475,10 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             self,
             "InvalidJobName",
             error="InvalidExecutionInput",
-            cause=f"TrainingJobName must start with '{est.base_job_name}-' (the prefix the "
-            "pipeline's role is scoped to); leave it out for a generated name",
+            cause=f"TrainingJobName must start with '{est.base_job_name}--' (the form "
+            f"'{est.base_job_name}--<run>', letters, digits and hyphens, at most 63 characters: "
+            "the pipeline's role reaches only the runs named so); leave it out for a generated "
+            "name",
         )
         bad_channel = sfn.Fail(
             self,
@@ -450,7 +493,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             .when(
                 sfn.Condition.not_(
                     sfn.Condition.string_matches(
-                        "$.config.TrainingJobName", f"{est.base_job_name}-*"
+                        "$.config.TrainingJobName", _iam.run_name_pattern(est.base_job_name)
                     )
                 ),
                 bad_name,
@@ -585,31 +628,37 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self.create_model_task = self._sdk(
             "CreateModel", "createModel", model, "$.model", {"ModelArn.$": "$.ModelArn"}
         )
+        variant: dict[str, Any] = {"VariantName": "AllTraffic", "ModelName.$": name}
+        if self.serverless is not None:
+            variant["ServerlessConfig"] = _hosting.serverless_config(self.serverless)
+        else:
+            variant["InstanceType"] = self.endpoint_instance_type
+            variant["InitialInstanceCount"] = instance_count
+        variant["InitialVariantWeight"] = 1
         config: dict[str, Any] = {
             "EndpointConfigName.$": name,
-            "ProductionVariants": [
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName.$": name,
-                    "InstanceType": self.endpoint_instance_type,
-                    "InitialInstanceCount": instance_count,
-                    "InitialVariantWeight": 1,
-                }
-            ],
+            "ProductionVariants": [variant],
             "Tags": self._tags(),
         }
         if self.endpoint_kms_key is not None:
             config["KmsKeyId"] = self.endpoint_kms_key.key_arn
+        if self.async_inference is not None:
+            config["AsyncInferenceConfig"] = _hosting.async_inference_config(
+                self.async_inference, principal
+            )
         self.create_endpoint_config_task = self._sdk(
             "CreateEndpointConfig", "createEndpointConfig", config, "$.endpointConfig"
         )
         endpoint = {"EndpointName": self.endpoint_name, "EndpointConfigName.$": name}
+        found = {"EndpointStatus.$": "$.EndpointStatus"}
+        if self.shadow is not None:  # the shadow config starts from the one in service
+            found["EndpointConfigName.$"] = "$.EndpointConfigName"
         self.describe_existing_endpoint_task = self._sdk(
             "FindEndpoint",
             "describeEndpoint",
             {"EndpointName": self.endpoint_name},
             "$.existing",
-            {"EndpointStatus.$": "$.EndpointStatus"},
+            found,
         )
         self.create_endpoint_task = self._sdk(
             "CreateEndpoint",
@@ -673,23 +722,6 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         )
         find.add_catch(lookup_error, errors=["States.TaskFailed"], result_path="$.deployError")
 
-        existing = "$.existing.EndpointStatus"
-        unexpected = sfn.Fail(
-            self,
-            "UnexpectedEndpointStatus",
-            error="EndpointDeploymentFailed",
-            cause="The endpoint is in a status the pipeline does not handle (see the "
-            "execution history's FindEndpoint output)",
-        )
-        route = (
-            sfn.Choice(self, "RouteByStatus")
-            .when(_any_status(existing, _states.UPDATABLE_STATUSES), self._before_update())
-            .when(_any_status(existing, (*_states.BUSY_STATUSES, "Deleting")), wait_busy)
-            .when(sfn.Condition.string_equals(existing, "Failed"), self.delete_failed_endpoint_task)
-            .otherwise(unexpected)
-        )
-        find.next(route)
-
         wait = sfn.Wait(self, "WaitForEndpoint", time=sfn.WaitTime.duration(self._poll))
         self.describe_endpoint_task = self._sdk(
             "DescribeEndpoint",
@@ -709,7 +741,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             error="EndpointDeploymentRolledBack",
             cause_path="$.status.FailureReason",
         )
-        not_updated = sfn.Fail(
+        self.not_updated = not_updated = sfn.Fail(
             self,
             "EndpointNotUpdated",
             error="EndpointDeploymentFailed",
@@ -742,10 +774,35 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             .otherwise(not_updated)
         )
         wait.next(self.describe_endpoint_task).next(check)
+        existing = "$.existing.EndpointStatus"
+        unexpected = sfn.Fail(
+            self,
+            "UnexpectedEndpointStatus",
+            error="EndpointDeploymentFailed",
+            cause="The endpoint is in a status the pipeline does not handle (see the "
+            "execution history's FindEndpoint output)",
+        )
+        self.shadow_tasks: list[sfn.CustomState] = []
+        updatable: sfn.IChainable = self._before_update()
+        if self.shadow is not None:
+            updatable = self._build_shadow(instance_count, deploy_failed, wait_busy, updatable)
+        route = (
+            sfn.Choice(self, "RouteByStatus")
+            .when(_any_status(existing, _states.UPDATABLE_STATUSES), updatable)
+            .when(_any_status(existing, (*_states.BUSY_STATUSES, "Deleting")), wait_busy)
+            .when(sfn.Condition.string_equals(existing, "Failed"), self.delete_failed_endpoint_task)
+            .otherwise(unexpected)
+        )
+        find.next(route)
+
         self.create_endpoint_task.next(wait)
         self.update_endpoint_task.next(wait)
         chain.next(self.create_model_task).next(self.create_endpoint_config_task).next(find)
         self._after_in_service: sfn.INextable = self.endpoint_in_service
+        if self.shadow is not None:
+            self._after_in_service = _shadow_states.delete_shadow_config(
+                self, self.endpoint_in_service
+            )
         if self.autoscaling is not None:
             self._after_in_service = self._build_scaling(self.autoscaling, deploy_failed)
         self._end = self._after_in_service
@@ -753,6 +810,30 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             self._end = self._build_cleanup()
         if removal_policy == RemovalPolicy.DESTROY:
             self._finalizer()
+
+    def _build_shadow(
+        self,
+        instance_count: int,
+        deploy_failed: sfn.IChainable,
+        wait_busy: sfn.IChainable,
+        promote: sfn.IChainable,
+    ) -> sfn.IChainable:
+        """Shadow first, promote after a quiet bake (see :mod:`chainer_sagemaker_cdk.shadow`)."""
+        assert self.shadow is not None
+        self.shadow_alarms = self.shadow.create_alarms(
+            self,
+            self.metric_invocation_5xx_errors(variant_name=SHADOW_VARIANT),
+            self.metric_model_latency(variant_name=SHADOW_VARIANT),
+        )
+        return _shadow_states.shadow_states(
+            self,
+            self.shadow,
+            [a.alarm_name for a in self.shadow_alarms],
+            instance_count,
+            deploy_failed,
+            wait_busy,
+            promote,
+        )
 
     def _serving_lookup(self, skip: sfn.IChainable) -> tuple[sfn.IChainable, sfn.INextable, str]:
         """The serving model's registry version: endpoint -> its config's model (named like
@@ -912,7 +993,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         )
         for task in (register, policy):
             task.add_catch(failed, errors=["States.TaskFailed"], result_path="$.deployError")
-        self.endpoint_in_service.next(register).next(policy)
+        self._after_in_service.next(register).next(policy)
         self.register_scaling_task = register
         self.put_scaling_policy_task = policy
         return policy
@@ -923,7 +1004,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "ListVersions",
             "listEndpointConfigs",
             {
-                "NameContains": f"{self.prefix}-",
+                "NameContains": _iam.run_name(self.prefix, ""),
                 "SortBy": "CreationTime",
                 "SortOrder": "Descending",
                 "MaxResults": 100,
@@ -946,7 +1027,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         old = sfn.Condition.and_(
             sfn.Condition.number_greater_than_equals("$.index", self.keep_versions or 1),
             sfn.Condition.not_(sfn.Condition.string_equals_json_path("$.name", "$.current")),
-            sfn.Condition.string_matches("$.name", f"{self.prefix}-*"),
+            sfn.Condition.string_matches("$.name", _iam.run_name_pattern(self.prefix)),
         )
         delete_config.next(delete_model)
         per_version = sfn.Choice(self, "IsOldVersion").when(old, delete_config).otherwise(keep)
@@ -1046,7 +1127,11 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "register_model_task",
         )  # the clean-up's delete tasks run inside a Map: a catch cannot leave it
         tasks = [getattr(self, n) for n in names if hasattr(self, n)]
-        return tasks + list(getattr(self, "serving_lookup_tasks", []))
+        return (
+            tasks
+            + list(getattr(self, "serving_lookup_tasks", []))
+            + list(getattr(self, "shadow_tasks", []))
+        )
 
     # -- the endpoint -----------------------------------------------------------------------------
     def _endpoint_arn(self) -> str:
@@ -1057,19 +1142,25 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         return self._stack.format_arn(service="sagemaker", resource="endpoint", resource_name=name)
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Allow ``sagemaker:InvokeEndpoint`` on the pipeline's endpoint."""
+        """Allow ``sagemaker:InvokeEndpoint`` on the pipeline's endpoint; an async one also
+        through S3 (the request uploaded, the output or failure read)."""
+        if self.async_inference is not None:
+            return _hosting.async_grant_invoke(grantee, self.async_inference, self._endpoint_arn())
         return iam.Grant.add_to_principal(
             grantee=grantee,
             actions=["sagemaker:InvokeEndpoint", "sagemaker:InvokeEndpointAsync"],
             resource_arns=[self._endpoint_arn()],
         )
 
-    def metric(self, metric_name: str, **props: Any) -> cloudwatch.Metric:
-        """An ``AWS/SageMaker`` metric of the endpoint's ``AllTraffic`` variant."""
+    def metric(
+        self, metric_name: str, *, variant_name: str = "AllTraffic", **props: Any
+    ) -> cloudwatch.Metric:
+        """An ``AWS/SageMaker`` metric of one of the endpoint's variants (left out,
+        ``AllTraffic``; a shadow deployment's new model is ``Shadow``)."""
         return cloudwatch.Metric(
             namespace="AWS/SageMaker",
             metric_name=metric_name,
-            dimensions_map={"EndpointName": self.endpoint_name, "VariantName": "AllTraffic"},
+            dimensions_map={"EndpointName": self.endpoint_name, "VariantName": variant_name},
             **props,
         )
 
@@ -1093,7 +1184,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         def arn(resource: str, name: str) -> str:
             return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
 
-        jobs = arn("training-job", f"{prefix}-*")
+        jobs = arn("training-job", _iam.run_name_pattern(prefix))
         grant = iam.Grant.add_to_principal(
             grantee=grantee,
             actions=[
@@ -1154,8 +1245,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self, arn: Callable[[str, str], str], prefix: str
     ) -> list[iam.PolicyStatement]:
         endpoint = self._endpoint_arn()
-        configs = arn("endpoint-config", f"{prefix}-*")
-        models = arn("model", f"{prefix}-*")
+        configs = arn("endpoint-config", _iam.run_name_pattern(prefix))
+        models = arn("model", _iam.run_name_pattern(prefix))
         # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html
         # Creating with Tags needs sagemaker:AddTags on the created resource.
         statements = [
@@ -1203,6 +1294,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                     resources=[a.alarm_arn for a in self.rollback_alarms],
                 )
             )
+        if self.shadow is not None:
+            statements += self._shadow_statements(configs)
         if self.endpoint_kms_key is not None:
             # kms:GrantIsForAWSResource is a condition key of CreateGrant only: on DescribeKey
             # it would never hold (parliament: UNKNOWN_CONDITION_FOR_ACTION).
@@ -1217,6 +1310,18 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 ),
             ]
         return statements
+
+    def _shadow_statements(self, configs: str) -> list[iam.PolicyStatement]:
+        """Read the config in service (its production model), and the shadow's alarms
+        (DescribeAlarms has the alarm resource type: Service Authorization Reference,
+        https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoncloudwatch.html)."""
+        return [
+            iam.PolicyStatement(actions=["sagemaker:DescribeEndpointConfig"], resources=[configs]),
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms"],
+                resources=[a.alarm_arn for a in self.shadow_alarms],
+            ),
+        ]
 
     def _registry_statements(self) -> list[iam.PolicyStatement]:
         """CreateModelPackage in the group, and the model package a model is created
@@ -1245,7 +1350,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                         self._stack.format_arn(
                             service="sagemaker",
                             resource="model",
-                            resource_name=f"{self.prefix.lower()}-*",
+                            resource_name=_iam.run_name_pattern(self.prefix.lower()),
                         )
                     ],
                 )

@@ -119,7 +119,7 @@ def test_state_machine_role_allows_each_integration_pattern(
         template, {"Fn::GetAtt": [_role(template, "EstimatorExecutionRole"), "Arn"]}
     )
     requirements = iam_documented.state_machine(
-        job=f"{prefix}-0a1b2c3d", endpoint=endpoint, role=role, deploy=True
+        job=f"{prefix}--0a1b2c3d", endpoint=endpoint, role=role, deploy=True
     )
     missing = [
         r for r in requirements if not iam_check.allows(documents, r.action, r.resource, r.context)
@@ -130,10 +130,11 @@ def test_state_machine_role_allows_each_integration_pattern(
 def test_job_name_prefix_scoping_has_a_delimiter(example_template: dict[str, Any]) -> None:
     """chainer-digits must not reach chainer-digits-v2's jobs (another estimator's prefix)."""
     documents = iam_check.role_policies(example_template, _role(example_template, "PipelineRole"))
-    own = iam_documented.arn("sagemaker", "training-job/chainer-digits-0a1b")
-    other = iam_documented.arn("sagemaker", "training-job/chainer-digitsv2-0a1b")
+    own = iam_documented.arn("sagemaker", "training-job/chainer-digits--0a1b")
     assert iam_check.allows(documents, "sagemaker:StopTrainingJob", own)
-    assert not iam_check.allows(documents, "sagemaker:StopTrainingJob", other)
+    for other in ("chainer-digitsv2--0a1b", "chainer-digits-v2--0a1b", "chainer-digits-v2-0a1b"):
+        arn = iam_documented.arn("sagemaker", f"training-job/{other}")
+        assert not iam_check.allows(documents, "sagemaker:StopTrainingJob", arn)
 
 
 @pytest.mark.parametrize("name", ["example_template", "maximal_template"])

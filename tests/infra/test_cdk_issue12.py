@@ -322,15 +322,15 @@ def test_default_job_names_are_readable(stack: cdk.Stack, code: SourceCode) -> N
         stack, "Estimator", code=code, image=RuntimeImage.from_registry("r.example/c:1")
     )
     assert est.base_job_name.startswith("estimator-")
-    assert len(est.base_job_name) <= 26
+    assert len(est.base_job_name) <= 25  # "--" and a UUID fit in 63 characters
     long = ChainerEstimator(
         stack,
         "AgnosticEstimatorWithAVeryLongName",
         code=code,
         image=RuntimeImage.from_registry("r/c:1"),
     )
-    assert long.base_job_name.startswith("agnosticestimatorw"[:17])
-    assert len(long.base_job_name) <= 26
+    assert long.base_job_name.startswith("agnosticestimatorw"[:16])
+    assert len(long.base_job_name) <= 25
 
 
 def test_cdk_json_sets_the_installed_cdks_recommended_flags() -> None:

@@ -53,7 +53,7 @@ ESTIMATOR_CASES: list[tuple[dict[str, Any], str, str, str]] = [
         "/opt/ml/c",
         "checkpoint_bucket",
     ),
-    ({"base_job_name": "x" * 27}, "base_job_name", "x" * 27, "at most 26"),
+    ({"base_job_name": "x" * 26}, "base_job_name", "x" * 26, "at most 25"),
     ({"base_job_name": "bad_name"}, "base_job_name", "bad_name", "hyphens"),
     (
         {"hyperparameters": {"sagemaker_program": "x.py"}},

@@ -330,18 +330,18 @@ def test_overrides_of_name_hyperparameters_and_channels(
 ) -> None:
     sfn_client, sagemaker = aws
     payload = {
-        "TrainingJobName": "chainer-digits-exp-7",
+        "TrainingJobName": "chainer-digits--exp-7",
         "Hyperparameters": {"epochs": "20", "sagemaker_program": '"evil.py"'},
         "Channels": {"train": "s3://other-bucket/train-v2"},
     }
     with sagemaker_standin():
         result = run(sfn_client, create(sfn_client, definition), payload)
     assert result.status == "SUCCEEDED", result.cause
-    job = sagemaker.describe_training_job(TrainingJobName="chainer-digits-exp-7")
+    job = sagemaker.describe_training_job(TrainingJobName="chainer-digits--exp-7")
     hps = job["HyperParameters"]
     assert (hps["epochs"], hps["units"]) == ("20", "1000")
     assert hps["sagemaker_program"] == '"train.py"'  # reserved keys come from the construct
-    assert hps["sagemaker_job_name"] == '"chainer-digits-exp-7"'
+    assert hps["sagemaker_job_name"] == '"chainer-digits--exp-7"'
     uris = {
         c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]
     }
@@ -352,8 +352,8 @@ def test_overrides_of_name_hyperparameters_and_channels(
 @pytest.mark.parametrize(
     ("payload", "says"),
     [
-        ({"TrainingJobName": "someone-else-1"}, "must start with 'chainer-digits-'"),
-        ({"TrainingJobName": "chainer-digits"}, "must start with 'chainer-digits-'"),
+        ({"TrainingJobName": "someone-else-1"}, "must start with 'chainer-digits--'"),
+        ({"TrainingJobName": "chainer-digits"}, "must start with 'chainer-digits--'"),
         ({"Channels": {"validation": "s3://b/v"}}, "channels (test, train)"),
         ({"Channels": {"train": "s3://b/t", "extra": "s3://b/e"}}, "channels (test, train)"),
     ],
@@ -397,13 +397,13 @@ def test_the_clients_fit_runs_the_pipeline(
             machine,
             {"train": "s3://other-bucket/train-v2"},
             hyperparameters={"epochs": 20},
-            job_name="chainer-digits-fit-1",
+            job_name="chainer-digits--fit-1",
             poll=0.05,
             sfn_client=sfn_client,
             logs_client=logs,
         )
-        assert run_.training_job_name() == "chainer-digits-fit-1"
-        job = sagemaker.describe_training_job(TrainingJobName="chainer-digits-fit-1")
+        assert run_.training_job_name() == "chainer-digits--fit-1"
+        job = sagemaker.describe_training_job(TrainingJobName="chainer-digits--fit-1")
         assert job["HyperParameters"]["epochs"] == "20"
         with pytest.raises(TrainingRunError, match="must start with"):
             fit(machine, job_name="other-1", poll=0.05, sfn_client=sfn_client, logs=False)
