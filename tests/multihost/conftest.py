@@ -39,7 +39,14 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
             hyperparameters={"epochs": 2},
         )
         ChainerEstimator(stack, f"Probe{count}", code=probe, instance_count=count)
-    ChainerEstimator(stack, "Probe2x2", code=probe, instance_count=2, process_slots_per_host=2)
+    ChainerEstimator(
+        stack,
+        "Probe2x2",
+        code=probe,
+        instance_count=2,
+        process_slots_per_host=2,
+        environment={"PROBE_JOB_SETTING": "set on the job"},
+    )
     bucket = s3.Bucket(stack, "Data")
     ChainerEstimator(
         stack,

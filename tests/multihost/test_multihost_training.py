@@ -99,7 +99,8 @@ def test_each_host_is_its_own_machine_and_each_rank_knows_its_host(
     assembly: Path, tmp_path: Path, log: Log
 ) -> None:
     """Two hosts with two slots each: ranks 0-1 on algo-1, 2-3 on algo-2 (map by slot); each
-    sees its own host's name, address, `train` as PID 1, and its own resourceconfig.json."""
+    sees its own host's name, address, `train` as PID 1, its own resourceconfig.json, and the
+    job's environment (as every host's container has it on SageMaker)."""
     job = CloudAssembly(assembly).training_job(STACK, "Probe2x2")
     result = run_training(job, {}, tmp_path, log=log, hyperparameters={"mode": "report"})
     assert result.succeeded, log.text[-4000:]
@@ -115,6 +116,7 @@ def test_each_host_is_its_own_machine_and_each_rank_knows_its_host(
         for key in ("training_env.current_host", "SM_CURRENT_HOST", "CURRENT_HOST"):
             assert probe[key] == host, (key, probe)
         assert probe["SM_TRAINING_ENV.current_host"] == host, probe
+        assert probe["PROBE_JOB_SETTING"] == "set on the job", probe
     # A script that saves on hosts[0] only saves once, on the master.
     assert (tmp_path / "hosts" / "algo-1" / "ml" / "model" / "model.txt").exists()
     assert not (tmp_path / "hosts" / "algo-2" / "ml" / "model" / "model.txt").exists()

@@ -1,11 +1,13 @@
-"""Reading mpirun's tagged output (RankWatch): Open MPI tags every line *and* every forwarded
-chunk, so a rank's line may arrive in tagged pieces, split anywhere by the pipe."""
+"""Around each rank: reading mpirun's tagged output (RankWatch; Open MPI tags every line *and*
+every forwarded chunk, so a rank's line may arrive in tagged pieces, split anywhere by the
+pipe), and the environment a rank gets on its host (host_environ)."""
 
 from __future__ import annotations
 
 import pytest
+from jobtree import JobTree
 
-from chainer_sagemaker_runtime.training.ranks import RankWatch
+from chainer_sagemaker_runtime.training.ranks import RankWatch, host_environ
 
 STREAM = (
     b"[1,0]<stderr>:noise from rank 0\n"
@@ -45,3 +47,29 @@ def test_a_huge_line_keeps_only_a_bounded_tail() -> None:
     watch.feed(b"\n[1,0]<stderr>:the end\n")
     assert watch.tail_of(0).endswith("the end")
     assert len(watch.tail_of(0)) < 16384
+
+
+def test_a_worker_rank_sees_its_containers_environment_under_what_mpirun_forwards(
+    job: JobTree,
+) -> None:
+    """A rank that came through sshd and Open MPI's daemon starts from its host's `train`
+    environment (the job's Environment), takes mpirun's forwarded values over it, keeps its
+    own host's credential endpoint, and gets this host's per-host variables."""
+    job.configure({}, hosts=["algo-1", "algo-2"], current_host="algo-2")
+    container = {
+        "JOB_SETTING": "from the job",
+        "PATH": "/container/bin",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/algo-2",
+    }
+    forwarded = {
+        "SAGEMAKER_BASE_DIR": str(job.base),
+        "PATH": "/master/bin",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/algo-1",
+        "SM_CURRENT_HOST": "algo-1",
+        "SM_NUM_GPUS": "0",
+    }
+    rank = host_environ(forwarded, container)
+    assert rank["JOB_SETTING"] == "from the job"
+    assert rank["PATH"] == "/master/bin"
+    assert rank["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"] == "/v2/credentials/algo-2"
+    assert rank["SM_CURRENT_HOST"] == rank["CURRENT_HOST"] == "algo-2"

@@ -7,6 +7,11 @@ The wrapper
   ``SM_RESOURCE_CONFIG``, ``SM_NUM_CPUS``, ``SM_TRAINING_ENV``) from *this* host's
   ``resourceconfig.json``, so a rank on algo-2 says algo-2 (the master's values are not
   forwarded);
+* on a worker host, starts from the environment of that host's `train` (the container's: the
+  job's ``Environment`` and the image's variables), read from ``/proc/<train>/environ``: a
+  rank started through sshd and Open MPI's daemon would otherwise see only sshd's session and
+  what mpirun forwards with ``-x``. What mpirun forwards wins, except the host's own
+  credential and metadata endpoints (``_HOST_OWN``);
 * runs the command in its own process group (Open MPI makes each rank a group leader and
   signals the group, so SIGTERM reaches the command; the wrapper itself ignores it);
 * reports the command's end on stderr as ``[train] rank N on HOST exited with code C``, and,
@@ -101,45 +106,86 @@ def _comm(pid: int) -> str:
         return ""
 
 
+def _is_train(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if any(os.path.basename(a) == b"train" for a in argv):
+        return True
+    return any(a.startswith(b"chainer_sagemaker_runtime.training") for a in argv) and not any(
+        a.endswith(b".ranks") for a in argv
+    )
+
+
+def _host_train() -> int | None:
+    """This host's `train`: the nearest ancestor whose command line says it is `train`.
+
+    An SSH session the master opens (:func:`stop_this_host`) runs under the sshd `train`
+    started; a rank on a worker runs under Open MPI's daemon, which detaches and is adopted by
+    `train` as the container's PID 1 (sshd's own environment cannot be read back: it rewrites
+    that memory for its titles). None when `train` is not above this process.
+    """
+    return next((pid for pid in _ancestors(os.getpid()) if _is_train(pid)), None)
+
+
 def stop_this_host(signum: int = signal.SIGTERM) -> int:
     """Run over SSH by the master: send ``signum`` to this host's `train`, which then stops
     its own ranks with the grace, exactly as when SageMaker signals this host. With SIGUSR1
-    (:func:`job_ended_argv`) it tells that `train` the job's MPI run has ended instead.
-
-    `train` is the parent of the sshd that accepted this session (the topmost sshd among our
-    ancestors); it is signalled only when that process is `train` (its command line says so,
-    and sshd's environment cannot be read back: it rewrites that memory for its titles).
-    """
-    chain = _ancestors(os.getpid())
-    names = [_comm(pid) for pid in chain]
-    for i in range(len(chain) - 1, 0, -1):
-        if names[i - 1] == "sshd" and names[i] != "sshd":
-            target = chain[i]
-            try:
-                argv = Path(f"/proc/{target}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                break
-            ours = (b"chainer_sagemaker_runtime.training" in a for a in argv)
-            if any(os.path.basename(a) == b"train" for a in argv) or any(ours):
-                os.kill(target, signum)
-                return 0
-            break
-    print("[train] no train process above this SSH session", file=sys.stderr)
-    return 1
+    (:func:`job_ended_argv`) it tells that `train` the job's MPI run has ended instead."""
+    target = _host_train()
+    if target is None:
+        print("[train] no train process above this SSH session", file=sys.stderr)
+        return 1
+    os.kill(target, signum)
+    return 0
 
 
 # ---------------------------------------------------------------------- the wrapper
-def host_environ(environ: dict[str, str]) -> dict[str, str]:
-    """``environ`` with the per-host variables of this host (from its own config files)."""
+# A worker host's own values of these win over the master's forwarded ones: the endpoints a
+# container reaches for its credentials and metadata, and its name.
+_HOST_OWN = frozenset(
+    {
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "ECS_CONTAINER_METADATA_URI",
+        "ECS_CONTAINER_METADATA_URI_V4",
+        "HOSTNAME",
+    }
+)
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    """The environment ``pid`` was started with (empty when it cannot be read)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode("utf-8", "surrogateescape").partition("=") for item in raw.split(b"\0"))
+    return {name: value for name, sep, value in pairs if sep and name}
+
+
+def host_environ(
+    environ: dict[str, str], container: dict[str, str] | None = None
+) -> dict[str, str]:
+    """A rank's environment on this host: ``container`` (the environment of this host's
+    `train`; left out, read from it when this rank came in over SSH) overlaid with ``environ``
+    (what Open MPI's daemon passed on), then this host's per-host variables (from its own
+    config files)."""
     from chainer_sagemaker_runtime.environment import TrainingEnv
 
+    if container is None:
+        train = _host_train()
+        container = _environ_of(train) if train is not None else {}
+    out = {**container, **environ}
+    out.update({k: v for k, v in container.items() if k in _HOST_OWN})
     try:
-        gpus = int(environ.get("SM_NUM_GPUS", "0"))
+        gpus = int(out.get("SM_NUM_GPUS", "0"))
     except ValueError:
         gpus = 0
-    env = TrainingEnv.load(environ, num_gpus=gpus)
+    env = TrainingEnv.load(out, num_gpus=gpus)
     values = env.to_env_vars()
-    out = dict(environ)
     out.update({k: v for k, v in values.items() if k in PER_HOST_NAMES})
     return out
 

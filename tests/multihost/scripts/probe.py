@@ -60,6 +60,7 @@ def main() -> None:
             "resourceconfig.current_host": resource["current_host"],
             "pid1": Path("/proc/1/cmdline").read_bytes().replace(b"\0", b" ").decode(),
             "address": socket.gethostbyname(host),
+            "PROBE_JOB_SETTING": os.environ.get("PROBE_JOB_SETTING"),
         }
         print("probe: " + json.dumps(seen), flush=True)
         if env.current_host == env.hosts[0] and rank == 0:
