@@ -292,12 +292,12 @@ class ChainerEndpoint(_EndpointBase):
         :param instance_type: with ``model``; left out, the model's ``instance_type``.
         :param initial_instance_count: with ``model``; left out, 1.
         :param serverless: with ``model``: a serverless endpoint (no instance type or count,
-            no storage key, no data capture, CPU models only, one variant).
+            no data capture, CPU models without VPC or network isolation, one variant).
         :param async_inference: an asynchronous endpoint (``InvokeEndpointAsync``).
-        :param kms_key: encrypts the instances' storage volumes; left out, a key is created.
+        :param kms_key: encrypts the instances' storage volumes (serverless: the model's
+            image SageMaker keeps); left out, a key is created.
         :param encrypt_storage: False leaves ``KmsKeyId`` out, for instance types with local
-            NVMe storage (e.g. ml.g5, ml.m5d), which SageMaker encrypts itself; left out, True
-            (False for serverless endpoints, which have no storage volume to encrypt).
+            NVMe storage (e.g. ml.g5, ml.m5d), which SageMaker encrypts itself; left out, True.
         :param data_capture: left out, no capture.
         :param shadow_variants: one variant that gets a copy of the production variant's
             requests (``ShadowProductionVariants``); its answers are discarded, its metrics
@@ -340,13 +340,13 @@ class ChainerEndpoint(_EndpointBase):
         require(len(variants) >= 1, "variants", [], "give at least one EndpointVariant")
         shadows = list(shadow_variants or [])
         self.serverless = any(v.serverless is not None for v in [*variants, *shadows])
-        self._check_combinations(variants, async_inference, data_capture, kms_key, encrypt_storage)
+        self._check_combinations(variants, async_inference, data_capture)
         self._check_shadow(variants, shadows, async_inference)
         if guardrails is not None:
             guardrails.validate()
             self._check_guardrails(guardrails, variants)
         if encrypt_storage is None:
-            encrypt_storage = not self.serverless
+            encrypt_storage = True
         require(
             endpoint_name is None
             or is_unresolved(endpoint_name)
@@ -380,6 +380,8 @@ class ChainerEndpoint(_EndpointBase):
         self.kms_key: kms.IKey | None = None
         if encrypt_storage:
             for prop in [*rendered, *rendered_shadows]:
+                if prop.instance_type is None:  # serverless: no instance storage
+                    continue
                 kind = str(prop.instance_type)
                 require(
                     not has_instance_storage(kind),
@@ -392,7 +394,11 @@ class ChainerEndpoint(_EndpointBase):
                 self,
                 "StorageKey",
                 enable_key_rotation=True,
-                description="SageMaker endpoint storage volumes",
+                description=(
+                    "SageMaker serverless endpoint (the model's image)"
+                    if self.serverless
+                    else "SageMaker endpoint storage volumes"
+                ),
             )
         else:
             require(kms_key is None, "kms_key", "given", "set encrypt_storage=True or leave it out")
@@ -406,16 +412,6 @@ class ChainerEndpoint(_EndpointBase):
             async_inference_config=self._async_inference(async_inference),
         )
         self.async_inference = async_inference
-        if self.serverless:
-            _iam.acknowledge(
-                self.config,
-                [
-                    "HIPAA.Security-SageMakerEndpointConfigurationKMSKeyConfigured",
-                    "NIST.800.53.R5-SageMakerEndpointConfigurationKMSKeyConfigured",
-                ],
-                "A serverless endpoint has no ML storage volume for KmsKeyId to encrypt; "
-                "SageMaker manages its compute and storage.",
-            )
         if guardrails is not None and endpoint_name is None:
             # The rollback alarms watch the endpoint by name and the endpoint's
             # DeploymentConfig names the alarms: with CloudFormation's generated name that
@@ -458,14 +454,15 @@ class ChainerEndpoint(_EndpointBase):
         variants: Sequence[EndpointVariant],
         async_inference: AsyncInference | None,
         data_capture: DataCapture | None,
-        kms_key: kms.IKey | None,
-        encrypt_storage: bool | None,
     ) -> None:
         """Refuse at synth what CreateEndpointConfig refuses at deploy time.
 
-        Serverless endpoints leave out GPUs, data capture, several variants and async
-        inference ("Feature exclusions"):
+        Serverless endpoints leave out GPUs, VPC configuration, network isolation, data
+        capture, several variants and async inference ("Feature exclusions"):
         https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints.html
+        A KMS key is not excluded: ``KmsKeyId`` is optional on a serverless endpoint config,
+        SageMaker encrypts the model's image with it:
+        https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-create-config.html
         """
         serverless = [v for v in variants if v.serverless is not None]
         if not serverless:
@@ -474,9 +471,15 @@ class ChainerEndpoint(_EndpointBase):
         require(len(variants) == 1, "variants", len(variants), "serverless: use one variant")
         require(async_inference is None, "async_inference", "given", fix)
         require(data_capture is None, "data_capture", "given", fix)
-        require(kms_key is None, "kms_key", "given", fix + " (no storage volume to encrypt)")
-        require(not encrypt_storage, "encrypt_storage", encrypt_storage, fix)
         for v in serverless:
+            model = v.model
+            require(
+                not model.enable_network_isolation and model.network.vpc is None,
+                "model",
+                "enable_network_isolation" if model.enable_network_isolation else "vpc",
+                "serverless endpoints run without VPC configuration and network isolation: "
+                "leave them out of the model, or use instances (no serverless)",
+            )
             require(v.instance_type is None, "instance_type", v.instance_type, fix)
             require(
                 v.initial_instance_count is None,
@@ -550,19 +553,19 @@ class ChainerEndpoint(_EndpointBase):
                 "SageMaker ignores deployment guardrails on Inf1 instances (all at once, no "
                 "rollback): leave guardrails out, or use another instance type",
             )
-        if guardrails.traffic != "ROLLING":
+        if not guardrails.rolling:
             return
-        require(
-            all(v.serverless is None for v in variants),
-            "guardrails.traffic",
-            "ROLLING",
-            "rolling updates need instances: use CANARY, LINEAR or ALL_AT_ONCE on serverless",
-        )
         require(
             len(variants) == 1,
             "guardrails.traffic",
             "ROLLING",
             "rolling updates take one variant: use CANARY, LINEAR or ALL_AT_ONCE",
+        )
+        (variant,) = variants
+        count = 1 if variant.initial_instance_count is None else variant.initial_instance_count
+        guardrails.validate_for(
+            instance_count=None if is_unresolved(count) else count,
+            serverless=variant.serverless is not None,
         )
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:

@@ -152,6 +152,7 @@ class ChainerModel(Resource):
         """
         super().__init__(scope, id)
         self.instance_type = normalize_instance_type(instance_type)
+        self.enable_network_isolation = enable_network_isolation
         require(
             model_server_workers is None
             or is_unresolved(model_server_workers)

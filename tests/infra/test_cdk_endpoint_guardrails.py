@@ -166,6 +166,25 @@ def test_an_endpoint_without_guardrails_has_no_deployment_config(template: dict[
     assert "RetainAllVariantProperties" not in endpoint
 
 
+def test_rolling_update_on_instances(code: SourceCode) -> None:
+    stack = cdk.Stack(cdk.App(), "Rolling")
+    ChainerEndpoint(
+        stack,
+        "E",
+        model=_model(stack, code, "M"),
+        initial_instance_count=4,
+        guardrails=DeploymentGuardrails(traffic="ROLLING", batch_size=25),
+    )
+    template = cdk.assertions.Template.from_stack(stack).to_json()
+    params = fill(_resource(template, "AWS::SageMaker::Endpoint", "E"))
+    policy = params["DeploymentConfig"]["RollingUpdatePolicy"]
+    assert policy["MaximumBatchSize"] == {"Type": "CAPACITY_PERCENT", "Value": 25}
+    assert "BlueGreenUpdatePolicy" not in params["DeploymentConfig"]
+    assert len(params["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]) == 2
+    params["EndpointConfigName"] = "config"
+    assert _validate(MODEL.operation_model("UpdateEndpoint"), params) == []
+
+
 # -- shadow variants -------------------------------------------------------------------------
 def test_shadow_variant_in_the_endpoint_config(template: dict[str, Any]) -> None:
     config = _resource(template, "AWS::SageMaker::EndpointConfig", "Shadowed")
@@ -301,6 +320,22 @@ def _refused(code: SourceCode, case: str) -> dict[str, Any]:
             "model": a,
             "guardrails": DeploymentGuardrails(default_alarms=False),
         },
+        "rolling-serverless": {
+            "model": a,
+            "serverless": ServerlessConfig(),
+            "guardrails": DeploymentGuardrails(traffic="ROLLING"),
+        },
+        "rolling-one-instance": {
+            "model": a,
+            "guardrails": DeploymentGuardrails(traffic="ROLLING"),
+        },
+        "rolling-two-variants": {
+            "variants": [
+                EndpointVariant(model=a, initial_instance_count=4),
+                EndpointVariant(model=b, variant_name="B", initial_instance_count=4),
+            ],
+            "guardrails": DeploymentGuardrails(traffic="ROLLING"),
+        },
         "guardrails-inf1": {
             "model": a,
             "instance_type": "ml.inf1.xlarge",
@@ -321,6 +356,9 @@ REFUSED = [
     ("guardrails-invalid", "traffic"),
     ("guardrails-no-alarm", "alarms"),
     ("guardrails-inf1", "guardrails"),
+    ("rolling-serverless", "guardrails.traffic"),
+    ("rolling-one-instance", "guardrails.traffic"),
+    ("rolling-two-variants", "guardrails.traffic"),
 ]
 
 

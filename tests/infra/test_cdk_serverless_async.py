@@ -6,10 +6,12 @@ refused-combination tests use cheap fresh stacks.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
 import pytest
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
@@ -42,9 +44,8 @@ ERROR_TOPIC = "arn:aws:sns:us-east-1:123456789012:inference-failed"
 def _model(stack: cdk.Stack, code: SourceCode, id: str, **props: Any) -> ChainerModel:
     bucket = s3.Bucket.from_bucket_name(stack, f"{id}Bucket", "model-bucket")
     props.setdefault("image", IMAGE)
-    return ChainerModel(
-        stack, id, model_data=ModelData.from_bucket(bucket, "job/model.tar.gz"), code=code, **props
-    )
+    props.setdefault("model_data", ModelData.from_bucket(bucket, "job/model.tar.gz"))
+    return ChainerModel(stack, id, code=code, **props)
 
 
 def _async(stack: cdk.Stack, **props: Any) -> AsyncInference:
@@ -114,7 +115,7 @@ def test_serverless_variant(template: dict[str, Any]) -> None:
     }
     for absent in ("InstanceType", "InitialInstanceCount"):
         assert absent not in variant
-    assert "KmsKeyId" not in config  # no storage volume: SageMaker has nothing to encrypt
+    assert "KmsKeyId" in config  # SageMaker encrypts the model's image with it
 
 
 def test_async_config(template: dict[str, Any]) -> None:
@@ -221,9 +222,9 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("async", {"serverless": ServerlessConfig(), "async": True}, "async_inference"),
     ("capture", {"serverless": ServerlessConfig(), "capture": True}, "data_capture"),
-    ("key", {"serverless": ServerlessConfig(), "key": True}, "kms_key"),
-    ("encrypt", {"serverless": ServerlessConfig(), "encrypt_storage": True}, "encrypt_storage"),
     ("gpu", {"serverless": ServerlessConfig(), "gpu": True}, "model.instance_type"),
+    ("isolation", {"serverless": ServerlessConfig(), "isolated": True}, "model"),
+    ("vpc", {"serverless": ServerlessConfig(), "vpc": True}, "model"),
     (
         "async-limit",
         {"async": True, "limit": 1001},
@@ -234,11 +235,18 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(("case", "props", "named"), REFUSED, ids=[r[0] for r in REFUSED])
 def test_refused_combinations(
-    code: SourceCode, case: str, props: dict[str, Any], named: str
+    code: SourceCode, code_dir: Path, case: str, props: dict[str, Any], named: str
 ) -> None:
     stack = cdk.Stack(cdk.App(), "Refused")
     props = dict(props)
-    model_props = {"instance_type": "ml.g4dn.xlarge"} if props.pop("gpu", False) else {}
+    model_props: dict[str, Any] = {}
+    if props.pop("gpu", False):
+        model_props["instance_type"] = "ml.g4dn.xlarge"
+    if props.pop("isolated", False):
+        model_props["enable_network_isolation"] = True
+        model_props["model_data"] = ModelData.from_directory(code_dir)
+    if props.pop("vpc", False):
+        model_props["vpc"] = ec2.Vpc(stack, "Vpc", max_azs=1, nat_gateways=0)
     model = _model(stack, code, "M", **model_props)
     limit = props.pop("limit", None)
     if props.pop("async", False):
@@ -250,6 +258,48 @@ def test_refused_combinations(
         props["kms_key"] = kms.Key.from_key_arn(stack, "K", KEY_ARN)
     with pytest.raises(ChainerValidationError, match=named):
         ChainerEndpoint(stack, "E", model=model, **props)
+
+
+@pytest.mark.parametrize("given", ["kms_key", "encrypt_storage", "default"])
+def test_serverless_config_takes_a_kms_key(code: SourceCode, given: str) -> None:
+    """KmsKeyId is optional on a serverless endpoint config (SageMaker encrypts the model's
+    image with it): https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-create-config.html
+    """
+    stack = cdk.Stack(cdk.App(), "ServerlessKey")
+    props: dict[str, Any] = {
+        "kms_key": {"kms_key": kms.Key.from_key_arn(stack, "K", KEY_ARN)},
+        "encrypt_storage": {"encrypt_storage": True},
+        "default": {},
+    }[given]
+    ChainerEndpoint(
+        stack, "E", model=_model(stack, code, "M"), serverless=ServerlessConfig(), **props
+    )
+    template = cdk.assertions.Template.from_stack(stack).to_json()
+    (config,) = resources_of_type(template, "AWS::SageMaker::EndpointConfig").values()
+    key = config["Properties"]["KmsKeyId"]
+    if given == "kms_key":
+        assert key == KEY_ARN
+    else:  # the endpoint's own key, with rotation, as for instances
+        (key_id,) = resources_of_type(template, "AWS::KMS::Key")
+        assert key == {"Fn::GetAtt": [key_id, "Arn"]}
+    params = fill(config["Properties"])
+    params["EndpointConfigName"] = "config"
+    assert _validate(MODEL.operation_model("CreateEndpointConfig"), params) == []
+
+
+def test_serverless_without_a_key_when_asked(code: SourceCode) -> None:
+    stack = cdk.Stack(cdk.App(), "ServerlessNoKey")
+    ChainerEndpoint(
+        stack,
+        "E",
+        model=_model(stack, code, "M"),
+        serverless=ServerlessConfig(),
+        encrypt_storage=False,
+    )
+    template = cdk.assertions.Template.from_stack(stack).to_json()
+    (config,) = resources_of_type(template, "AWS::SageMaker::EndpointConfig").values()
+    assert "KmsKeyId" not in config["Properties"]
+    assert not resources_of_type(template, "AWS::KMS::Key")
 
 
 def test_serverless_refuses_several_variants_and_instance_scaling(code: SourceCode) -> None:
