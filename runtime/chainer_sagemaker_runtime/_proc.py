@@ -83,7 +83,7 @@ class Stops:
         self.signum: int | None = None
         self.stopped_at: float | None = None
         self.stop_phase: str | None = None
-        self.current = "starting"
+        self.current = "start-up"
         self.grace = 115.0
         self.limit_at: float | None = None
         self.limit_name: str | None = None
@@ -101,12 +101,16 @@ class Stops:
         """Start afresh and install the handlers; call on the first line of ``main()``."""
         self.signum = self.stopped_at = self.stop_phase = self.timed_out = None
         self.master_ended = False
-        self.current = "starting"
+        self.current = "start-up"
         if self._wfd < 0:
             self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._handle)
         signal.signal(signal.SIGUSR1, self._handle_master_ended)
+
+    def deliver(self, signum: int) -> None:
+        """Act on ``signum`` as if it arrived now (one held since before :meth:`install`)."""
+        self._handle(signum, None)
 
     def _handle_master_ended(self, _signum: int, _frame: object) -> None:
         self.master_ended = True

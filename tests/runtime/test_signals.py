@@ -11,6 +11,8 @@ import gzip
 import io
 import os
 import signal
+import subprocess
+import sys
 import tarfile
 import time
 from pathlib import Path
@@ -225,3 +227,45 @@ def test_when_the_script_exits_the_rest_of_its_group_is_ended(job: JobTree, code
     result = job.configure(hps).train(timeout=60)
     assert result.returncode == 0, result.stderr
     assert_nothing_left("600.4242")
+
+
+_ENTRY_PROBE = """
+import signal, sys
+from importlib.metadata import entry_points
+
+seen = []
+
+def hook(event, args):
+    if event == "import" and args[0] == "chainer_sagemaker_runtime.training.cli" and not seen:
+        seen.append(signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)
+
+sys.addaudithook(hook)
+(train,) = entry_points(group="console_scripts", name="train")
+main = train.load()
+try:
+    main(["--no-such-option"])
+except SystemExit:
+    pass
+print(seen)
+"""
+
+
+def test_the_train_entry_point_holds_a_sigterm_before_importing_the_command() -> None:
+    """As PID 1 a signal without a handler is dropped: `train`'s console script has a SIGTERM
+    handler before it imports the command's modules (tens of milliseconds of imports)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _ENTRY_PROBE], capture_output=True, text=True, timeout=60
+    )
+    assert out.stdout.strip() == "[True]", out.stdout + out.stderr
+
+
+def test_a_sigterm_held_from_before_the_command_started_stops_the_job(job: JobTree) -> None:
+    """What the entry point held is acted on as soon as the stop controller is installed."""
+    job.configure({})
+    code = "import signal, sys\nfrom chainer_sagemaker_runtime.training.cli import main\n"
+    code += "sys.exit(main([], held=[signal.SIGTERM]))\n"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=job.env(), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 143, out.stderr
+    assert job.failure().strip() == "stopped by SIGTERM during start-up"

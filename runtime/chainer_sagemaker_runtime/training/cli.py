@@ -345,8 +345,11 @@ def _failure_text(exc: RuntimeFailure) -> str:
     return failure_reason(f"{type(exc).__name__}: {headline}", detail, keep=keep)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, held: Sequence[int] = ()) -> int:
+    """``train``; ``held``: signals that arrived before this (see the package's ``main``)."""
     stops.install()  # first: as PID 1 a signal without a handler is dropped
+    if held:
+        stops.deliver(held[0])
     paths = Paths.from_environ()
     try:
         parser = argparse.ArgumentParser(
