@@ -6,9 +6,11 @@ error to the failure path as ``<inference id>-error.out``:
 https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference-check-predictions.html
 
 Here the real ``serve`` runs on loopback (:class:`~chainer_sagemaker_cdk.local.LocalEndpoint`)
-and the request files are local files. What it does not model: the queue's TTL and retries,
-SNS notifications, S3 (use files), and concurrency (requests are sent one after another,
-as with ``MaxConcurrentInvocationsPerInstance=1``).
+and the request files are local files. Up to ``max_concurrent`` requests are in flight at once,
+each on its own connection, as SageMaker sends at most ``MaxConcurrentInvocationsPerInstance``
+to one instance (``serve`` answers them with its workers; a busy worker queues them). What it
+does not model: the queue's TTL and retries, SNS notifications, S3 (use files), several
+instances.
 
     python -m chainer_sagemaker_cdk.local invoke-async --model-data model.tar.gz \\
         --input request.npy --output-dir async-output --failure-dir async-failures
@@ -22,7 +24,8 @@ import json
 import socket
 import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +74,12 @@ def invoke_async(
     accept: str | None = None,
     inference_id: str | None = None,
     timeout: float = 300.0,
+    on_sent: Callable[[str], None] | None = None,
 ) -> AsyncOutcome:
-    """Send one request file to a running model server; write its output or failure file."""
+    """Send one request file to a running model server; write its output or failure file.
+
+    ``on_sent(inference_id)`` is called once the request is on the wire, before the reply.
+    """
     request = Path(request)
     inference_id = inference_id or str(uuid.uuid4())
     headers = {"Content-Type": content_type_of(request, content_type)}
@@ -82,6 +89,8 @@ def invoke_async(
     conn = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
     try:
         conn.request("POST", "/invocations", body=request.read_bytes(), headers=headers)
+        if on_sent is not None:
+            on_sent(inference_id)
         response = conn.getresponse()
         status, body = response.status, response.read()
     except (OSError, http.client.HTTPException) as exc:
@@ -117,14 +126,19 @@ def serve_async(
     content_type: str | None = None,
     accept: str | None = None,
     workers: int | None = None,
+    max_concurrent: int = 1,
+    on_sent: Callable[[str], None] | None = None,
 ) -> list[AsyncOutcome]:
-    """Start ``serve`` for the model, answer every request file in order, stop it.
+    """Start ``serve`` for the model, answer every request file, stop it.
 
-    Each request's inference id is its file name without the suffix, so ``req-7.npy``
-    ends as ``req-7.out`` (or ``req-7-error.out``).
+    Up to ``max_concurrent`` requests are in flight at once (``MaxConcurrentInvocations
+    PerInstance``); the outcomes come back in the order of ``requests``. Each request's
+    inference id is its file name without the suffix, so ``req-7.npy`` ends as ``req-7.out``
+    (or ``req-7-error.out``).
     """
     from chainer_sagemaker_cdk.local.serving import LocalEndpoint
 
+    check_concurrency(max_concurrent)
     ids = [Path(r).stem for r in requests]
     if len(set(ids)) != len(ids):
         raise LocalModeError(f"two requests share a name (the inference id): {ids}")
@@ -136,9 +150,13 @@ def serve_async(
         port=_free_port(),
         workers=workers,
     )
-    with endpoint:
-        return [
-            invoke_async(
+    with (
+        endpoint,
+        ThreadPoolExecutor(max_concurrent, thread_name_prefix="invoke-async") as pool,
+    ):
+        futures = [
+            pool.submit(
+                invoke_async,
                 endpoint.url,
                 Path(r),
                 output_dir=output_dir,
@@ -146,9 +164,20 @@ def serve_async(
                 content_type=content_type,
                 accept=accept,
                 inference_id=i,
+                on_sent=on_sent,
             )
             for r, i in zip(requests, ids, strict=True)
         ]
+        return [f.result() for f in futures]
+
+
+def check_concurrency(value: int) -> None:
+    """SageMaker's range for ``MaxConcurrentInvocationsPerInstance`` (1 to 1000)."""
+    if not 1 <= value <= 1000:
+        raise LocalModeError(
+            f"--max-concurrent-invocations {value}: use 1 to 1000 (SageMaker's range for "
+            "MaxConcurrentInvocationsPerInstance)"
+        )
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -164,6 +193,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--content-type", help="default: from the suffix (.npy, .json, .csv)")
     parser.add_argument("--accept")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--max-concurrent-invocations",
+        type=int,
+        default=1,
+        help="requests in flight at once (MaxConcurrentInvocationsPerInstance); default 1",
+    )
     parser.add_argument("--work-dir", type=Path, default=Path("local-run"))
 
 
@@ -197,6 +232,7 @@ def command(args: argparse.Namespace) -> int:
             "the model gets its data at deploy time (a training job); pass --model-data "
             "model.tar.gz (for example from `train`'s artifacts)"
         )
+    check_concurrency(args.max_concurrent_invocations)
     for request in args.input:
         if not request.is_file():
             raise LocalModeError(f"--input {request}: no such file")
@@ -212,6 +248,7 @@ def command(args: argparse.Namespace) -> int:
         content_type=args.content_type,
         accept=args.accept,
         workers=args.workers,
+        max_concurrent=args.max_concurrent_invocations,
     )
     for o in outcomes:
         print(
