@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .pipeline import TrainingPipelineFragment
     from .quality_gate import MetricThreshold, QualityGate
     from .registry import ModelRegistry
+    from .shadow import ShadowDeployment
     from .source import CodeConfig, SourceCode
     from .training_input import Compression, DataDistribution, InputMode, TrainingInput
     from .training_pipeline import TrainingPipeline
@@ -60,6 +61,7 @@ _WHERE = {
     "ModelRegistry": "registry",
     "MpiOptions": "hyperparameters",
     "RuntimeImage": "image",
+    "ShadowDeployment": "shadow",
     "SourceCode": "source",
     "TrainingInput": "training_input",
     "TrainingPipeline": "training_pipeline",
@@ -97,6 +99,7 @@ __all__ = [
     "QualityGate",
     "RuntimeImage",
     "ServerlessConfig",
+    "ShadowDeployment",
     "SourceCode",
     "TrainingInput",
     "TrainingPipeline",

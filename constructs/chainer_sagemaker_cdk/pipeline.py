@@ -188,8 +188,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             left out, SageMaker's default update.
         :param serverless: run the endpoint on serverless capacity
             (:class:`~chainer_sagemaker_cdk.endpoint.ServerlessConfig`: memory, concurrency);
-            ``endpoint_instance_type`` then only picks the (CPU) image, and there is no storage
-            key. Left out, instances.
+            ``endpoint_instance_type`` then only picks the (CPU) image; no VPC, no network
+            isolation. Left out, instances.
         :param async_inference: asynchronous inference, requests and responses in S3
             (:class:`~chainer_sagemaker_cdk.endpoint.AsyncInference`); the serving role may
             read the requests, write the responses and failures and publish to the topics.
@@ -233,7 +233,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 async_inference=async_inference,
                 instance_type=self.endpoint_instance_type,
                 instance_count=endpoint_instance_count,
-                endpoint_kms_key=endpoint_kms_key,
+                vpc=estimator.network.vpc,
                 isolate_model=isolate_model,
                 autoscaling=autoscaling,
                 shadow=shadow,
@@ -251,10 +251,11 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         if shadow is not None:
             shadow.validate()
         self.endpoint_kms_key: kms.IKey | None = None
-        # Serverless endpoints have no storage volume to encrypt (KmsKeyId is refused).
-        if deploy and encrypt_endpoint_storage and serverless is None:
+        # Serverless: KmsKeyId is optional and encrypts the model's image SageMaker keeps
+        # (https://docs.aws.amazon.com/sagemaker/latest/dg/serverless-endpoints-create-config.html).
+        if deploy and encrypt_endpoint_storage:
             require(
-                not has_instance_storage(self.endpoint_instance_type),
+                serverless is not None or not has_instance_storage(self.endpoint_instance_type),
                 "encrypt_endpoint_storage",
                 True,
                 f"{self.endpoint_instance_type} has local NVMe storage, which rejects "

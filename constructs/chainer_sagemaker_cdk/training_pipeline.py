@@ -16,11 +16,13 @@ from constructs import Construct
 from . import _iam
 from ._approval import Approval
 from ._validation import stack_of
+from .endpoint import AsyncInference, ServerlessConfig
 from .estimator import ChainerEstimator
 from .guardrails import DeploymentGuardrails
 from .pipeline import InvocationScaling, TrainingPipelineFragment
 from .quality_gate import QualityGate
 from .registry import ModelRegistry
+from .shadow import ShadowDeployment
 
 __all__ = ["TrainingPipeline"]
 
@@ -58,6 +60,9 @@ class TrainingPipeline(Construct):
         approval: Approval | None = None,
         registry: ModelRegistry | None = None,
         guardrails: DeploymentGuardrails | None = None,
+        serverless: ServerlessConfig | None = None,
+        async_inference: AsyncInference | None = None,
+        shadow: ShadowDeployment | None = None,
         transform: Callable[[TrainingPipelineFragment], Any] | None = None,
         state_machine_name: str | None = None,
         timeout: Duration | None = None,
@@ -97,6 +102,13 @@ class TrainingPipeline(Construct):
         :param guardrails: ``DeploymentGuardrails(traffic="CANARY", step_percent=10)`` shifts
             each update's traffic blue/green with rollback on the 5xx and latency alarms it
             creates (and yours); left out, SageMaker's default update.
+        :param serverless: ``ServerlessConfig(memory_size_in_mb=2048, max_concurrency=5)`` runs
+            the endpoint serverless; left out, on instances.
+        :param async_inference: ``AsyncInference(bucket=...)`` makes the endpoint asynchronous
+            (requests and responses in S3); left out, real-time.
+        :param shadow: ``ShadowDeployment(bake_time=Duration.hours(1))`` serves each new model
+            as a shadow variant first and promotes it when its alarms stayed quiet; left out,
+            straight to production.
         :param state_machine_name: left out, CloudFormation generates one.
         :param timeout: the execution's limit; left out, the job's ``max_wait`` (or
             ``max_run``) plus 2 hours for deployment.
@@ -134,6 +146,9 @@ class TrainingPipeline(Construct):
             approval=approval,
             registry=registry,
             guardrails=guardrails,
+            serverless=serverless,
+            async_inference=async_inference,
+            shadow=shadow,
         )
         self.transform_step = transform(self.fragment) if transform is not None else None
         stack = stack_of(self)

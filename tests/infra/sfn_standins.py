@@ -27,7 +27,10 @@ is active:
 - final metrics on demand: ``Scenario.final_metrics = {"validation:accuracy": 0.93}`` is the
   completed job's ``FinalMetricDataList`` (moto's jobs report only ``train:progress``);
 - throttling on demand: ``Scenario.throttle = {"DescribeEndpoint": 2}`` throttles the next two
-  DescribeEndpoint calls (``ThrottlingException``, "Rate exceeded").
+  DescribeEndpoint calls (``ThrottlingException``, "Rate exceeded");
+- the requests as sent: moto keeps only some CreateEndpointConfig members (it drops
+  ``ShadowProductionVariants``); ``Scenario.endpoint_config_requests`` has each request whole,
+  and ``Scenario.updates`` each UpdateEndpoint's config name (the order the endpoint saw).
 
 :func:`task_failure_cause` (Step Functions, not SageMaker): moto's SendTaskFailure handler drops
 the cause; it passes it on.
@@ -128,6 +131,10 @@ class Scenario:
     """API names whose next call is denied (AccessDeniedException)."""
     calls: list[str] = field(default_factory=list)
     """Every SageMaker API called, in order."""
+    endpoint_config_requests: list[dict[str, Any]] = field(default_factory=list)
+    """Each CreateEndpointConfig request as the client sent it."""
+    updates: list[str] = field(default_factory=list)
+    """Each UpdateEndpoint's ``EndpointConfigName``, in order."""
     deployment_configs: list[Any] = field(default_factory=list)
     """Each UpdateEndpoint's ``DeploymentConfig`` (None without one); not acted on: the update
     ends as ``update_outcome`` says (``RolledBack`` is what an alarm during the bake gives)."""
@@ -184,6 +191,7 @@ def _patch_backend(fake: _FakeSageMaker, stack: contextlib.ExitStack) -> None:
             "create_model",
             "delete_model",
             "create_endpoint_config",
+            "describe_endpoint_config",
             "delete_endpoint_config",
             "list_endpoint_configs",
             "create_endpoint",
@@ -331,6 +339,7 @@ def _patch_backend(fake: _FakeSageMaker, stack: contextlib.ExitStack) -> None:
         "create_model": create_model,
         "delete_model": passthrough("delete_model"),
         "create_endpoint_config": create_endpoint_config,
+        "describe_endpoint_config": passthrough("describe_endpoint_config"),
         "delete_endpoint_config": passthrough("delete_endpoint_config"),
         "list_endpoint_configs": passthrough("list_endpoint_configs"),
         "create_endpoint": create_endpoint,
@@ -343,6 +352,7 @@ def _patch_backend(fake: _FakeSageMaker, stack: contextlib.ExitStack) -> None:
 
     def update_endpoint_response(self: Any) -> Any:
         fake.scenario.deployment_configs.append(self._get_param("DeploymentConfig"))
+        fake.scenario.updates.append(self._get_param("EndpointConfigName"))
         arn = self.sagemaker_backend.update_endpoint(
             self._get_param("EndpointName"), self._get_param("EndpointConfigName")
         )
@@ -350,6 +360,15 @@ def _patch_backend(fake: _FakeSageMaker, stack: contextlib.ExitStack) -> None:
 
     stack.enter_context(
         _patched(sm_responses.SageMakerResponse, "update_endpoint", update_endpoint_response)
+    )
+    create_config_response = sm_responses.SageMakerResponse.create_endpoint_config
+
+    def record_config_request(self: Any) -> Any:
+        fake.scenario.endpoint_config_requests.append(json.loads(self.body))
+        return create_config_response(self)
+
+    stack.enter_context(
+        _patched(sm_responses.SageMakerResponse, "create_endpoint_config", record_config_request)
     )
 
 

@@ -1,0 +1,245 @@
+"""The states of a shadow deployment (see :mod:`chainer_sagemaker_cdk.shadow` for the flow).
+
+Built from the pipeline fragment's own helpers (its aws-sdk tasks with their retriers, its
+poll interval, tags and failure states), like the quality gate's states.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aws_cdk import aws_stepfunctions as sfn
+
+from . import _iam, _states
+from .shadow import SHADOW_VARIANT, ShadowDeployment
+
+if TYPE_CHECKING:
+    from .pipeline import TrainingPipelineFragment
+
+__all__ = ["shadow_states"]
+
+_CLOUDWATCH = "aws-sdk:cloudwatch:describeAlarms"
+
+
+def wait_for_config(
+    f: TrainingPipelineFragment, id: str, config_path: str, then: sfn.IChainable
+) -> sfn.Wait:
+    """Poll the endpoint until it is InService with the config at ``config_path``, then go to
+    ``then``; a rollback or failure ends in the fragment's failure states."""
+    wait = sfn.Wait(f, f"{id}Wait", time=sfn.WaitTime.duration(f._poll))
+    describe = f._sdk(
+        f"{id}Describe", "describeEndpoint", {"EndpointName": f.endpoint_name}, "$.status"
+    )
+    status = "$.status.EndpointStatus"
+    in_service = sfn.Condition.string_equals(status, "InService")
+    reason = sfn.Condition.is_present("$.status.FailureReason")
+    check = (
+        sfn.Choice(f, f"{id}Status")
+        .when(
+            sfn.Condition.or_(
+                *[sfn.Condition.string_equals(status, s) for s in _states.BUSY_STATUSES]
+            ),
+            wait,
+        )
+        .when(
+            sfn.Condition.and_(
+                in_service,
+                sfn.Condition.string_equals_json_path("$.status.EndpointConfigName", config_path),
+            ),
+            then,
+        )
+        .when(sfn.Condition.and_(in_service, reason), f.deployment_rolled_back)
+        .when(
+            sfn.Condition.and_(sfn.Condition.string_equals(status, "Failed"), reason),
+            f.deployment_failed,
+        )
+        .otherwise(f.not_updated)
+    )
+    wait.next(describe).next(check)
+    f.shadow_tasks.append(describe)
+    return wait
+
+
+def shadow_states(
+    f: TrainingPipelineFragment,
+    shadow: ShadowDeployment,
+    alarm_names: list[str],
+    instance_count: int,
+    deploy_failed: sfn.IChainable,
+    wait_busy: sfn.IChainable,
+    promote: sfn.IChainable,
+) -> sfn.IChainable:
+    """From an endpoint in service: shadow, bake, check, then ``promote`` or restore and fail.
+    Returns the first state."""
+    read = f._sdk(
+        "ReadProductionModel",
+        "describeEndpointConfig",
+        {"EndpointConfigName.$": "$.existing.EndpointConfigName"},
+        "$.production",
+        {
+            # An intrinsic on a [*] path: a list in every JSONPath reading, then its item.
+            "ModelName.$": "States.ArrayGetItem($.ProductionVariants[*].ModelName, 0)",
+            "EndpointConfigName.$": "$.EndpointConfigName",
+        },
+    )
+    name = sfn.Pass(
+        f,
+        "NameShadowConfig",
+        parameters={
+            # Named like the runs (the role's scope), unique per attempt.
+            "ConfigName": sfn.JsonPath.format(
+                _iam.run_name("{}", "{}"), f.prefix, sfn.JsonPath.uuid()
+            ),
+        },
+        result_path="$.shadow",
+    )
+
+    def variant(name: str, model_path: str, count: int, weight: float) -> dict[str, Any]:
+        return {
+            "VariantName": name,
+            "ModelName.$": model_path,
+            "InstanceType": f.endpoint_instance_type,
+            "InitialInstanceCount": count,
+            "InitialVariantWeight": weight,
+        }
+
+    config: dict[str, Any] = {
+        "EndpointConfigName.$": "$.shadow.ConfigName",
+        "ProductionVariants": [variant("AllTraffic", "$.production.ModelName", instance_count, 1)],
+        "ShadowProductionVariants": [
+            variant(
+                SHADOW_VARIANT,
+                "$.training.TrainingJobName",
+                shadow.instance_count or instance_count,
+                shadow.variant_weight,
+            )
+        ],
+        "Tags": f._tags(),
+    }
+    if f.endpoint_kms_key is not None:
+        config["KmsKeyId"] = f.endpoint_kms_key.key_arn
+    create = f._sdk("CreateShadowConfig", "createEndpointConfig", config, sfn.JsonPath.DISCARD)
+    deploy = f._sdk(
+        "DeployShadow",
+        "updateEndpoint",
+        {"EndpointName": f.endpoint_name, "EndpointConfigName.$": "$.shadow.ConfigName"},
+        sfn.JsonPath.DISCARD,
+    )
+    created = (
+        sfn.Choice(f, "ShadowConfigCreated")
+        .when(_states.cause_matches("$.deployError.Cause", _states.ALREADY_EXISTS), deploy)
+        .otherwise(deploy_failed)
+    )
+    create.add_catch(created, errors=["States.TaskFailed"], result_path="$.deployError")
+    busy = (
+        sfn.Choice(f, "ShadowUpdateRefused")
+        .when(_states.cause_matches("$.deployError.Cause", _states.IN_PROGRESS), wait_busy)
+        .otherwise(deploy_failed)
+    )
+    deploy.add_catch(busy, errors=["States.TaskFailed"], result_path="$.deployError")
+
+    bake = sfn.Wait(f, "BakeShadow", time=sfn.WaitTime.duration(shadow.bake_time))
+    check = sfn.CustomState(
+        f,
+        "CheckShadowAlarms",
+        state_json={
+            "Type": "Task",
+            "Resource": f"arn:{f._partition}:states:::{_CLOUDWATCH}",
+            "Parameters": {"AlarmNames": alarm_names},
+            "ResultPath": "$.shadowCheck",
+            # No JSONPath filter: one that matches nothing fails the state. [*] gives [].
+            "ResultSelector": {
+                "Firing.$": "States.ArrayContains($.MetricAlarms[*].StateValue, 'ALARM')",
+                "Alarms.$": "States.JsonToString($.MetricAlarms[*].AlarmName)",
+                "States.$": "States.JsonToString($.MetricAlarms[*].StateValue)",
+            },
+        },
+    )
+    # A read: retried on any failure, then the shadow is not promoted (unchecked).
+    check.add_retry(
+        errors=["States.TaskFailed"],
+        interval=f._retry_interval,
+        backoff_rate=f._backoff,
+        max_attempts=3,
+    )
+    unchecked = sfn.Pass(
+        f,
+        "ShadowUnchecked",
+        parameters={
+            "Cause.$": "States.Format('The shadow model {} was not promoted: its alarms could "
+            "not be read ({}); production still serves {}', $.training.TrainingJobName, "
+            "$.shadowCheckError.Cause, $.production.ModelName)"
+        },
+        result_path="$.shadowVerdict",
+    )
+    check.add_catch(unchecked, errors=["States.ALL"], result_path="$.shadowCheckError")
+    firing = sfn.Pass(
+        f,
+        "ShadowAlarmFiring",
+        parameters={
+            "Cause.$": "States.Format('The shadow model {} was not promoted: an alarm is in "
+            "ALARM after the bake (alarms {}, states {}); production still serves {}', "
+            "$.training.TrainingJobName, $.shadowCheck.Alarms, $.shadowCheck.States, "
+            "$.production.ModelName)"
+        },
+        result_path="$.shadowVerdict",
+    )
+    verdict = (
+        sfn.Choice(f, "ShadowVerdict")
+        .when(sfn.Condition.boolean_equals("$.shadowCheck.Firing", True), firing)
+        .otherwise(promote)
+    )
+
+    restore = f._sdk(
+        "RemoveShadow",
+        "updateEndpoint",
+        {
+            "EndpointName": f.endpoint_name,
+            "EndpointConfigName.$": "$.production.EndpointConfigName",
+        },
+        sfn.JsonPath.DISCARD,
+    )
+    restore.add_catch(deploy_failed, errors=["States.TaskFailed"], result_path="$.deployError")
+    rejected = sfn.Fail(
+        f, "ShadowNotPromoted", error="ShadowNotPromoted", cause_path="$.shadowVerdict.Cause"
+    )
+    drop_rejected = f._sdk(
+        "DeleteRejectedShadowConfig",
+        "deleteEndpointConfig",
+        {"EndpointConfigName.$": "$.shadow.ConfigName"},
+        sfn.JsonPath.DISCARD,
+    )
+    drop_rejected.add_catch(rejected, errors=["States.ALL"], result_path="$.deleteError")
+    drop_rejected.next(rejected)
+    firing.next(restore)
+    unchecked.next(restore)
+    restore.next(wait_for_config(f, "Restore", "$.production.EndpointConfigName", drop_rejected))
+
+    read.next(name).next(create).next(deploy).next(
+        wait_for_config(f, "Shadow", "$.shadow.ConfigName", bake)
+    )
+    bake.next(check).next(verdict)
+    read.add_catch(deploy_failed, errors=["States.TaskFailed"], result_path="$.deployError")
+    f.shadow_tasks += [read, create, deploy, check, restore, drop_rejected]
+    return read
+
+
+def delete_shadow_config(f: TrainingPipelineFragment, after: sfn.INextable) -> sfn.INextable:
+    """After the promotion is in service: delete the shadow config (a first deployment had
+    none). A failed delete is not fatal: the versions' clean-up removes it later."""
+    done = sfn.Pass(f, "ShadowConfigDeleted")
+    delete = f._sdk(
+        "DeleteShadowConfig",
+        "deleteEndpointConfig",
+        {"EndpointConfigName.$": "$.shadow.ConfigName"},
+        sfn.JsonPath.DISCARD,
+    )
+    delete.add_catch(done, errors=["States.ALL"], result_path="$.deleteError")
+    delete.next(done)
+    after.next(
+        sfn.Choice(f, "WasShadowed")
+        .when(sfn.Condition.is_present("$.shadow.ConfigName"), delete)
+        .otherwise(done)
+    )
+    f.shadow_tasks.append(delete)
+    return done

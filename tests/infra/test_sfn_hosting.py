@@ -1,0 +1,411 @@
+"""The pipeline's endpoint serverless, asynchronous or shadowed first: the template (requests
+against botocore's model, IAM, cdk-nag) and executions in moto's Step Functions interpreter.
+
+Three pipelines synthesized once, with the three cdk-nag packs. The executions run each
+definition twice: the first creates the endpoint, the second updates it; the stand-ins
+(``sfn_standins``) record each CreateEndpointConfig request whole (moto keeps only part of it)
+and each UpdateEndpoint's config. The shadow's alarms are moto's CloudWatch alarms, named as the
+template names them, their state set by the test (nothing computes them from metrics here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+import boto3
+import pytest
+from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from moto import mock_aws
+from moto.backends import get_backend
+
+from chainer_sagemaker_cdk import (
+    AsyncInference,
+    ChainerEstimator,
+    ChainerValidationError,
+    DeploymentGuardrails,
+    RuntimeImage,
+    ServerlessConfig,
+    ShadowDeployment,
+    SourceCode,
+    TrainingInput,
+    TrainingPipeline,
+)
+from chainer_sagemaker_cdk.pipeline import InvocationScaling
+
+from . import iam_check
+from .conftest import nag_app
+from .render import state_machine_definition
+from .sfn_run import REGION, Run, create, run
+from .sfn_standins import sagemaker_standin
+from .test_cdk_botocore import JOB, MODEL, _validate
+
+ENDPOINT = "chainer-digits"
+FAST = {
+    "poll_interval": Duration.seconds(0),
+    "retry_interval": Duration.seconds(1),
+    "retry_backoff_rate": 1.0,
+}
+SERVERLESS = ServerlessConfig(memory_size_in_mb=3072, max_concurrency=8, provisioned_concurrency=2)
+
+
+def _estimator(stack: cdk.Stack, code_dir: Path, data: s3.IBucket) -> ChainerEstimator:
+    return ChainerEstimator(
+        stack,
+        "Estimator",
+        code=SourceCode.from_directory(code_dir, "train.py"),
+        image=RuntimeImage.from_registry("123456789012.dkr.ecr.us-east-1.amazonaws.com/c:1"),
+        channels={"train": TrainingInput(bucket=data, key_prefix="digits/train")},
+        base_job_name="chainer-digits",
+        output_bucket=data,
+    )
+
+
+def _stack(app: cdk.App, name: str) -> tuple[cdk.Stack, s3.IBucket]:
+    stack = cdk.Stack(app, name)
+    return stack, s3.Bucket.from_bucket_name(stack, "Data", "digits-data")
+
+
+@pytest.fixture(scope="module")
+def templates(
+    tmp_path_factory: pytest.TempPathFactory, code_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """Serverless, async and shadow pipelines, synthesized with the cdk-nag packs (a finding
+    fails the synth)."""
+    app = nag_app(tmp_path_factory.mktemp("hosting-out"))
+    stack, data = _stack(app, "Serverless")
+    TrainingPipeline(
+        stack,
+        "Pipeline",
+        estimator=_estimator(stack, code_dir, data),
+        endpoint_name=ENDPOINT,
+        serverless=SERVERLESS,
+        guardrails=DeploymentGuardrails(traffic="ALL_AT_ONCE", wait_interval=Duration.seconds(0)),
+        **FAST,
+    )
+    stack, data = _stack(app, "Async")
+    key = kms.Key(stack, "ResponsesKey", enable_key_rotation=True)
+    topics = [
+        sns.Topic(stack, n, master_key=key, enforce_ssl=True) for n in ("Succeeded", "Failed")
+    ]
+    TrainingPipeline(
+        stack,
+        "Pipeline",
+        estimator=_estimator(stack, code_dir, data),
+        endpoint_name=ENDPOINT,
+        async_inference=AsyncInference(
+            bucket=s3.Bucket.from_bucket_name(stack, "Requests", "digits-requests"),
+            success_topic=topics[0],
+            error_topic=topics[1],
+            kms_key=key,
+            max_concurrent_invocations_per_instance=4,
+        ),
+        **FAST,
+    )
+    stack, data = _stack(app, "Shadow")
+    TrainingPipeline(
+        stack,
+        "Pipeline",
+        estimator=_estimator(stack, code_dir, data),
+        endpoint_name=ENDPOINT,
+        endpoint_instance_count=2,
+        shadow=ShadowDeployment(bake_time=Duration.seconds(0), sampling_percent=50),
+        **FAST,
+    )
+    assembly = app.synth()
+    return {
+        name: assembly.get_stack_by_name(name).template
+        for name in ("Serverless", "Async", "Shadow")
+    }
+
+
+def _definition(templates: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    return state_machine_definition(templates[name])
+
+
+def _request(states: dict[str, Any], state: str) -> dict[str, Any]:
+    """A state's parameters with sample values for the execution-time fields."""
+    params: dict[str, Any] = {}
+    for key, value in states[state]["Parameters"].items():
+        if key.endswith(".$"):
+            params[key[:-2]] = JOB
+        elif key == "ProductionVariants" or key == "ShadowProductionVariants":
+            params[key] = [
+                {
+                    k[:-2] if k.endswith(".$") else k: JOB if k.endswith(".$") else v
+                    for k, v in pv.items()
+                }
+                for pv in value
+            ]
+        else:
+            params[key] = value
+    return params
+
+
+# -- the template -----------------------------------------------------------------------------
+def test_serverless_variant_has_no_instances_and_no_storage_key(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    states = _definition(templates, "Serverless")["States"]
+    request = _request(states, "CreateEndpointConfig")
+    (variant,) = request["ProductionVariants"]
+    assert variant["ServerlessConfig"] == {
+        "MemorySizeInMB": 3072,
+        "MaxConcurrency": 8,
+        "ProvisionedConcurrency": 2,
+    }
+    assert "InstanceType" not in variant
+    assert "InitialInstanceCount" not in variant
+    assert request["KmsKeyId"]  # optional on serverless: it encrypts the model's image
+    assert _validate(MODEL.operation_model("CreateEndpointConfig"), request) == []
+
+
+def test_async_config_and_what_the_model_role_may_do(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    template = templates["Async"]
+    states = _definition(templates, "Async")["States"]
+    request = _request(states, "CreateEndpointConfig")
+    config = request["AsyncInferenceConfig"]
+    assert config["OutputConfig"]["S3OutputPath"] == "s3://digits-requests/async-output"
+    assert config["OutputConfig"]["S3FailurePath"] == "s3://digits-requests/async-failures"
+    topics = config["OutputConfig"]["NotificationConfig"]
+    assert set(topics) == {"SuccessTopic", "ErrorTopic"}
+    # render samples a Ref as a name; a topic's Ref deploys as its ARN.
+    for which, name in topics.items():
+        topics[which] = f"arn:aws:sns:us-east-1:123456789012:{name}"
+    assert config["ClientConfig"] == {"MaxConcurrentInvocationsPerInstance": 4}
+    assert _validate(MODEL.operation_model("CreateEndpointConfig"), request) == []
+    role = next(
+        k
+        for k, r in template["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role" and "ServingRole" in k
+    )
+    documents = iam_check.role_policies(template, role)
+    bucket = "arn:aws:s3:::digits-requests"
+    assert iam_check.allows(documents, "s3:GetObject", f"{bucket}/async-input/req-1")
+    assert iam_check.allows(documents, "s3:PutObject", f"{bucket}/async-output/r.out")
+    assert iam_check.allows(documents, "s3:PutObject", f"{bucket}/async-failures/r-error.out")
+    assert not iam_check.allows(documents, "s3:PutObject", f"{bucket}/async-input/req-1")
+    assert iam_check.allows(documents, "sns:Publish", "*")
+
+
+def test_shadow_config_puts_the_new_model_beside_production(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    states = _definition(templates, "Shadow")["States"]
+    request = _request(states, "CreateShadowConfig")
+    (production,) = request["ProductionVariants"]
+    (shadow,) = request["ShadowProductionVariants"]
+    assert (production["VariantName"], production["InitialVariantWeight"]) == ("AllTraffic", 1)
+    assert (shadow["VariantName"], shadow["InitialVariantWeight"]) == ("Shadow", 0.5)
+    assert shadow["InitialInstanceCount"] == 2
+    assert _validate(MODEL.operation_model("CreateEndpointConfig"), request) == []
+    assert states["RouteByStatus"]["Choices"][0]["Next"] == "ReadProductionModel"
+    assert len(states["CheckShadowAlarms"]["Parameters"]["AlarmNames"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"serverless": SERVERLESS, "async_inference": "async"}, "not both"),
+        ({"serverless": SERVERLESS, "endpoint_instance_type": "ml.g4dn.xlarge"}, "run on CPUs"),
+        ({"serverless": SERVERLESS, "endpoint_instance_count": 2}, "leave it out with serverless"),
+        ({"serverless": SERVERLESS, "isolate_model": True}, "no network isolation"),
+        ({"serverless": SERVERLESS, "vpc": "vpc"}, "no VPC configuration"),
+        ({"serverless": SERVERLESS, "shadow": ShadowDeployment()}, "no shadow variant"),
+        (
+            {
+                "serverless": SERVERLESS,
+                "autoscaling": InvocationScaling(max_capacity=2, invocations_per_instance=9),
+            },
+            "scale by themselves",
+        ),
+        (
+            {"serverless": SERVERLESS, "guardrails": DeploymentGuardrails(traffic="ROLLING")},
+            "cannot take a rolling update",
+        ),
+        ({"serverless": ServerlessConfig(memory_size_in_mb=1000)}, "1024, 2048"),
+        ({"guardrails": DeploymentGuardrails(traffic="ROLLING")}, "use 2 or more instances"),
+        ({"shadow": ShadowDeployment(sampling_percent=0)}, "1 to 100 percent"),
+        ({"shadow": ShadowDeployment(default_alarms=False)}, "promoted unchecked"),
+    ],
+)
+def test_combinations_sagemaker_refuses_fail_at_synth(
+    code_dir: Path, props: dict[str, Any], message: str
+) -> None:
+    app = cdk.App()
+    stack, data = _stack(app, "Refused")
+    if props.get("async_inference") == "async":
+        props = {**props, "async_inference": AsyncInference(bucket=data)}
+    estimator = _estimator(stack, code_dir, data)
+    if props.pop("vpc", None):
+        estimator = ChainerEstimator(
+            stack,
+            "InVpc",
+            code=SourceCode.from_directory(code_dir, "train.py"),
+            image=RuntimeImage.from_registry("123456789012.dkr.ecr.us-east-1.amazonaws.com/c:1"),
+            base_job_name="in-vpc",
+            vpc=ec2.Vpc(stack, "Vpc", max_azs=1, nat_gateways=0),
+        )
+    with pytest.raises(ChainerValidationError, match=message):
+        TrainingPipeline(stack, "Pipeline", estimator=estimator, **props)
+
+
+# -- executions -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def _moto() -> Iterator[None]:
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        yield
+
+
+@pytest.fixture
+def aws(_moto: None) -> tuple[Any, Any]:
+    for service in ("sagemaker", "stepfunctions", "cloudwatch"):
+        get_backend(service).reset()
+    return (
+        boto3.client("stepfunctions", region_name=REGION),
+        boto3.client("sagemaker", region_name=REGION),
+    )
+
+
+def _job(result: Run) -> str:
+    return str(result.output["training"]["TrainingJobName"])
+
+
+def _create_then_update(sfn_client: Any, definition: dict[str, Any]) -> tuple[Run, Run]:
+    machine = create(sfn_client, definition)
+    first = run(sfn_client, machine)
+    assert first.status == "SUCCEEDED", first.cause
+    second = run(sfn_client, machine)
+    return first, second
+
+
+def test_serverless_endpoint_created_and_updated(
+    aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
+) -> None:
+    sfn_client, sagemaker = aws
+    with sagemaker_standin() as scenario:
+        first, second = _create_then_update(sfn_client, _definition(templates, "Serverless"))
+    assert second.status == "SUCCEEDED", second.cause
+    assert (scenario.calls.count("CreateEndpoint"), scenario.updates) == (1, [_job(second)])
+    assert [r["EndpointConfigName"] for r in scenario.endpoint_config_requests] == [
+        _job(first),
+        _job(second),
+    ]
+    for request in scenario.endpoint_config_requests:
+        (variant,) = request["ProductionVariants"]
+        assert variant["ServerlessConfig"]["MemorySizeInMB"] == 3072
+        assert "InstanceType" not in variant
+    assert (
+        scenario.deployment_configs[0]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"][
+            "Type"
+        ]
+        == "ALL_AT_ONCE"
+    )
+    endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+    assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == (
+        "InService",
+        _job(second),
+    )
+
+
+def test_async_endpoint_created_and_updated(
+    aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
+) -> None:
+    sfn_client, sagemaker = aws
+    with sagemaker_standin() as scenario:
+        _, second = _create_then_update(sfn_client, _definition(templates, "Async"))
+    assert second.status == "SUCCEEDED", second.cause
+    assert scenario.updates == [_job(second)]
+    for request in scenario.endpoint_config_requests:
+        output = request["AsyncInferenceConfig"]["OutputConfig"]
+        assert output["S3OutputPath"] == "s3://digits-requests/async-output"
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=_job(second))
+    assert config["AsyncInferenceConfig"]["ClientConfig"] == {
+        "MaxConcurrentInvocationsPerInstance": 4
+    }
+    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == _job(second)
+
+
+def _shadow_alarms(definition: dict[str, Any], firing: str | None) -> list[str]:
+    """The shadow's alarms in moto's CloudWatch, ``firing`` in ALARM, the others OK."""
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION)
+    names = list(definition["States"]["CheckShadowAlarms"]["Parameters"]["AlarmNames"])
+    for name in names:
+        cloudwatch.put_metric_alarm(
+            AlarmName=name,
+            Namespace="AWS/SageMaker",
+            MetricName="Invocation5XXErrors",
+            Statistic="Sum",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=1,
+            ComparisonOperator="GreaterThanOrEqualToThreshold",
+        )
+        state = "ALARM" if name == firing else "OK"
+        cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="test")
+    return names
+
+
+def test_shadow_with_quiet_alarms_is_promoted(
+    aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
+) -> None:
+    sfn_client, sagemaker = aws
+    definition = _definition(templates, "Shadow")
+    _shadow_alarms(definition, firing=None)
+    with sagemaker_standin() as scenario:
+        first, second = _create_then_update(sfn_client, definition)
+    assert second.status == "SUCCEEDED", second.cause
+    requests = {r["EndpointConfigName"]: r for r in scenario.endpoint_config_requests}
+    shadow_name = scenario.updates[0]
+    shadow = requests[shadow_name]
+    assert shadow["ProductionVariants"][0]["ModelName"] == _job(first)
+    assert shadow["ShadowProductionVariants"][0]["ModelName"] == _job(second)
+    # Shadow first, then the promotion to the new model's own config.
+    assert scenario.updates == [shadow_name, _job(second)]
+    assert "ShadowProductionVariants" not in requests[_job(second)]
+    entered = second.entered()
+    assert entered.index("CheckShadowAlarms") < entered.index("UpdateEndpoint")
+    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == _job(second)
+    configs = {
+        c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]
+    }
+    assert shadow_name not in configs  # deleted once the promotion is in service
+
+
+def test_shadow_with_a_firing_alarm_leaves_production_untouched(
+    aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
+) -> None:
+    sfn_client, sagemaker = aws
+    definition = _definition(templates, "Shadow")
+    names = _shadow_alarms(definition, firing=None)
+    with sagemaker_standin() as scenario:
+        machine = create(sfn_client, definition)
+        first = run(sfn_client, machine)
+        assert first.status == "SUCCEEDED", first.cause
+        _shadow_alarms(definition, firing=names[1])
+        second = run(sfn_client, machine)
+    assert (second.status, second.error) == ("FAILED", "ShadowNotPromoted")
+    cause = second.cause or ""
+    assert "an alarm is in ALARM after the bake" in cause
+    assert f'alarms ["{names[0]}","{names[1]}"], states ["OK","ALARM"]' in cause
+    assert _job(first) in (second.cause or "")  # production still serves the first model
+    shadow_name = scenario.updates[0]
+    # Shadowed, then back to the first config; never the second model as production.
+    assert scenario.updates == [shadow_name, _job(first)]
+    endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+    assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == (
+        "InService",
+        _job(first),
+    )
+    configs = {
+        c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]
+    }
+    assert shadow_name not in configs
