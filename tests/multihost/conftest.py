@@ -23,7 +23,13 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from aws_cdk import App, Stack
     from aws_cdk import aws_s3 as s3
 
-    from chainer_sagemaker_cdk import ChainerEstimator, InputMode, SourceCode, TrainingInput
+    from chainer_sagemaker_cdk import (
+        ChainerEstimator,
+        DataDistribution,
+        InputMode,
+        SourceCode,
+        TrainingInput,
+    )
 
     out = tmp_path_factory.mktemp("multihost") / "cdk.out"
     app = App(outdir=str(out))
@@ -39,6 +45,7 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
             hyperparameters={"epochs": 2},
         )
         ChainerEstimator(stack, f"Probe{count}", code=probe, instance_count=count)
+    bucket = s3.Bucket(stack, "Data")
     ChainerEstimator(
         stack,
         "Probe2x2",
@@ -46,8 +53,11 @@ def assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
         instance_count=2,
         process_slots_per_host=2,
         environment={"PROBE_JOB_SETTING": "set on the job"},
+        channels={
+            "shards": TrainingInput(bucket=bucket, distribution=DataDistribution.SHARDED_BY_S3_KEY),
+            "whole": TrainingInput(bucket=bucket),
+        },
     )
-    bucket = s3.Bucket(stack, "Data")
     ChainerEstimator(
         stack,
         "PipeReader",

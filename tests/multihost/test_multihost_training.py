@@ -101,8 +101,16 @@ def test_each_host_is_its_own_machine_and_each_rank_knows_its_host(
     """Two hosts with two slots each: ranks 0-1 on algo-1, 2-3 on algo-2 (map by slot); each
     sees its own host's name, address, `train` as PID 1, its own resourceconfig.json, and the
     job's environment (as every host's container has it on SageMaker)."""
+    files = tmp_path / "objects"
+    keys = ["a.rec", "b.rec", "c.rec", "sub/d.rec", "sub/e.rec"]
+    for key in keys:
+        (files / key).parent.mkdir(parents=True, exist_ok=True)
+        (files / key).write_text(key)
     job = CloudAssembly(assembly).training_job(STACK, "Probe2x2")
-    result = run_training(job, {}, tmp_path, log=log, hyperparameters={"mode": "report"})
+    channels = {"shards": files, "whole": files}
+    result = run_training(
+        job, channels, tmp_path / "run", log=log, hyperparameters={"mode": "report"}
+    )
     assert result.succeeded, log.text[-4000:]
     probes = _probes(log)
     assert [p["rank"] for p in probes] == [0, 1, 2, 3]
@@ -117,9 +125,13 @@ def test_each_host_is_its_own_machine_and_each_rank_knows_its_host(
             assert probe[key] == host, (key, probe)
         assert probe["SM_TRAINING_ENV.current_host"] == host, probe
         assert probe["PROBE_JOB_SETTING"] == "set on the job", probe
+        # ShardedByS3Key: each host its share of the objects (round-robin over the sorted
+        # keys); FullyReplicated: all of them.
+        assert probe["channel shards"] == (keys[0::2] if host == "algo-1" else keys[1::2])
+        assert probe["channel whole"] == keys
     # A script that saves on hosts[0] only saves once, on the master.
-    assert (tmp_path / "hosts" / "algo-1" / "ml" / "model" / "model.txt").exists()
-    assert not (tmp_path / "hosts" / "algo-2" / "ml" / "model" / "model.txt").exists()
+    assert (tmp_path / "run" / "hosts" / "algo-1" / "ml" / "model" / "model.txt").exists()
+    assert not (tmp_path / "run" / "hosts" / "algo-2" / "ml" / "model" / "model.txt").exists()
 
 
 def test_pipe_mode_feeds_one_fifo_per_epoch(assembly: Path, tmp_path: Path, log: Log) -> None:

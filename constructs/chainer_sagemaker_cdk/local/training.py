@@ -16,6 +16,7 @@ How the hosts of a job run (``hosts``):
 - ``"auto"``: one instance runs ``train`` directly; more use namespaces.
 
 Pipe-mode channels get SageMaker's per-epoch FIFOs (:mod:`.pipe`); FastFile works as File.
+A ``ShardedByS3Key`` channel gives each separate host its share of the files (:func:`_shard`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,22 @@ def resolve_channel(name: str, source: str | Path, downloads: Path) -> Path:
     return path.resolve()
 
 
+def _shard(name: str, source: Path, index: int, count: int, into: Path) -> Path:
+    """Host ``index`` (of ``count``)'s share of a ``ShardedByS3Key`` channel: every
+    ``count``-th file of ``source`` in key order, starting at the ``index``-th, as symlinks at
+    their paths under ``into``. SageMaker gives each instance about 1/N of the objects without
+    saying which; local mode picks round-robin over the sorted keys, so every file lands on
+    exactly one host (a host may get none when there are fewer files than hosts)."""
+    files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+    target = into / name
+    target.mkdir(parents=True)
+    for file in files[index::count]:
+        link = target / (file.relative_to(source) if source.is_dir() else file.name)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(file)
+    return target
+
+
 def _lay_out(
     base: Path,
     job: TrainingJobSpec,
@@ -122,8 +139,12 @@ def _lay_out(
     channels: Mapping[str, Path],
     *,
     current_host: str = "algo-1",
+    separate_hosts: bool = False,
 ) -> list[PipeFeeder]:
-    """Write one host's tree; returns the (not yet started) feeders of its Pipe channels."""
+    """Write one host's tree; returns the (not yet started) feeders of its Pipe channels.
+
+    With ``separate_hosts`` (each host its own tree) a ``ShardedByS3Key`` channel gets this
+    host's shard (:func:`_shard`); otherwise every host sees all of it."""
     cfg = base / "input" / "config"
     cfg.mkdir(parents=True)
     hosts = [f"algo-{i}" for i in range(1, job.instance_count + 1)]
@@ -135,12 +156,16 @@ def _lay_out(
     feeders: list[PipeFeeder] = []
     data_dir = base / "input" / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
+    index = hosts.index(current_host)
     for name, path in channels.items():
         declared = job.channels.get(name, {})
         mode = declared.get("inputMode", job.input_mode)
+        distribution = declared.get("distribution", "FullyReplicated")
+        if separate_hosts and distribution == "ShardedByS3Key" and len(hosts) > 1:
+            path = _shard(name, path, index, len(hosts), base.parent / "shards")
         data_config[name] = {
             "TrainingInputMode": mode,
-            "S3DistributionType": declared.get("distribution", "FullyReplicated"),
+            "S3DistributionType": distribution,
             "RecordWrapperType": declared.get("recordWrapperType", "None"),
             **({"ContentType": declared["contentType"]} if declared.get("contentType") else {}),
         }
@@ -345,7 +370,9 @@ def _run_namespaces(
     layouts: list[HostLayout] = host_layouts(job.instance_count, work_dir)
     write_host_files(layouts, work_dir)
     feeders = [
-        f for h in layouts for f in _lay_out(h.tree, job, hps, channels, current_host=h.name)
+        f
+        for h in layouts
+        for f in _lay_out(h.tree, job, hps, channels, current_host=h.name, separate_hosts=True)
     ]
     env = {**_host_environment(train, job, environment or {}), "TRAINING_JOB_NAME": job_name}
     log(

@@ -61,6 +61,13 @@ def main() -> None:
             "pid1": Path("/proc/1/cmdline").read_bytes().replace(b"\0", b" ").decode(),
             "address": socket.gethostbyname(host),
             "PROBE_JOB_SETTING": os.environ.get("PROBE_JOB_SETTING"),
+            **{
+                f"channel {name}": sorted(
+                    str(f.relative_to(path)) for f in path.rglob("*") if f.is_file()
+                )
+                for name in ("shards", "whole")
+                if (path := base / "input/data" / name).exists()
+            },
         }
         print("probe: " + json.dumps(seen), flush=True)
         if env.current_host == env.hosts[0] and rank == 0:
