@@ -33,6 +33,9 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+# Construct metadata (in the cloud assembly's manifest) of an async endpoint: its models'
+# construct paths and MaxConcurrentInvocationsPerInstance, for local ``invoke-async``.
+ASYNC_ENDPOINT_METADATA = "chainer-sagemaker:async-endpoint"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -412,6 +415,16 @@ class ChainerEndpoint(_EndpointBase):
             async_inference_config=self._async_inference(async_inference),
         )
         self.async_inference = async_inference
+        if async_inference is not None:
+            self.node.add_metadata(
+                ASYNC_ENDPOINT_METADATA,
+                {
+                    "modelPaths": [v.model.node.path for v in self.variants],
+                    "maxConcurrentInvocationsPerInstance": (
+                        async_inference.max_concurrent_invocations_per_instance
+                    ),
+                },
+            )
         if guardrails is not None and endpoint_name is None:
             # The rollback alarms watch the endpoint by name and the endpoint's
             # DeploymentConfig names the alarms: with CloudFormation's generated name that

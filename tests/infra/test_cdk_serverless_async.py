@@ -53,7 +53,9 @@ def _async(stack: cdk.Stack, **props: Any) -> AsyncInference:
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory, code: SourceCode) -> dict[str, Any]:
+def assembly(
+    tmp_path_factory: pytest.TempPathFactory, code: SourceCode
+) -> cdk.cx_api.CloudAssembly:
     app = nag_app(tmp_path_factory.mktemp("serverless-async"))
     stack = cdk.Stack(app, "ServerlessAsync", env=cdk.Environment(account="123456789012"))
     ChainerEndpoint(
@@ -92,7 +94,11 @@ def template(tmp_path_factory: pytest.TempPathFactory, code: SourceCode) -> dict
             for f in findings
         ]
     )
-    assembly = app.synth()
+    return app.synth()
+
+
+@pytest.fixture(scope="module")
+def template(assembly: cdk.cx_api.CloudAssembly) -> dict[str, Any]:
     return assembly.get_stack_by_name("ServerlessAsync").template  # type: ignore[no-any-return]
 
 
@@ -371,3 +377,14 @@ def test_scaling_requests_validate_against_botocore(template: dict[str, Any]) ->
         params.pop("ScalingTargetId")
         params.update({k: register[k] for k in keys})
         assert _validate(service.operation_model("PutScalingPolicy"), params) == []
+
+
+def test_local_invoke_async_reads_the_configured_concurrency(
+    assembly: cdk.cx_api.CloudAssembly,
+) -> None:
+    """`invoke-async` sends as many requests at once as the stack's async endpoint takes."""
+    from chainer_sagemaker_cdk.local.async_endpoint import configured_concurrency
+
+    out = Path(assembly.directory)
+    assert configured_concurrency(out, "ServerlessAsync", "/ServerlessAsync/AModel") == 4
+    assert configured_concurrency(out, "ServerlessAsync", "/ServerlessAsync/SModel") is None

@@ -196,17 +196,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-concurrent-invocations",
         type=int,
-        default=1,
-        help="requests in flight at once (MaxConcurrentInvocationsPerInstance); default 1",
+        help="requests in flight at once; default: the stack's async endpoint's "
+        "MaxConcurrentInvocationsPerInstance for the model, else 1",
     )
     parser.add_argument("--work-dir", type=Path, default=Path("local-run"))
 
 
-def _model(args: argparse.Namespace) -> tuple[dict[str, str], str | None, Path | None]:
+def configured_concurrency(cdk_out: Path, stack: str | None, model_path: str) -> int | None:
+    """``MaxConcurrentInvocationsPerInstance`` of the stack's async endpoint serving the model
+    at ``model_path`` (None: no such endpoint, or SageMaker's choice).
+
+    Read from the ``ChainerEndpoint``'s construct metadata in the manifest.
+    """
+    from chainer_sagemaker_cdk.endpoint import ASYNC_ENDPOINT_METADATA
+    from chainer_sagemaker_cdk.local.assembly import CloudAssembly
+
+    entries = CloudAssembly(cdk_out)._entries(stack, ASYNC_ENDPOINT_METADATA)
+    for _, data in entries:
+        if model_path.strip("/") in [p.strip("/") for p in data.get("modelPaths", [])]:
+            value = data.get("maxConcurrentInvocationsPerInstance")
+            return int(value) if value is not None else None
+    return None
+
+
+def _model(
+    args: argparse.Namespace,
+) -> tuple[dict[str, str], str | None, Path | None, int | None]:
+    """The model's environment, code, data and configured concurrency."""
     if args.code is not None:
         if not args.program:
             raise LocalModeError("--code needs --program (the module that defines model_fn)")
-        return {"SAGEMAKER_PROGRAM": args.program}, str(args.code), None
+        return {"SAGEMAKER_PROGRAM": args.program}, str(args.code), None, None
     from chainer_sagemaker_cdk.local.assembly import CloudAssembly
 
     models = CloudAssembly(args.cdk_out).models(args.stack)
@@ -220,19 +240,23 @@ def _model(args: argparse.Namespace) -> tuple[dict[str, str], str | None, Path |
         )
     model = models[0]
     data = Path(model.model_data_asset) if model.model_data_asset else None
-    return dict(model.environment), model.code_asset, data
+    concurrency = configured_concurrency(args.cdk_out, args.stack, model.path)
+    return dict(model.environment), model.code_asset, data, concurrency
 
 
 def command(args: argparse.Namespace) -> int:
     """Exit 0 when every request has its output file, 1 when any has a failure file."""
-    environment, code, model_data = _model(args)
+    environment, code, model_data, configured = _model(args)
+    concurrency = args.max_concurrent_invocations
+    if concurrency is None:
+        concurrency = configured or 1
     model_data = args.model_data or model_data
     if model_data is None:
         raise LocalModeError(
             "the model gets its data at deploy time (a training job); pass --model-data "
             "model.tar.gz (for example from `train`'s artifacts)"
         )
-    check_concurrency(args.max_concurrent_invocations)
+    check_concurrency(concurrency)
     for request in args.input:
         if not request.is_file():
             raise LocalModeError(f"--input {request}: no such file")
@@ -248,7 +272,7 @@ def command(args: argparse.Namespace) -> int:
         content_type=args.content_type,
         accept=args.accept,
         workers=args.workers,
-        max_concurrent=args.max_concurrent_invocations,
+        max_concurrent=concurrency,
     )
     for o in outcomes:
         print(
