@@ -259,7 +259,7 @@ def test_approval_timeout_is_bounded(stack: cdk.Stack, code_dir: Path) -> None:
 
 
 SAGEMAKER = botocore.session.get_session().get_service_model("sagemaker")
-JOB = "digits-0f8fad5b-d9cb-469f-a165-70867728950e"
+JOB = "digits--0f8fad5b-d9cb-469f-a165-70867728950e"
 
 
 def _sample(value: Any) -> Any:
