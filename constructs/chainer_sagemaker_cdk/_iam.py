@@ -72,8 +72,11 @@ def is_immutable(role: iam.IRole) -> bool:
 
     aws-cdk-lib's ``ImmutableRole`` is private; it is recognized by the construct IDs CDK gives
     it (``ImmutableRole<id>`` from ``without_policy_updates``; an ``MutableRole<id>`` sibling
-    that holds the wrapped import from ``from_role_arn``).
+    that holds the wrapped import from ``from_role_arn``). A role built as ``iam.Role`` here is
+    mutable: known without the four round trips to the kernel the look-up costs.
     """
+    if isinstance(role, iam.Role):
+        return False
     node = role.node
     if node.id.startswith("ImmutableRole"):
         return True
@@ -83,14 +86,44 @@ def is_immutable(role: iam.IRole) -> bool:
 
 @jsii.implements(IAspect)
 class _Materialize:
-    """Turns the collected statements into managed policies once the app is complete."""
+    """Turns the collected statements of a stack's principals into managed policies once the
+    app is complete.
 
-    def __init__(self, principal: PolicyPrincipal) -> None:
-        self._principal = principal
+    One aspect per stack, on the first principal's container (a leaf: the aspect is visited
+    once; on the stack it would be called back for every construct), materializes every
+    principal of the stack: each added aspect costs four round trips to the kernel.
+    """
+
+    def __init__(self, first: PolicyPrincipal) -> None:
+        self._first = first
+        self.principals: list[PolicyPrincipal] = []
+        self.ran = False
 
     def visit(self, node: IConstruct) -> None:
-        if node is self._principal.container:
-            self._principal._materialize()
+        if node is self._first.container:
+            self.ran = True
+            for principal in self.principals:
+                principal._materialize()
+
+    @staticmethod
+    def register(principal: PolicyPrincipal) -> None:
+        stack = principal._stack
+        aspect: _Materialize | None = getattr(stack, "_chainer_materialize", None)
+        if aspect is None or aspect.ran:  # a principal made during synth gets its own
+            aspect = _Materialize(principal)
+            Aspects.of(principal.container).add(aspect, priority=_mutating())
+            stack._chainer_materialize = aspect  # type: ignore[attr-defined]
+        aspect.principals.append(principal)
+
+
+_MUTATING: list[float] = []
+
+
+def _mutating() -> float:
+    """``AspectPriority.MUTATING``, read from the kernel once."""
+    if not _MUTATING:
+        _MUTATING.append(AspectPriority.MUTATING)
+    return _MUTATING[0]
 
 
 class _Policies(DependencyGroup):
@@ -127,7 +160,7 @@ class PolicyPrincipal:
         self.policy = _Policies()
         """Depend on this to wait for every policy of the role (``node.add_dependency``)."""
         if not self.immutable:
-            Aspects.of(self.container).add(_Materialize(self), priority=AspectPriority.MUTATING)
+            _Materialize.register(self)
 
     @staticmethod
     def for_role(scope: Construct, id: str, role: iam.IRole) -> PolicyPrincipal:
@@ -144,7 +177,15 @@ class PolicyPrincipal:
         return merge(self._all())
 
     def _all(self) -> list[dict[str, Any]]:
-        return [*self._raw, *(s.to_statement_json() for s in self._statements)]
+        objects = self._statements
+        if len(objects) > 1:
+            # One document renders them all in two round trips to the kernel instead of one
+            # per statement; minimize=False keeps them as they are (merged by merge()).
+            document = iam.PolicyDocument(statements=objects, minimize=False).to_json()
+            rendered: list[dict[str, Any]] = list(document["Statement"])
+        else:
+            rendered = [s.to_statement_json() for s in objects]
+        return [*self._raw, *rendered]
 
     def add_statements(self, *statements: iam.PolicyStatement | Mapping[str, Any]) -> None:
         for statement in statements:
@@ -397,9 +438,23 @@ def _prefix(key_prefix: str) -> str:
     return key_prefix.strip("/")
 
 
+def _bucket_facts(bucket: s3.IBucket) -> tuple[str, str | None]:
+    """The bucket's ARN and its key's ARN (or None), asked of the kernel once per bucket: a
+    bucket is granted on by the estimator, the serving role and each channel."""
+    cached: tuple[str, str | None] | None = getattr(bucket, "_chainer_facts", None)
+    if cached is None:
+        key = bucket.encryption_key
+        cached = (bucket.bucket_arn, key.key_arn if key is not None else None)
+        with contextlib.suppress(AttributeError):  # objects that refuse attributes
+            bucket._chainer_facts = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def _objects(bucket: s3.IBucket, key_prefix: str) -> str:
+    """``bucket.arn_for_objects(...)``, which is ``<bucket ARN>/<pattern>`` in aws-cdk-lib."""
     prefix = _prefix(key_prefix)
-    return bucket.arn_for_objects(f"{prefix}/*" if prefix else "*")
+    arn = _bucket_facts(bucket)[0]
+    return f"{arn}/{prefix}/*" if prefix else f"{arn}/*"
 
 
 def bucket_arn(scope: IConstruct, bucket_name: str) -> str:
@@ -433,28 +488,28 @@ KMS_ENCRYPT_DECRYPT = [
 
 def bucket_prefix_read_statements(bucket: s3.IBucket, key_prefix: str) -> list[dict[str, Any]]:
     """List and read the objects under ``key_prefix`` (and decrypt them with the bucket key)."""
+    arn, key_arn = _bucket_facts(bucket)
     statements = [
-        list_prefix(bucket.bucket_arn, key_prefix),
+        list_prefix(arn, key_prefix),
         statement(["s3:GetObject"], [_objects(bucket, key_prefix)]),
     ]
-    key = bucket.encryption_key
-    if key is not None:
-        statements.append(statement(KMS_DECRYPT, [key.key_arn]))
+    if key_arn is not None:
+        statements.append(statement(KMS_DECRYPT, [key_arn]))
     return statements
 
 
 def bucket_prefix_write_statements(bucket: s3.IBucket, key_prefix: str) -> list[dict[str, Any]]:
     """List, read, write and delete the objects under ``key_prefix``."""
+    arn, key_arn = _bucket_facts(bucket)
     statements = [
-        list_prefix(bucket.bucket_arn, key_prefix),
+        list_prefix(arn, key_prefix),
         statement(
             ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
             [_objects(bucket, key_prefix)],
         ),
     ]
-    key = bucket.encryption_key
-    if key is not None:
-        statements.append(statement(KMS_ENCRYPT_DECRYPT, [key.key_arn]))
+    if key_arn is not None:
+        statements.append(statement(KMS_ENCRYPT_DECRYPT, [key_arn]))
     return statements
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any
 
 from aws_cdk import Stack, Token
@@ -21,16 +22,23 @@ class ChainerValidationError(ValueError):
         super().__init__(f"{prop}={value!r} is not valid: {fix}")
 
 
+# CDK's encoding of a string token (``${Token[AWS.Region.10]}``) and of a list element
+# (``#{Token[TOKEN.26]}``): a display hint, a dot and the token's number.
+_STRING_TOKEN = re.compile(r"[$#]\{Token\[[^\]\s]+\.\d+\]\}")
+
+
 def is_unresolved(value: Any) -> bool:
     """True for CDK tokens (deploy-time values) that cannot be checked at synth time.
 
-    Plain values are recognized here, without a round trip to the CDK kernel: CDK encodes
-    string tokens as ``${Token[...]}`` and number tokens as doubles near -1.888e289.
+    Decided here, without a round trip to the CDK kernel (each costs about as much as
+    creating a construct, and props are checked by the dozen): a string is a token when it
+    holds CDK's token encoding; a number token is a double near -1.888e289 (confirmed with
+    the kernel, as such numbers are rare).
     """
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         return False
     if isinstance(value, str):
-        return ("${Token[" in value or "#{Token[" in value) and Token.is_unresolved(value)
+        return "{Token[" in value and _STRING_TOKEN.search(value) is not None
     return abs(value) > 1e288 and Token.is_unresolved(value)
 
 

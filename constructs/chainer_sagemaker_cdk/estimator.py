@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jsii
@@ -442,7 +442,27 @@ class ChainerEstimator(Resource):
     @property
     def output_s3_url(self) -> str:
         """``s3://bucket/prefix``: each job writes ``<job name>/output/model.tar.gz`` below it."""
-        return self.output_bucket.s3_url_for_object(self.output_prefix or None)
+        return self._kernel_value(  # type: ignore[no-any-return]
+            self.output_bucket,
+            f"s3_url:{self.output_prefix}",
+            lambda b: b.s3_url_for_object(self.output_prefix or None),
+        )
+
+    def _kernel_value(self, source: Any, what: str, read: Callable[[Any], Any]) -> Any:
+        """``read(source)``, asked of the CDK kernel once per source object.
+
+        The request is built several times per synth (conflict check, botocore check, the
+        pipeline's state) and each attribute of a jsii object is a round trip to the kernel
+        (about as costly as creating a construct). A prop replaced after construction is a
+        new source object, so it is read again.
+        """
+        cache: dict[str, tuple[Any, Any]] = self.__dict__.setdefault("_kernel_values", {})
+        hit = cache.get(what)
+        if hit is not None and hit[0] is source:
+            return hit[1]
+        value = read(source)
+        cache[what] = (source, value)
+        return value
 
     def grant_read_input(self, bucket: s3.IBucket, key_prefix: str = "") -> iam.Grant:
         """Let jobs list and read another prefix (e.g. channels overridden per execution)."""
@@ -489,26 +509,35 @@ class ChainerEstimator(Resource):
             algorithm["MetricDefinitions"] = [
                 {"Name": name, "Regex": regex} for name, regex in self.metric_definitions.items()
             ]
+        kernel = self._kernel_value
         output: dict[str, Any] = {"S3OutputPath": self.output_s3_url}
-        output_key = self.output_kms_key or self.output_bucket.encryption_key
+        output_key = self.output_kms_key or kernel(
+            self.output_bucket, "encryption_key", lambda b: b.encryption_key
+        )
         if output_key is not None:
             # Without KmsKeyId SageMaker writes with the account's default S3 key (aws/s3),
             # not the bucket's (https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_OutputDataConfig.html).
-            output["KmsKeyId"] = output_key.key_arn
+            output["KmsKeyId"] = kernel(output_key, "output_key_arn", lambda k: k.key_arn)
         resources: dict[str, Any] = {
             "InstanceType": self.instance_type,
             "InstanceCount": self.instance_count,
-            "VolumeSizeInGB": self.volume_size.to_gibibytes(),
+            "VolumeSizeInGB": kernel(self.volume_size, "gib", lambda v: v.to_gibibytes()),
         }
         if self.volume_kms_key is not None:
-            resources["VolumeKmsKeyId"] = self.volume_kms_key.key_arn
-        stopping: dict[str, Any] = {"MaxRuntimeInSeconds": self.max_run.to_seconds()}
+            resources["VolumeKmsKeyId"] = kernel(
+                self.volume_kms_key, "volume_key_arn", lambda k: k.key_arn
+            )
+        stopping: dict[str, Any] = {
+            "MaxRuntimeInSeconds": kernel(self.max_run, "max_run", lambda d: d.to_seconds())
+        }
         if self.max_wait is not None:
-            stopping["MaxWaitTimeInSeconds"] = self.max_wait.to_seconds()
+            stopping["MaxWaitTimeInSeconds"] = kernel(
+                self.max_wait, "max_wait", lambda d: d.to_seconds()
+            )
         request: dict[str, Any] = {
             "TrainingJobName": job_name,
             "AlgorithmSpecification": algorithm,
-            "RoleArn": self.role.role_arn,
+            "RoleArn": kernel(self.role, "role_arn", lambda r: r.role_arn),
             "HyperParameters": {**self.hyperparameters, **self.reserved_hyperparameters(job_name)},
             "OutputDataConfig": output,
             "ResourceConfig": resources,
@@ -527,7 +556,11 @@ class ChainerEstimator(Resource):
             request["VpcConfig"] = vpc_config
         if self.checkpoint_bucket is not None:
             request["CheckpointConfig"] = {
-                "S3Uri": self.checkpoint_bucket.s3_url_for_object(self.checkpoint_prefix or None),
+                "S3Uri": kernel(
+                    self.checkpoint_bucket,
+                    f"s3_url:{self.checkpoint_prefix}",
+                    lambda b: b.s3_url_for_object(self.checkpoint_prefix or None),
+                ),
                 "LocalPath": self.checkpoint_local_path or "/opt/ml/checkpoints",
             }
         if self.environment:
