@@ -185,6 +185,22 @@ def test_rolling_update_on_instances(code: SourceCode) -> None:
     assert _validate(MODEL.operation_model("UpdateEndpoint"), params) == []
 
 
+def test_a_given_name_is_kept_with_guardrails(code: SourceCode) -> None:
+    stack = cdk.Stack(cdk.App(), "Named")
+    ChainerEndpoint(
+        stack,
+        "E",
+        model=_model(stack, code, "M"),
+        endpoint_name="digits",
+        guardrails=DeploymentGuardrails(traffic="CANARY"),
+    )
+    template = cdk.assertions.Template.from_stack(stack).to_json()
+    assert _resource(template, "AWS::SageMaker::Endpoint", "E")["EndpointName"] == "digits"
+    for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values():
+        dims = {d["Name"]: d["Value"] for d in alarm["Properties"]["Dimensions"]}
+        assert dims["EndpointName"] == "digits"
+
+
 # -- shadow variants -------------------------------------------------------------------------
 def test_shadow_variant_in_the_endpoint_config(template: dict[str, Any]) -> None:
     config = _resource(template, "AWS::SageMaker::EndpointConfig", "Shadowed")
