@@ -33,7 +33,13 @@ if TYPE_CHECKING:
     from .registry import ModelRegistry
     from .shadow import ShadowDeployment
     from .source import CodeConfig, SourceCode
-    from .training_input import Compression, DataDistribution, InputMode, TrainingInput
+    from .training_input import (
+        Compression,
+        DataDistribution,
+        InputMode,
+        RecordWrapper,
+        TrainingInput,
+    )
     from .training_pipeline import TrainingPipeline
     from .transformer import ChainerTransformer
 
@@ -56,6 +62,7 @@ _WHERE = {
     "EndpointVariant": "endpoint",
     "ImageConfig": "image",
     "InputMode": "training_input",
+    "RecordWrapper": "training_input",
     "ModelData": "model_data",
     "ModelDataConfig": "model_data",
     "ModelRegistry": "registry",
@@ -97,6 +104,7 @@ __all__ = [
     "ModelRegistry",
     "MpiOptions",
     "QualityGate",
+    "RecordWrapper",
     "RuntimeImage",
     "ServerlessConfig",
     "ShadowDeployment",

@@ -11,7 +11,14 @@ from aws_cdk import aws_s3 as s3
 
 from ._validation import is_unresolved, require
 
-__all__ = ["Compression", "DataDistribution", "InputMode", "TrainingInput", "validate_channel_name"]
+__all__ = [
+    "Compression",
+    "DataDistribution",
+    "InputMode",
+    "RecordWrapper",
+    "TrainingInput",
+    "validate_channel_name",
+]
 
 _CHANNEL = re.compile(r"^[A-Za-z0-9.\-_]{1,64}$")
 
@@ -38,6 +45,13 @@ class Compression(enum.Enum):
     GZIP = "Gzip"
 
 
+class RecordWrapper(enum.Enum):
+    """``RecordWrapperType``: RecordIO wraps each object in one RecordIO record (Pipe mode)."""
+
+    NONE = "None"
+    RECORD_IO = "RecordIO"
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainingInput:
     """One channel: the objects under ``key_prefix`` in ``bucket``.
@@ -48,6 +62,8 @@ class TrainingInput:
     :param distribution: left out, ``FULLY_REPLICATED``.
     :param compression: left out, not sent (SageMaker assumes uncompressed).
     :param input_mode: this channel's mode; left out, the estimator's ``input_mode``.
+    :param record_wrapper: ``RECORD_IO`` to get each object as one RecordIO record (for
+        scripts that read RecordIO from a pipe); left out, not sent (objects as they are).
     """
 
     bucket: s3.IBucket
@@ -56,6 +72,7 @@ class TrainingInput:
     distribution: DataDistribution = DataDistribution.FULLY_REPLICATED
     compression: Compression | None = None
     input_mode: InputMode | None = None
+    record_wrapper: RecordWrapper | None = None
 
     @property
     def s3_uri(self) -> str:
@@ -70,6 +87,7 @@ class TrainingInput:
             "distribution": self.distribution.value,
             "contentType": self.content_type,
             "compression": self.compression.value if self.compression else None,
+            "recordWrapperType": self.record_wrapper.value if self.record_wrapper else None,
         }
 
     def render(self, name: str, s3_uri: str | None = None) -> dict[str, Any]:
@@ -90,6 +108,8 @@ class TrainingInput:
             channel["CompressionType"] = self.compression.value
         if self.input_mode is not None:
             channel["InputMode"] = self.input_mode.value
+        if self.record_wrapper is not None:
+            channel["RecordWrapperType"] = self.record_wrapper.value
         return channel
 
 

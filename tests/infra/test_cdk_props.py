@@ -295,7 +295,7 @@ def test_max_wait_and_vpc_groups(
 
 
 def test_channel_options(stack: cdk.Stack, code: SourceCode, registry_image: RuntimeImage) -> None:
-    from chainer_sagemaker_cdk import Compression, DataDistribution
+    from chainer_sagemaker_cdk import Compression, DataDistribution, RecordWrapper
 
     channel = TrainingInput(
         bucket=_bucket(stack),
@@ -304,6 +304,7 @@ def test_channel_options(stack: cdk.Stack, code: SourceCode, registry_image: Run
         distribution=DataDistribution.SHARDED_BY_S3_KEY,
         compression=Compression.GZIP,
         input_mode=InputMode.FAST_FILE,
+        record_wrapper=RecordWrapper.RECORD_IO,
     )
     definition = state_machine_definition(
         _pipeline(stack, code, registry_image, channels={"my-data": channel})
@@ -312,6 +313,7 @@ def test_channel_options(stack: cdk.Stack, code: SourceCode, registry_image: Run
     assert rendered["ContentType"] == "text/csv"
     assert rendered["CompressionType"] == "Gzip"
     assert rendered["InputMode"] == "FastFile"
+    assert rendered["RecordWrapperType"] == "RecordIO"
     assert rendered["DataSource"]["S3DataSource"]["S3DataDistributionType"] == "ShardedByS3Key"
     assert rendered["DataSource"]["S3DataSource"]["S3Uri.$"] == "$.config.Channels['my-data']"
     defaults = definition["States"]["Defaults"]["Parameters"]["defaults"]

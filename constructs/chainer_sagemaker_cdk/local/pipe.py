@@ -8,6 +8,14 @@ by path, concatenated as they are, like ``RecordWrapperType`` None): it creates
 ``<channel>_0``, waits for the script to open it, creates ``<channel>_1`` (so the script finds
 the next epoch's FIFO the moment this one ends, or it closes this one early), writes the data,
 removes the drained FIFO, and so on, up to ``max_epochs`` FIFOs or until the job ends.
+
+A channel with ``CompressionType`` Gzip (which SageMaker uses in Pipe mode only) is streamed
+decompressed, file by file, as SageMaker decompresses the objects it streams; a file that is
+not gzip ends that epoch's data there, and :attr:`PipeFeeder.error` names it. With
+``RecordWrapperType`` RecordIO each file (decompressed first) becomes one RecordIO record, as
+SageMaker wraps each object: the magic number ``0xced7230a`` and the length as little-endian
+uint32s (the length's top three bits, the continuation flag, are 0), the data, and zero padding
+to a multiple of 4 bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gzip
 import os
+import struct
 import threading
 from pathlib import Path
 
@@ -23,6 +33,8 @@ __all__ = ["MAX_EPOCHS", "PipeFeeder"]
 
 MAX_EPOCHS = 1000
 _CHUNK = 1 << 20
+_RECORDIO_MAGIC = 0xCED7230A
+_RECORDIO_MAX = (1 << 29) - 1  # the length field's 29 bits
 
 
 class PipeFeeder:
@@ -36,8 +48,13 @@ class PipeFeeder:
         *,
         max_epochs: int = MAX_EPOCHS,
         poll: float = 0.05,
+        gzipped: bool = False,
+        record_io: bool = False,
     ) -> None:
         self.channel = channel
+        self.gzipped = gzipped
+        self.record_io = record_io
+        self.error: str | None = None
         self.files = (
             sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
         )
@@ -75,11 +92,30 @@ class PipeFeeder:
     def _write_epoch(self, fd: int) -> None:
         with contextlib.suppress(BrokenPipeError):  # the script closed its end early
             for path in self.files:
-                with path.open("rb") as source:
-                    while chunk := source.read(_CHUNK):
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view) :]
+                opener = gzip.open if self.gzipped else open
+                with opener(path, "rb") as source:
+                    try:
+                        if self.record_io:
+                            self._write_record(fd, path, source.read())
+                            continue
+                        while chunk := source.read(_CHUNK):
+                            _write_all(fd, chunk)
+                    except (gzip.BadGzipFile, EOFError) as exc:
+                        self.error = (
+                            f"channel {self.channel!r} is Gzip but {path} is not a whole gzip "
+                            f"file ({exc}); compress it, or drop the channel's compression"
+                        )
+                        return
+
+    def _write_record(self, fd: int, path: Path, data: bytes) -> None:
+        if len(data) > _RECORDIO_MAX:
+            self.error = (
+                f"{path} is {len(data)} bytes, more than one RecordIO record holds "
+                f"({_RECORDIO_MAX}); split it, or drop the channel's RecordIO wrapper"
+            )
+            raise BrokenPipeError  # ends this epoch's data here
+        _write_all(fd, struct.pack("<II", _RECORDIO_MAGIC, len(data)))
+        _write_all(fd, data + b"\0" * (-len(data) % 4))
 
     def _run(self) -> None:
         for epoch in range(self.max_epochs):
@@ -102,3 +138,9 @@ class PipeFeeder:
         for path in self.input_data_dir.glob(f"{self.channel}_*"):
             if path.is_fifo():
                 path.unlink(missing_ok=True)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

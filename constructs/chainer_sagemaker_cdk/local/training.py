@@ -170,7 +170,15 @@ def _lay_out(
             **({"ContentType": declared["contentType"]} if declared.get("contentType") else {}),
         }
         if mode == "Pipe":
-            feeders.append(PipeFeeder(name, path, data_dir))
+            feeders.append(
+                PipeFeeder(
+                    name,
+                    path,
+                    data_dir,
+                    gzipped=declared.get("compression") == "Gzip",
+                    record_io=declared.get("recordWrapperType") == "RecordIO",
+                )
+            )
         else:  # File, and FastFile (which streams on demand on SageMaker: the same files here)
             (data_dir / name).symlink_to(path, target_is_directory=path.is_dir())
     (cfg / "inputdataconfig.json").write_text(json.dumps(data_config, indent=2, sort_keys=True))
@@ -180,7 +188,7 @@ def _lay_out(
 
 
 @contextlib.contextmanager
-def _feeding(feeders: list[PipeFeeder]) -> Iterator[None]:
+def _feeding(feeders: list[PipeFeeder], log: Callable[[str], None]) -> Iterator[None]:
     for feeder in feeders:
         feeder.start()
     try:
@@ -188,6 +196,8 @@ def _feeding(feeders: list[PipeFeeder]) -> Iterator[None]:
     finally:
         for feeder in feeders:
             feeder.stop()
+            if feeder.error is not None:
+                log(f"[local] Pipe mode: {feeder.error}")
 
 
 def _outcome(host: str, tree: Path, code: int | None, seconds: float | None) -> HostOutcome:
@@ -346,7 +356,7 @@ def _run_direct(
         f"{job.instance_type} on this machine, tree {base}"
     )
     started = time.monotonic()
-    with _feeding(feeders):
+    with _feeding(feeders, log):
         code = stream([train], env=env, prefix="[algo-1] ", log=log)
     seconds = time.monotonic() - started
     outcome = _outcome("algo-1", base, code, seconds)
@@ -381,7 +391,7 @@ def _run_namespaces(
         f"({', '.join(f'{h.name} {h.address}' for h in layouts)}); trees under {work_dir / 'hosts'}"
     )
     started = time.monotonic()
-    with NamespaceCluster(layouts, [train], env, log=log) as cluster, _feeding(feeders):
+    with NamespaceCluster(layouts, [train], env, log=log) as cluster, _feeding(feeders, log):
         cluster.start(absent=absent_hosts)
         if on_start is not None:
             on_start(cluster)
