@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jsii
 from aws_cdk import ArnFormat, Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -27,11 +28,18 @@ from .shadow import ShadowDeployment
 __all__ = ["TrainingPipeline"]
 
 
+@jsii.implements(iam.IGrantable)
 class TrainingPipeline(Construct):
     """A Step Functions state machine that trains, then deploys or updates an endpoint.
 
     Start it with an empty input (``{}``) for the defaults, or override the job name,
     hyperparameters and channels (see :mod:`chainer_sagemaker_cdk.pipeline`).
+
+    It is an ``iam.IGrantable`` whose principal is the state machine's role, as for
+    ``sfn.StateMachine``: ``bucket.grant_read(pipeline)`` lets the execution's own calls (a
+    state you add after the pipeline, the ``transform=`` step) read the bucket, in the role's
+    managed policies. The training jobs run under the estimator's role:
+    ``bucket.grant_read(estimator)`` (or ``estimator.grant_read_input``) for what they read.
     """
 
     def __init__(
@@ -175,7 +183,7 @@ class TrainingPipeline(Construct):
             description="Chainer training pipeline state machine",
         )
         principal = _iam.PolicyPrincipal.for_role(self, "Policy", self.role)
-        self.grant_principal: iam.IPrincipal = principal  # type: ignore[assignment]
+        self._grant_principal: iam.IPrincipal = principal  # type: ignore[assignment]
         with principal.batched():
             self.fragment.grant_run(self.grant_principal)
             if self.transform_step is not None:
@@ -215,22 +223,26 @@ class TrainingPipeline(Construct):
         self.state_machine_arn = self.state_machine.state_machine_arn
         self.endpoint_name = self.fragment.endpoint_name
 
+    @property
+    def grant_principal(self) -> iam.IPrincipal:
+        """The state machine role's principal (``iam.IGrantable``): grants land in its
+        managed policies."""
+        return self._grant_principal
+
     def _grant_observability(self) -> None:
         # Log delivery and X-Ray have no resource-level permissions (Step Functions docs).
+        # Plain IAM JSON: no PolicyStatement objects to create and render in the kernel.
         _iam.add(
             self.grant_principal,
-            iam.PolicyStatement(
-                actions=list(_iam.LOG_DELIVERY_ACTIONS),
-                resources=["*"],
-            ),
-            iam.PolicyStatement(
-                actions=[
+            _iam.statement(list(_iam.LOG_DELIVERY_ACTIONS), ["*"]),
+            _iam.statement(
+                [
                     "xray:PutTraceSegments",
                     "xray:PutTelemetryRecords",
                     "xray:GetSamplingRules",
                     "xray:GetSamplingTargets",
                 ],
-                resources=["*"],
+                ["*"],
             ),
         )
 
