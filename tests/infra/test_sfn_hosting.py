@@ -18,7 +18,9 @@ import aws_cdk as cdk
 import boto3
 import pytest
 from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
@@ -45,6 +47,7 @@ from .render import state_machine_definition
 from .sfn_run import REGION, Run, create, run
 from .sfn_standins import sagemaker_standin
 from .test_cdk_botocore import JOB, MODEL, _validate
+from .test_cdk_endpoint_guardrails import readme_block
 
 ENDPOINT = "chainer-digits"
 FAST = {
@@ -118,11 +121,60 @@ def templates(
         shadow=ShadowDeployment(bake_time=Duration.seconds(0), sampling_percent=50),
         **FAST,
     )
+    _readme_stack(app, code_dir)
     assembly = app.synth()
     return {
         name: assembly.get_stack_by_name(name).template
-        for name in ("Serverless", "Async", "Shadow")
+        for name in ("Serverless", "Async", "Shadow", "Readme")
     }
+
+
+def _readme_stack(app: cdk.App, code_dir: Path) -> None:
+    """The README's pipeline blocks of these features, run as written."""
+    stack, data = _stack(app, "Readme")
+    key = kms.Key(stack, "TopicKey", enable_key_rotation=True)
+    names: dict[str, Any] = {
+        "self": stack,
+        "estimator": _estimator(stack, code_dir, data),
+        "TrainingPipeline": TrainingPipeline,
+        "my_accuracy_alarm": cloudwatch.Alarm.from_alarm_arn(
+            stack, "Accuracy", "arn:aws:cloudwatch:us-east-1:123456789012:alarm:digits-accuracy"
+        ),
+        "requests_bucket": s3.Bucket.from_bucket_name(stack, "Requests", "digits-requests"),
+        "done_topic": sns.Topic(stack, "Done", master_key=key, enforce_ssl=True),
+        "client_role": iam.Role(stack, "Client", assumed_by=iam.AccountRootPrincipal()),
+    }
+    for heading, index in (
+        ("### Deployment guardrails (`DeploymentGuardrails`)", 0),
+        ("### Deployment guardrails (`DeploymentGuardrails`)", 1),
+        ("### Shadow deployments (`ShadowDeployment`)", 0),
+        ("### `TrainingPipeline` and `TrainingPipelineFragment`", 2),
+    ):
+        # The README's own text, from this repository: what a user copies must run.
+        code = compile(readme_block(heading, index), f"README {heading}", "exec")
+        exec(code, names)  # noqa: S102
+    # The client's role is the user's: its policy's findings are theirs to accept.
+    for finding in (
+        *[
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::digits-requests/{p}/*]"
+            for p in ("async-input", "async-output", "async-failures")
+        ],
+        "HIPAA.Security-IAMNoInlinePolicy",
+        "NIST.800.53.R5-IAMNoInlinePolicy",
+    ):
+        cdk.Validations.of(names["client_role"]).acknowledge(
+            cdk.Acknowledgment(id=finding, reason="a client's objects under the async prefixes")
+        )
+
+
+def _machine(template: dict[str, Any], construct: str) -> dict[str, Any]:
+    """The states of the state machine under ``construct``."""
+    (machine,) = [
+        r
+        for k, r in template["Resources"].items()
+        if r["Type"] == "AWS::StepFunctions::StateMachine" and k.startswith(construct)
+    ]
+    return state_machine_definition({"Resources": {"M": machine}})["States"]  # type: ignore[no-any-return]
 
 
 def _definition(templates: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
@@ -209,6 +261,54 @@ def test_shadow_config_puts_the_new_model_beside_production(
     assert _validate(MODEL.operation_model("CreateEndpointConfig"), request) == []
     assert states["RouteByStatus"]["Choices"][0]["Next"] == "ReadProductionModel"
     assert len(states["CheckShadowAlarms"]["Parameters"]["AlarmNames"]) == 2
+
+
+def test_readme_blocks_give_what_they_say(templates: dict[str, dict[str, Any]]) -> None:
+    template = templates["Readme"]
+    rolling = _machine(template, "Rolling")["UpdateEndpoint"]["Parameters"]["DeploymentConfig"]
+    assert rolling["RollingUpdatePolicy"]["MaximumBatchSize"] == {
+        "Type": "INSTANCE_COUNT",
+        "Value": 1,
+    }
+    shadowed = _machine(template, "Shadowed")
+    assert shadowed["BakeShadow"]["Seconds"] == 7200
+    assert "BlueGreenUpdatePolicy" in shadowed["UpdateEndpoint"]["Parameters"]["DeploymentConfig"]
+    assert len(shadowed["CheckShadowAlarms"]["Parameters"]["AlarmNames"]) == 3
+    variant = _machine(template, "Serverless")["CreateEndpointConfig"]["Parameters"][
+        "ProductionVariants"
+    ][0]
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 2048, "MaxConcurrency": 5}
+    role = next(k for k in template["Resources"] if k.startswith("Client"))
+    documents = iam_check.role_policies(template, role)
+    assert iam_check.allows(documents, "sagemaker:InvokeEndpointAsync", "*")
+    assert iam_check.allows(documents, "s3:PutObject", "arn:aws:s3:::digits-requests/async-input/r")
+    assert not iam_check.allows(
+        documents, "s3:PutObject", "arn:aws:s3:::digits-requests/async-output/r"
+    )
+
+
+def test_shadow_may_read_configs_and_its_alarms_only(
+    templates: dict[str, dict[str, Any]],
+) -> None:
+    template = templates["Shadow"]
+    role = next(
+        k
+        for k, r in template["Resources"].items()
+        if r["Type"] == "AWS::IAM::Role" and k.startswith("PipelineRole")
+    )
+    documents = iam_check.role_policies(template, role)
+    config = "arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/chainer-digits--1"
+    assert iam_check.allows(documents, "sagemaker:DescribeEndpointConfig", config)
+    assert not iam_check.allows(
+        documents, "sagemaker:DescribeEndpointConfig", config.replace("digits--", "digits-v2--")
+    )
+    names = _definition(templates, "Shadow")["States"]["CheckShadowAlarms"]["Parameters"][
+        "AlarmNames"
+    ]
+    alarm = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:"
+    for name in names:
+        assert iam_check.allows(documents, "cloudwatch:DescribeAlarms", alarm + name)
+    assert not iam_check.allows(documents, "cloudwatch:DescribeAlarms", alarm + "other")
 
 
 @pytest.mark.parametrize(
