@@ -27,7 +27,8 @@ HOSTS_SCRIPT = """
 import json, os, socket
 from mpi4py import MPI
 
-names = MPI.COMM_WORLD.gather(socket.gethostname(), root=0)
+shard = sorted(os.listdir("/opt/ml/input/data/shards"))
+names = MPI.COMM_WORLD.gather((socket.gethostname(), shard), root=0)
 if MPI.COMM_WORLD.rank == 0:
     with open(os.path.join(os.environ["SM_MODEL_DIR"], "hosts.json"), "w") as f:
         json.dump(sorted(names), f)
@@ -35,7 +36,7 @@ if MPI.COMM_WORLD.rank == 0:
 
 
 @pytest.mark.timeout(240)
-def test_a_two_instance_job_runs_one_container_per_host(
+def test_a_two_instance_job_runs_one_container_per_host_each_with_its_shard(
     engine: ContainerEngine, image: str, tmp_path: Path
 ) -> None:
     code = tmp_path / "code"
@@ -46,18 +47,23 @@ def test_a_two_instance_job_runs_one_container_per_host(
         hyperparameters={"sagemaker_program": json.dumps("hosts.py")},
         instance_count=2,
         instance_type="ml.c5.xlarge",
-        channels={},
+        channels={"shards": {"distribution": "ShardedByS3Key"}},
         code_asset=str(code),
     )
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    for key in ("a.rec", "b.rec", "c.rec"):
+        (objects / key).write_text(key)
     lines: list[str] = []
     result = run_training_in_container(
-        job, {}, tmp_path / "run", image=image, engine=engine, log=lines.append
+        job, {"shards": objects}, tmp_path / "run", image=image, engine=engine, log=lines.append
     )
     assert result.succeeded, "\n".join(lines[-40:])
     with tarfile.open(result.model_artifact) as tar:
         member = tar.extractfile("hosts.json")
         assert member is not None
-        assert json.load(member) == ["algo-1", "algo-2"]
+        # Each host its own container, and its share of the ShardedByS3Key channel.
+        assert json.load(member) == [["algo-1", ["a.rec", "c.rec"]], ["algo-2", ["b.rec"]]]
     assert any(line.startswith("[algo-2] ") for line in lines)
     left = engine("ps", "-a", "--filter", "name=chainer-local-", "--format", "{{.Names}}")
     assert not left.stdout.strip()

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import functools
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -46,6 +47,7 @@ from chainer_sagemaker_cdk.local.training import (
     LocalTrainingResult,
     resolve_channel,
     run_training,
+    shard,
 )
 
 __all__ = [
@@ -116,6 +118,15 @@ class ContainerEngine:
             yield name
         finally:
             self("network", "rm", "-f", name, check=False)
+
+
+def _link_or_copy(file: Path, at: Path) -> None:
+    """A hard link where ``file`` is on the same file system, else a copy (a container does
+    not see this machine's paths, so a symlink would dangle in it)."""
+    try:
+        os.link(file, at)
+    except OSError:
+        shutil.copy2(file, at)
 
 
 def _lay_out_host(
@@ -225,6 +236,10 @@ def run_training_in_container(
             _lay_out_host(base, job, host, names, hps)
             mounts = ["-v", f"{base}:/opt/ml"]
             for ch, path in local_channels.items():
+                sharded = job.channels.get(ch, {}).get("distribution") == "ShardedByS3Key"
+                if sharded and len(names) > 1:
+                    index, shards = names.index(host), hosts_dir / host / "shards"
+                    path = shard(ch, path, index, len(names), shards, place=_link_or_copy)
                 mounts += ["-v", f"{path}:/opt/ml/input/data/{ch}:ro"]
             target = CODE_MOUNT if code.is_dir() else f"{CODE_MOUNT}/{code.name}"
             mounts += ["-v", f"{code}:{target}:ro"]

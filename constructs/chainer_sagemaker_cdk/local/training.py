@@ -16,7 +16,7 @@ How the hosts of a job run (``hosts``):
 - ``"auto"``: one instance runs ``train`` directly; more use namespaces.
 
 Pipe-mode channels get SageMaker's per-epoch FIFOs (:mod:`.pipe`); FastFile works as File.
-A ``ShardedByS3Key`` channel gives each separate host its share of the files (:func:`_shard`).
+A ``ShardedByS3Key`` channel gives each separate host its share of the files (:func:`shard`).
 """
 
 from __future__ import annotations
@@ -116,19 +116,32 @@ def resolve_channel(name: str, source: str | Path, downloads: Path) -> Path:
     return path.resolve()
 
 
-def _shard(name: str, source: Path, index: int, count: int, into: Path) -> Path:
+def _symlink(file: Path, link: Path) -> None:
+    link.symlink_to(file)
+
+
+def shard(
+    name: str,
+    source: Path,
+    index: int,
+    count: int,
+    into: Path,
+    place: Callable[[Path, Path], None] = _symlink,
+) -> Path:
     """Host ``index`` (of ``count``)'s share of a ``ShardedByS3Key`` channel: every
-    ``count``-th file of ``source`` in key order, starting at the ``index``-th, as symlinks at
-    their paths under ``into``. SageMaker gives each instance about 1/N of the objects without
-    saying which; local mode picks round-robin over the sorted keys, so every file lands on
-    exactly one host (a host may get none when there are fewer files than hosts)."""
+    ``count``-th file of ``source`` in key order, starting at the ``index``-th, placed at
+    their paths under ``into / name`` (``place(file, at)``: a symlink; a container, which does
+    not see this machine's paths, takes a hard link or copy). SageMaker gives each instance
+    about 1/N of the objects without saying which; local mode picks round-robin over the
+    sorted keys, so every file lands on exactly one host (a host may get none when there are
+    fewer files than hosts)."""
     files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
     target = into / name
     target.mkdir(parents=True)
     for file in files[index::count]:
-        link = target / (file.relative_to(source) if source.is_dir() else file.name)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(file)
+        at = target / (file.relative_to(source) if source.is_dir() else file.name)
+        at.parent.mkdir(parents=True, exist_ok=True)
+        place(file, at)
     return target
 
 
@@ -144,7 +157,7 @@ def _lay_out(
     """Write one host's tree; returns the (not yet started) feeders of its Pipe channels.
 
     With ``separate_hosts`` (each host its own tree) a ``ShardedByS3Key`` channel gets this
-    host's shard (:func:`_shard`); otherwise every host sees all of it."""
+    host's shard (:func:`shard`); otherwise every host sees all of it."""
     cfg = base / "input" / "config"
     cfg.mkdir(parents=True)
     hosts = [f"algo-{i}" for i in range(1, job.instance_count + 1)]
@@ -162,7 +175,7 @@ def _lay_out(
         mode = declared.get("inputMode", job.input_mode)
         distribution = declared.get("distribution", "FullyReplicated")
         if separate_hosts and distribution == "ShardedByS3Key" and len(hosts) > 1:
-            path = _shard(name, path, index, len(hosts), base.parent / "shards")
+            path = shard(name, path, index, len(hosts), base.parent / "shards")
         data_config[name] = {
             "TrainingInputMode": mode,
             "S3DistributionType": distribution,
