@@ -150,6 +150,7 @@ def shadow_states(
             # No JSONPath filter: one that matches nothing fails the state. [*] gives [].
             "ResultSelector": {
                 "Firing.$": "States.ArrayContains($.MetricAlarms[*].StateValue, 'ALARM')",
+                "Found.$": "States.ArrayLength($.MetricAlarms)",
                 "Alarms.$": "States.JsonToString($.MetricAlarms[*].AlarmName)",
                 "States.$": "States.JsonToString($.MetricAlarms[*].StateValue)",
             },
@@ -184,8 +185,26 @@ def shadow_states(
         },
         result_path="$.shadowVerdict",
     )
+    # An alarm deleted (or not created yet) is not a quiet one: DescribeAlarms leaves it out.
+    missing = sfn.Pass(
+        f,
+        "ShadowAlarmsMissing",
+        parameters={
+            "Cause.$": f"States.Format('The shadow model {{}} was not promoted: {{}} of its "
+            f"{len(alarm_names)} alarms exist ({{}}); production still serves {{}}', "
+            "$.training.TrainingJobName, $.shadowCheck.Found, $.shadowCheck.Alarms, "
+            "$.production.ModelName)"
+        },
+        result_path="$.shadowVerdict",
+    )
     verdict = (
         sfn.Choice(f, "ShadowVerdict")
+        .when(
+            sfn.Condition.not_(
+                sfn.Condition.number_equals("$.shadowCheck.Found", len(alarm_names))
+            ),
+            missing,
+        )
         .when(sfn.Condition.boolean_equals("$.shadowCheck.Firing", True), firing)
         .otherwise(promote)
     )
@@ -213,6 +232,7 @@ def shadow_states(
     drop_rejected.next(rejected)
     firing.next(restore)
     unchecked.next(restore)
+    missing.next(restore)
     restore.next(wait_for_config(f, "Restore", "$.production.EndpointConfigName", drop_rejected))
 
     read.next(name).next(create).next(deploy).next(

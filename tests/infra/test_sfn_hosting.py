@@ -509,3 +509,22 @@ def test_shadow_with_a_firing_alarm_leaves_production_untouched(
         c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]
     }
     assert shadow_name not in configs
+
+
+def test_shadow_whose_alarms_are_gone_is_not_promoted(
+    aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
+) -> None:
+    """DescribeAlarms leaves a missing alarm out: that is not a quiet alarm."""
+    sfn_client, sagemaker = aws
+    definition = _definition(templates, "Shadow")
+    names = _shadow_alarms(definition, firing=None)
+    with sagemaker_standin() as scenario:
+        machine = create(sfn_client, definition)
+        first = run(sfn_client, machine)
+        assert first.status == "SUCCEEDED", first.cause
+        boto3.client("cloudwatch", region_name=REGION).delete_alarms(AlarmNames=names[:1])
+        second = run(sfn_client, machine)
+    assert (second.status, second.error) == ("FAILED", "ShadowNotPromoted")
+    assert f'1 of its 2 alarms exist (["{names[1]}"])' in (second.cause or "")
+    assert scenario.updates[1:] == [_job(first)]
+    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == _job(first)
