@@ -48,6 +48,7 @@ from .sfn_run import REGION, Run, create, run
 from .sfn_standins import sagemaker_standin
 from .test_cdk_botocore import JOB, MODEL, _validate
 from .test_cdk_endpoint_guardrails import readme_block
+from .test_cdk_snapshots import _check
 
 ENDPOINT = "chainer-digits"
 FAST = {
@@ -528,3 +529,8 @@ def test_shadow_whose_alarms_are_gone_is_not_promoted(
     assert f'1 of its 2 alarms exist (["{names[1]}"])' in (second.cause or "")
     assert scenario.updates[1:] == [_job(first)]
     assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == _job(first)
+
+
+def test_hosting_templates_snapshot(templates: dict[str, dict[str, Any]]) -> None:
+    """The three pipelines' templates (regenerate: UPDATE_SNAPSHOTS=1, as test_cdk_snapshots)."""
+    _check("PipelineHosting", {k: templates[k] for k in ("Serverless", "Async", "Shadow")})
