@@ -251,7 +251,7 @@ def test_hyperparameters_and_base_job_name(
     )
     defaults = definition["States"]["Defaults"]["Parameters"]["defaults"]
     assert defaults["Hyperparameters"] == {"lr": "0.1", "opt": '"sgd"'}
-    assert defaults["TrainingJobName.$"] == "States.Format('{}-{}', 'my-job', States.UUID())"
+    assert defaults["TrainingJobName.$"] == "States.Format('{}--{}', 'my-job', States.UUID())"
 
 
 def test_checkpoint_prefix_and_local_path(
