@@ -16,6 +16,7 @@ from typing import Any
 
 import aws_cdk as cdk
 import boto3
+import botocore.session
 import pytest
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
@@ -46,7 +47,7 @@ from .conftest import nag_app
 from .render import state_machine_definition
 from .sfn_run import REGION, Run, create, run
 from .sfn_standins import sagemaker_standin
-from .test_cdk_botocore import JOB, MODEL, _validate
+from .test_cdk_botocore import JOB, MODEL, SAMPLES, _validate
 from .test_cdk_endpoint_guardrails import readme_block
 from .test_cdk_snapshots import _check
 
@@ -95,8 +96,10 @@ def templates(
     )
     stack, data = _stack(app, "Async")
     key = kms.Key(stack, "ResponsesKey", enable_key_rotation=True)
+    # Imported: their ARNs are literal in the template (a Ref would be sampled as a name).
     topics = [
-        sns.Topic(stack, n, master_key=key, enforce_ssl=True) for n in ("Succeeded", "Failed")
+        sns.Topic.from_topic_arn(stack, n, f"arn:aws:sns:us-east-1:123456789012:digits-{n}")
+        for n in ("succeeded", "failed")
     ]
     TrainingPipeline(
         stack,
@@ -182,23 +185,23 @@ def _definition(templates: dict[str, dict[str, Any]], name: str) -> dict[str, An
     return state_machine_definition(templates[name])
 
 
+def _sampled(value: Any) -> Any:
+    """Execution-time (``.$``) fields replaced by sample values (botocore test's, else a name)."""
+    if isinstance(value, list):
+        return [_sampled(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    return {
+        k[:-2] if k.endswith(".$") else k: SAMPLES.get(k[:-2], JOB)
+        if k.endswith(".$")
+        else _sampled(v)
+        for k, v in value.items()
+    }
+
+
 def _request(states: dict[str, Any], state: str) -> dict[str, Any]:
     """A state's parameters with sample values for the execution-time fields."""
-    params: dict[str, Any] = {}
-    for key, value in states[state]["Parameters"].items():
-        if key.endswith(".$"):
-            params[key[:-2]] = JOB
-        elif key == "ProductionVariants" or key == "ShadowProductionVariants":
-            params[key] = [
-                {
-                    k[:-2] if k.endswith(".$") else k: JOB if k.endswith(".$") else v
-                    for k, v in pv.items()
-                }
-                for pv in value
-            ]
-        else:
-            params[key] = value
-    return params
+    return _sampled(states[state]["Parameters"])  # type: ignore[no-any-return]
 
 
 # -- the template -----------------------------------------------------------------------------
@@ -228,11 +231,10 @@ def test_async_config_and_what_the_model_role_may_do(
     config = request["AsyncInferenceConfig"]
     assert config["OutputConfig"]["S3OutputPath"] == "s3://digits-requests/async-output"
     assert config["OutputConfig"]["S3FailurePath"] == "s3://digits-requests/async-failures"
-    topics = config["OutputConfig"]["NotificationConfig"]
-    assert set(topics) == {"SuccessTopic", "ErrorTopic"}
-    # render samples a Ref as a name; a topic's Ref deploys as its ARN.
-    for which, name in topics.items():
-        topics[which] = f"arn:aws:sns:us-east-1:123456789012:{name}"
+    assert config["OutputConfig"]["NotificationConfig"] == {
+        "SuccessTopic": "arn:aws:sns:us-east-1:123456789012:digits-succeeded",
+        "ErrorTopic": "arn:aws:sns:us-east-1:123456789012:digits-failed",
+    }
     assert config["ClientConfig"] == {"MaxConcurrentInvocationsPerInstance": 4}
     assert _validate(MODEL.operation_model("CreateEndpointConfig"), request) == []
     role = next(
@@ -246,7 +248,9 @@ def test_async_config_and_what_the_model_role_may_do(
     assert iam_check.allows(documents, "s3:PutObject", f"{bucket}/async-output/r.out")
     assert iam_check.allows(documents, "s3:PutObject", f"{bucket}/async-failures/r-error.out")
     assert not iam_check.allows(documents, "s3:PutObject", f"{bucket}/async-input/req-1")
-    assert iam_check.allows(documents, "sns:Publish", "*")
+    topic = "arn:aws:sns:us-east-1:123456789012:digits-failed"
+    assert iam_check.allows(documents, "sns:Publish", topic)
+    assert not iam_check.allows(documents, "sns:Publish", topic + "-other")
 
 
 def test_shadow_config_puts_the_new_model_beside_production(
@@ -310,6 +314,28 @@ def test_shadow_may_read_configs_and_its_alarms_only(
     for name in names:
         assert iam_check.allows(documents, "cloudwatch:DescribeAlarms", alarm + name)
     assert not iam_check.allows(documents, "cloudwatch:DescribeAlarms", alarm + "other")
+
+
+@pytest.mark.parametrize("stack", ["Serverless", "Async", "Shadow"])
+def test_every_sdk_request_fits_botocore(templates: dict[str, dict[str, Any]], stack: str) -> None:
+    """Each aws-sdk task (SageMaker, CloudWatch) against its operation in botocore's model,
+    the execution-time fields sampled."""
+    states = _definition(templates, stack)["States"]
+    checked = set()
+    for name, state in states.items():
+        resource = state.get("Resource", "")
+        if ":aws-sdk:" not in resource or state.get("Type") != "Task":
+            continue
+        service, api = resource.split(":aws-sdk:")[1].split(":")
+        if service not in ("sagemaker", "cloudwatch"):
+            continue
+        botocore_service = botocore.session.get_session().get_service_model(service)
+        operation = botocore_service.operation_model(api[0].upper() + api[1:])
+        assert _validate(operation, _request(states, name)) == [], name
+        checked.add(operation.name)
+    assert {"CreateEndpointConfig", "UpdateEndpoint", "DescribeEndpoint"} <= checked
+    if stack == "Shadow":
+        assert {"DescribeEndpointConfig", "DeleteEndpointConfig", "DescribeAlarms"} <= checked
 
 
 @pytest.mark.parametrize(
