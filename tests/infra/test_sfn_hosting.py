@@ -10,6 +10,8 @@ template names them, their state set by the test (nothing computes them from met
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,6 @@ from .render import state_machine_definition
 from .sfn_run import REGION, Run, create, run
 from .sfn_standins import sagemaker_standin
 from .test_cdk_botocore import JOB, MODEL, SAMPLES, _validate
-from .test_cdk_endpoint_guardrails import readme_block
 from .test_cdk_snapshots import _check
 
 ENDPOINT = "chainer-digits"
@@ -56,6 +57,10 @@ FAST = {
     "poll_interval": Duration.seconds(0),
     "retry_interval": Duration.seconds(1),
     "retry_backoff_rate": 1.0,
+}
+SERVICES = {
+    "sagemaker": MODEL,
+    "cloudwatch": botocore.session.get_session().get_service_model("cloudwatch"),
 }
 SERVERLESS = ServerlessConfig(memory_size_in_mb=3072, max_concurrency=8, provisioned_concurrency=2)
 
@@ -133,6 +138,15 @@ def templates(
     }
 
 
+def readme_block(heading: str, index: int) -> str:
+    """The ``index``-th Python block of the README section under ``heading``."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = text.index(f"\n{heading}\n")
+    end = text.find("\n### ", start + 1)
+    section = text[start : end if end > 0 else len(text)]
+    return textwrap.dedent(re.findall(r"```python\n(.*?)```", section, re.DOTALL)[index])
+
+
 def _readme_stack(app: cdk.App, code_dir: Path) -> None:
     """The README's pipeline blocks of these features, run as written."""
     stack, data = _stack(app, "Readme")
@@ -205,7 +219,7 @@ def _request(states: dict[str, Any], state: str) -> dict[str, Any]:
 
 
 # -- the template -----------------------------------------------------------------------------
-def test_serverless_variant_has_no_instances_and_no_storage_key(
+def test_serverless_variant_has_no_instances(
     templates: dict[str, dict[str, Any]],
 ) -> None:
     states = _definition(templates, "Serverless")["States"]
@@ -329,8 +343,7 @@ def test_every_sdk_request_fits_botocore(templates: dict[str, dict[str, Any]], s
         service, api = resource.split(":aws-sdk:")[1].split(":")
         if service not in ("sagemaker", "cloudwatch"):
             continue
-        botocore_service = botocore.session.get_session().get_service_model(service)
-        operation = botocore_service.operation_model(api[0].upper() + api[1:])
+        operation = SERVICES[service].operation_model(api[0].upper() + api[1:])
         assert _validate(operation, _request(states, name)) == [], name
         checked.add(operation.name)
     assert {"CreateEndpointConfig", "UpdateEndpoint", "DescribeEndpoint"} <= checked
