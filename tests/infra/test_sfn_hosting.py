@@ -573,3 +573,23 @@ def test_shadow_whose_alarms_are_gone_is_not_promoted(
 def test_hosting_templates_snapshot(templates: dict[str, dict[str, Any]]) -> None:
     """The three pipelines' templates (regenerate: UPDATE_SNAPSHOTS=1, as test_cdk_snapshots)."""
     _check("PipelineHosting", {k: templates[k] for k in ("Serverless", "Async", "Shadow")})
+
+
+def test_shadow_that_sagemaker_rolls_back_fails_before_any_check(
+    aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
+) -> None:
+    """The shadow variant never comes up (its update rolls back): production keeps serving."""
+    sfn_client, sagemaker = aws
+    definition = _definition(templates, "Shadow")
+    _shadow_alarms(definition, firing=None)
+    with sagemaker_standin() as scenario:
+        machine = create(sfn_client, definition)
+        first = run(sfn_client, machine)
+        assert first.status == "SUCCEEDED", first.cause
+        scenario.update_outcome = "RolledBack"
+        second = run(sfn_client, machine)
+    assert (second.status, second.error) == ("FAILED", "EndpointDeploymentRolledBack")
+    assert second.cause == scenario.failure_reason
+    assert "CheckShadowAlarms" not in second.entered()
+    assert len(scenario.updates) == 1  # the shadow's update only: no promotion
+    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == _job(first)
