@@ -453,7 +453,10 @@ class ChainerEndpoint(_EndpointBase):
             # update rolls back), the endpoint keeps serving the old config:
             # https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-sagemaker-endpoint.html
             self.rollback_alarms = guardrails.create_alarms(
-                self, self.metric_invocation_5xx_errors(), self.metric_model_latency()
+                self,
+                self.metric_invocation_5xx_errors(),
+                self.metric_model_latency(),
+                rolls_back="the endpoint's update",
             )
             self.resource.add_property_override(
                 "DeploymentConfig",

@@ -227,43 +227,75 @@ class DeploymentGuardrails:
         }
 
     def create_alarms(
-        self, scope: Construct, errors: cloudwatch.Metric, latency: cloudwatch.Metric
+        self,
+        scope: Construct,
+        errors: cloudwatch.Metric,
+        latency: cloudwatch.Metric,
+        *,
+        rolls_back: str = "the pipeline's endpoint update",
     ) -> list[cloudwatch.IAlarm]:
-        """The default alarms (if wanted) and the user's."""
+        """The default alarms (if wanted) and the user's; ``rolls_back`` says in the alarms'
+        descriptions what they roll back."""
         made: list[cloudwatch.IAlarm] = []
         if self.default_alarms:
-            limit = self.max_model_latency or Duration.seconds(1)
-            made = [
-                cloudwatch.Alarm(
-                    scope,
-                    "Endpoint5xxAlarm",
-                    metric=errors.with_(period=Duration.minutes(1)),
-                    threshold=self.max_5xx_errors,
-                    evaluation_periods=1,
-                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                    alarm_description="Rolls back the pipeline's endpoint update (5xx errors)",
-                ),
-                cloudwatch.Alarm(
-                    scope,
-                    "EndpointLatencyAlarm",
-                    # ModelLatency is in microseconds.
-                    metric=latency.with_(period=Duration.minutes(1)),
-                    threshold=limit.to_milliseconds() * 1000,
-                    evaluation_periods=2,
-                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                    alarm_description="Rolls back the pipeline's endpoint update (latency)",
-                ),
-            ]
-            for alarm in made:
-                _iam.acknowledge(
-                    alarm,
-                    [
-                        f"{pack}-CloudWatchAlarmAction"
-                        for pack in ("HIPAA.Security", "NIST.800.53.R5")
-                    ],
-                    "SageMaker's deployment guardrails watch this alarm and roll the endpoint "
-                    "update back when it fires; it needs no notification action",
-                )
+            made = watch_alarms(
+                scope,
+                "Endpoint",
+                errors,
+                latency,
+                max_5xx_errors=self.max_5xx_errors,
+                max_model_latency=self.max_model_latency,
+                purpose=f"Rolls back {rolls_back}",
+                why="SageMaker's deployment guardrails watch this alarm and roll the endpoint "
+                "update back when it fires; it needs no notification action",
+            )
         return [*made, *self.alarms]
+
+
+def watch_alarms(
+    scope: Construct,
+    prefix: str,
+    errors: cloudwatch.Metric,
+    latency: cloudwatch.Metric,
+    *,
+    max_5xx_errors: float,
+    max_model_latency: Duration | None,
+    purpose: str,
+    why: str,
+) -> list[cloudwatch.IAlarm]:
+    """The two alarms a deployment watches: ``<prefix>5xxAlarm``, 5xx errors per minute at or
+    above ``max_5xx_errors``, and ``<prefix>LatencyAlarm``, ModelLatency above
+    ``max_model_latency`` (left out, 1 s) for two minutes; missing data does not breach (a
+    quiet bake is not a failure). ``purpose`` starts their descriptions; ``why`` tells cdk-nag
+    why they have no notification action."""
+    limit = max_model_latency or Duration.seconds(1)
+    made: list[cloudwatch.IAlarm] = [
+        cloudwatch.Alarm(
+            scope,
+            f"{prefix}5xxAlarm",
+            metric=errors.with_(period=Duration.minutes(1)),
+            threshold=max_5xx_errors,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=f"{purpose} (5xx errors)",
+        ),
+        cloudwatch.Alarm(
+            scope,
+            f"{prefix}LatencyAlarm",
+            # ModelLatency is in microseconds.
+            metric=latency.with_(period=Duration.minutes(1)),
+            threshold=limit.to_milliseconds() * 1000,
+            evaluation_periods=2,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=f"{purpose} (latency)",
+        ),
+    ]
+    for alarm in made:
+        _iam.acknowledge(
+            alarm,
+            [f"{pack}-CloudWatchAlarmAction" for pack in ("HIPAA.Security", "NIST.800.53.R5")],
+            why,
+        )
+    return made

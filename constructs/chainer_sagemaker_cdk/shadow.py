@@ -31,8 +31,8 @@ from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
-from . import _iam
 from ._validation import require
+from .guardrails import watch_alarms
 
 __all__ = ["ShadowDeployment"]
 
@@ -99,38 +99,15 @@ class ShadowDeployment:
         """The default alarms on the shadow variant (if wanted) and the user's."""
         made: list[cloudwatch.IAlarm] = []
         if self.default_alarms:
-            limit = self.max_model_latency or Duration.seconds(1)
-            made = [
-                cloudwatch.Alarm(
-                    scope,
-                    "Shadow5xxAlarm",
-                    metric=errors.with_(period=Duration.minutes(1)),
-                    threshold=self.max_5xx_errors,
-                    evaluation_periods=1,
-                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                    alarm_description="Keeps the pipeline's shadow model from promotion (5xx)",
-                ),
-                cloudwatch.Alarm(
-                    scope,
-                    "ShadowLatencyAlarm",
-                    # ModelLatency is in microseconds.
-                    metric=latency.with_(period=Duration.minutes(1)),
-                    threshold=limit.to_milliseconds() * 1000,
-                    evaluation_periods=2,
-                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
-                    alarm_description="Keeps the pipeline's shadow model from promotion (latency)",
-                ),
-            ]
-            for alarm in made:
-                _iam.acknowledge(
-                    alarm,
-                    [
-                        f"{pack}-CloudWatchAlarmAction"
-                        for pack in ("HIPAA.Security", "NIST.800.53.R5")
-                    ],
-                    "the pipeline reads this alarm's state before promoting the shadow model; "
-                    "it needs no notification action",
-                )
+            made = watch_alarms(
+                scope,
+                "Shadow",
+                errors,
+                latency,
+                max_5xx_errors=self.max_5xx_errors,
+                max_model_latency=self.max_model_latency,
+                purpose="Keeps the pipeline's shadow model from promotion",
+                why="the pipeline reads this alarm's state before promoting the shadow model; "
+                "it needs no notification action",
+            )
         return [*made, *self.alarms]
