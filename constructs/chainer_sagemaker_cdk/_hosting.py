@@ -83,41 +83,12 @@ def check(
 
 def serverless_config(config: ServerlessConfig) -> dict[str, Any]:
     """The variant's ``ServerlessConfig``."""
-    memory = config.memory_size_in_mb
-    require(
-        memory in range(1024, 6145, 1024),
-        "serverless.memory_size_in_mb",
-        memory,
-        "use 1024, 2048, 3072, 4096, 5120 or 6144",
-    )
-    require(
-        1 <= config.max_concurrency <= 200,
-        "serverless.max_concurrency",
-        config.max_concurrency,
-        "use 1 to 200",
-    )
-    provisioned = config.provisioned_concurrency
-    require(
-        provisioned is None or 1 <= provisioned <= config.max_concurrency,
-        "serverless.provisioned_concurrency",
-        provisioned,
-        f"use 1 to max_concurrency ({config.max_concurrency}), or leave it out",
-    )
+    config.validate("serverless.")
+    memory, provisioned = config.memory_size_in_mb, config.provisioned_concurrency
     rendered: dict[str, Any] = {"MemorySizeInMB": memory, "MaxConcurrency": config.max_concurrency}
     if provisioned is not None:
         rendered["ProvisionedConcurrency"] = provisioned
     return rendered
-
-
-def _prefixes(config: AsyncInference) -> tuple[str, str, str]:
-    output, failure = (p.strip("/") for p in (config.output_prefix, config.failure_prefix))
-    require(
-        bool(output) and bool(failure) and output != failure,
-        "async_inference.output_prefix/failure_prefix",
-        [output, failure],
-        "give two distinct, non-empty prefixes",
-    )
-    return config.input_prefix.strip("/"), output, failure
 
 
 def async_inference_config(config: AsyncInference, serving: iam.IPrincipal) -> dict[str, Any]:
@@ -125,28 +96,8 @@ def async_inference_config(config: AsyncInference, serving: iam.IPrincipal) -> d
     write the responses and failures, publish to the topics, use the keys
     (https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference-create-endpoint-prerequisites.html)."""
     limit = config.max_concurrent_invocations_per_instance
-    require(
-        limit is None or 1 <= limit <= 1000,
-        "async_inference.max_concurrent_invocations_per_instance",
-        limit,
-        "use 1 to 1000, or leave it out",
-    )
-    inputs, output, failure = _prefixes(config)
-    objects = config.bucket.arn_for_objects
-    _iam.add(
-        serving,
-        _iam.statement(["s3:GetObject"], [objects(f"{inputs}/*")]),
-        _iam.statement(
-            ["s3:PutObject", "s3:AbortMultipartUpload"],
-            [objects(f"{output}/*"), objects(f"{failure}/*")],
-        ),
-    )
-    for key in (config.bucket.encryption_key, config.kms_key):
-        if key is not None:
-            _iam.key_use(serving, key)
-    topics = [t.topic_arn for t in (config.success_topic, config.error_topic) if t]
-    if topics:
-        _iam.add(serving, _iam.statement(["sns:Publish"], topics))
+    _inputs, output, failure = config.validate("async_inference.")
+    config.grant_serving(serving)
     out: dict[str, Any] = {
         "S3OutputPath": config.bucket.s3_url_for_object(output),
         "S3FailurePath": config.bucket.s3_url_for_object(failure),
@@ -175,7 +126,7 @@ def async_grant_invoke(
     """Invoke the async endpoint as ``AsyncPredictor`` does: upload the request under the input
     prefix, InvokeEndpointAsync, read the output or failure object
     (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html)."""
-    inputs, output, failure = _prefixes(config)
+    inputs, output, failure = config.validate("async_inference.")
     objects = config.bucket.arn_for_objects
     keys = [k.key_arn for k in (config.bucket.encryption_key, config.kms_key) if k]
     return _iam.grant(

@@ -76,6 +76,28 @@ class ServerlessConfig:
     max_concurrency: int = 5
     provisioned_concurrency: int | None = None
 
+    def validate(self, prop: str = "") -> None:
+        """Refuse what SageMaker refuses; ``prop`` prefixes the names in the errors."""
+        require(
+            self.memory_size_in_mb in range(1024, 6145, 1024),
+            f"{prop}memory_size_in_mb",
+            self.memory_size_in_mb,
+            "use 1024, 2048, 3072, 4096, 5120 or 6144",
+        )
+        require(
+            1 <= self.max_concurrency <= 200,
+            f"{prop}max_concurrency",
+            self.max_concurrency,
+            "use 1 to 200",
+        )
+        provisioned = self.provisioned_concurrency
+        require(
+            provisioned is None or 1 <= provisioned <= self.max_concurrency,
+            f"{prop}provisioned_concurrency",
+            provisioned,
+            f"use 1 to max_concurrency ({self.max_concurrency}), or leave it out",
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class AsyncInference:
@@ -104,6 +126,45 @@ class AsyncInference:
     error_topic: sns.ITopic | None = None
     kms_key: kms.IKey | None = None
     max_concurrent_invocations_per_instance: int | None = None
+
+    def validate(self, prop: str = "") -> tuple[str, str, str]:
+        """Refuse what SageMaker refuses (``prop`` prefixes the names in the errors); the
+        input, output and failure prefixes without their slashes."""
+        limit = self.max_concurrent_invocations_per_instance
+        require(
+            limit is None or 1 <= limit <= 1000,
+            f"{prop}max_concurrent_invocations_per_instance",
+            limit,
+            "use 1 to 1000, or leave it out",
+        )
+        output, failure = (p.strip("/") for p in (self.output_prefix, self.failure_prefix))
+        require(
+            bool(output) and bool(failure) and output != failure,
+            f"{prop}output_prefix/failure_prefix",
+            [output, failure],
+            "give two distinct, non-empty prefixes",
+        )
+        return self.input_prefix.strip("/"), output, failure
+
+    def grant_serving(self, principal: iam.IPrincipal) -> None:
+        """What a serving model's role needs: read the requests, write the responses and
+        failures, use the keys, publish to the topics (the prerequisites page above)."""
+        inputs, output, failure = self.validate()
+        objects = self.bucket.arn_for_objects
+        _iam.add(
+            principal,
+            _iam.statement(["s3:GetObject"], [objects(f"{inputs}/*")]),
+            _iam.statement(
+                ["s3:PutObject", "s3:AbortMultipartUpload"],
+                [objects(f"{output}/*"), objects(f"{failure}/*")],
+            ),
+        )
+        for key in (self.bucket.encryption_key, self.kms_key):
+            if key is not None:
+                _iam.key_use(principal, key)
+        topics = [t.topic_arn for t in (self.success_topic, self.error_topic) if t]
+        if topics:
+            _iam.add(principal, _iam.statement(["sns:Publish"], topics))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -663,26 +724,8 @@ class ChainerEndpoint(_EndpointBase):
     def _serverless(
         config: ServerlessConfig,
     ) -> sagemaker.CfnEndpointConfig.ServerlessConfigProperty:
-        memory = config.memory_size_in_mb
-        require(
-            memory in range(1024, 6145, 1024),
-            "memory_size_in_mb",
-            memory,
-            "use 1024, 2048, 3072, 4096, 5120 or 6144",
-        )
-        require(
-            1 <= config.max_concurrency <= 200,
-            "max_concurrency",
-            config.max_concurrency,
-            "use 1 to 200",
-        )
-        provisioned = config.provisioned_concurrency
-        require(
-            provisioned is None or 1 <= provisioned <= config.max_concurrency,
-            "provisioned_concurrency",
-            provisioned,
-            f"use 1 to max_concurrency ({config.max_concurrency}), or leave it out",
-        )
+        config.validate()
+        memory, provisioned = config.memory_size_in_mb, config.provisioned_concurrency
         return sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
             memory_size_in_mb=memory,
             max_concurrency=config.max_concurrency,
@@ -695,39 +738,9 @@ class ChainerEndpoint(_EndpointBase):
         if config is None:
             return None
         limit = config.max_concurrent_invocations_per_instance
-        require(
-            limit is None or 1 <= limit <= 1000,
-            "max_concurrent_invocations_per_instance",
-            limit,
-            "use 1 to 1000, or leave it out",
-        )
-        prefixes = [p.strip("/") for p in (config.output_prefix, config.failure_prefix)]
-        require(
-            all(prefixes) and prefixes[0] != prefixes[1],
-            "output_prefix/failure_prefix",
-            prefixes,
-            "give two distinct, non-empty prefixes",
-        )
+        prefixes = config.validate()[1:]
         for v in self.variants:
-            principal = v.model.grant_principal
-            _iam.add(
-                principal,
-                _iam.statement(
-                    ["s3:GetObject"],
-                    [config.bucket.arn_for_objects(f"{config.input_prefix.strip('/')}/*")],
-                ),
-                _iam.statement(
-                    ["s3:PutObject", "s3:AbortMultipartUpload"],
-                    [config.bucket.arn_for_objects(f"{p}/*") for p in prefixes],
-                ),
-            )
-            if config.bucket.encryption_key is not None:
-                _iam.key_use(principal, config.bucket.encryption_key)
-            if config.kms_key is not None:
-                _iam.key_use(principal, config.kms_key)
-            topics = [t.topic_arn for t in (config.success_topic, config.error_topic) if t]
-            if topics:
-                _iam.add(principal, _iam.statement(["sns:Publish"], topics))
+            config.grant_serving(v.model.grant_principal)
         notification = None
         if config.success_topic or config.error_topic:
             notification = sagemaker.CfnEndpointConfig.AsyncInferenceNotificationConfigProperty(
