@@ -104,23 +104,31 @@ def _key(statement: Statement, *without: str) -> str:
 
 
 def _merge_conditions(statements: list[Statement]) -> list[Statement]:
-    """Same effect, actions and resources; conditions that differ in one any-of key's values."""
+    """Same effect, actions and resources; conditions that differ in one any-of key's values.
+
+    Only statements equal but for their conditions can merge, so each is compared with the
+    earlier ones of its group alone (the key is computed once per statement, not per pair).
+    """
     out: list[Statement] = []
+    groups: dict[str, list[Statement]] = {}
     for statement in statements:
-        for existing in out:
-            merged = _union_condition(existing, statement)
+        if "Principal" in statement:
+            out.append(statement)
+            continue
+        group = groups.setdefault(_key(statement, "Condition"), [])
+        for existing in group:
+            merged = _union_condition(existing.get("Condition"), statement.get("Condition"))
             if merged is not None:
                 existing["Condition"] = merged
                 break
         else:
+            group.append(statement)
             out.append(statement)
     return out
 
 
-def _union_condition(a: Statement, b: Statement) -> dict[str, Any] | None:
-    if _key(a, "Condition") != _key(b, "Condition") or "Principal" in a:
-        return None
-    ca, cb = a.get("Condition"), b.get("Condition")
+def _union_condition(ca: dict[str, Any] | None, cb: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The union of two statements' conditions when it allows exactly what both allow."""
     if ca is None or cb is None or set(ca) != set(cb):
         return None
     differing = [
