@@ -398,12 +398,16 @@ def build_bare(app: cdk.App, statements: dict[str, list[dict[str, Any]]]) -> Non
     cdk.CfnOutput(stack, "DataBucket", value=data.bucket_name)
 
 
-def _kernel_process() -> Any:
-    """jsii's node process (the kernel every aws-cdk-lib call goes to)."""
-    from jsii._kernel.providers import process as jsii_process
+_KERNEL: list[Any] = []
 
-    found = [o for o in gc.get_objects() if isinstance(o, jsii_process._NodeProcess)]
-    return found[0]
+
+def _kernel_process() -> Any:
+    """jsii's node process (the kernel every aws-cdk-lib call goes to), found once."""
+    if not _KERNEL:
+        from jsii._kernel.providers import process as jsii_process
+
+        _KERNEL.extend(o for o in gc.get_objects() if isinstance(o, jsii_process._NodeProcess))
+    return _KERNEL[0]
 
 
 def _kernel_cpu(pid: int) -> float:
