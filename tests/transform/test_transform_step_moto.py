@@ -1,18 +1,14 @@
 """The synthesized transform step, executed by moto's Step Functions interpreter.
 
 SageMaker is moto's, with the infra tests' stand-ins (``infra.sfn_standins``) for what moto
-lacks. Their ``.sync`` resolver knows training jobs only; this module adds the same resolver
-for ``createTransformJob.sync`` (poll DescribeTransformJob until Completed, else fail the task
-with ``States.TaskFailed`` and the description as the cause), plus two knobs on moto's
-transform jobs: throttle the next N CreateTransformJob calls, fail a job with a FailureReason.
-moto completes a transform job at once; nothing is read or written in S3.
+lacks and ``transform_standin`` for ``createTransformJob.sync`` (moto completes a transform job
+at once; nothing is read or written in S3).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +23,7 @@ from infra import sfn_standins
 from infra.render import state_machine_definition
 from infra.sfn_run import REGION, create, run
 from moto import mock_aws
-from moto.sagemaker import models as sm_models
+from transform.transform_standin import transform_standin
 
 from chainer_sagemaker_cdk import (
     ChainerEstimator,
@@ -43,84 +39,6 @@ from chainer_sagemaker_cdk import (
 
 IMAGE = RuntimeImage.from_registry("123456789012.dkr.ecr.us-east-1.amazonaws.com/chainer:1")
 FAST = {"retry_interval": Duration.seconds(1), "retry_backoff_rate": 1.0}
-
-
-class _Knobs:
-    throttle = 0
-    failures: dict[str, str] = {}  # noqa: RUF012 - reset per test by the fixture
-
-
-@contextlib.contextmanager
-def _transform_standin() -> Iterator[type[_Knobs]]:
-    integration = sfn_standins._SageMakerIntegration
-    training_resolver = integration._build_sync_resolver
-    backend = sm_models.SageMakerModelBackend
-    create_job, describe_job = backend.create_transform_job, backend.describe_transform_job
-
-    def build(
-        self: Any,
-        env: Any,
-        resource_runtime_part: Any,
-        normalised_parameters: dict[str, Any],
-        state_credentials: Any,
-    ) -> Callable[[], Any]:
-        part, params, creds = resource_runtime_part, normalised_parameters, state_credentials
-        if self._get_boto_service_action() != "create_transform_job":
-            return training_resolver(self, env, part, params, creds)
-        env.stack.pop()
-        client = self._client(part, creds)
-        name = params["TransformJobName"]
-
-        def resolve() -> Any:
-            described = client.describe_transform_job(TransformJobName=name)
-            described.pop("ResponseMetadata", None)
-            if described["TransformJobStatus"] in ("InProgress", "Stopping"):
-                return None
-            if described["TransformJobStatus"] == "Completed":
-                return sfn_standins._jsonable(described)
-            raise sfn_standins.FailureEventException(
-                sfn_standins.FailureEvent(
-                    env=env,
-                    error_name=sfn_standins.StatesErrorName(
-                        typ=sfn_standins.StatesErrorNameType.StatesTaskFailed
-                    ),
-                    event_type=sfn_standins.HistoryEventType.TaskFailed,
-                    event_details=sfn_standins.EventDetails(
-                        taskFailedEventDetails=sfn_standins.TaskFailedEventDetails(
-                            resource=self._get_sfn_resource(),
-                            resourceType=self._get_sfn_resource_type(),
-                            error=sfn_standins.StatesErrorNameType.StatesTaskFailed.to_name(),
-                            cause=json.dumps(sfn_standins._jsonable(described)),
-                        )
-                    ),
-                )
-            )
-
-        return resolve
-
-    def create_transform_job(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if _Knobs.throttle:
-            _Knobs.throttle -= 1
-            raise sfn_standins.ThrottlingError("Rate exceeded")
-        return create_job(self, *args, **kwargs)
-
-    def describe_transform_job(self: Any, transform_job_name: str) -> Any:
-        described = dict(describe_job(self, transform_job_name))
-        reason = _Knobs.failures.get(transform_job_name)
-        if reason:
-            described.update(TransformJobStatus="Failed", FailureReason=reason)
-        return described
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(sfn_standins._patched(integration, "_build_sync_resolver", build))
-        stack.enter_context(
-            sfn_standins._patched(backend, "create_transform_job", create_transform_job)
-        )
-        stack.enter_context(
-            sfn_standins._patched(backend, "describe_transform_job", describe_transform_job)
-        )
-        _Knobs.throttle, _Knobs.failures = 0, {}
-        yield _Knobs
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +162,7 @@ def test_the_step_runs_a_transform_job_as_synthesized(
     aws: tuple[Any, Any], definitions: dict[str, dict[str, Any]]
 ) -> None:
     sfn_client, sagemaker = aws
-    with sfn_standins.sagemaker_standin(), _transform_standin():
+    with sfn_standins.sagemaker_standin(), transform_standin():
         result = run(sfn_client, create(sfn_client, definitions["Scoring"]))
     assert result.status == "SUCCEEDED", result.cause
     done = result.output["transform"]
@@ -277,7 +195,7 @@ def test_input_and_output_are_overridden_per_execution(
         "TransformInput": "s3://other-data/2026-12-01/",
         "TransformOutput": "s3://other-data/scores/2026-12-01",
     }
-    with sfn_standins.sagemaker_standin(), _transform_standin():
+    with sfn_standins.sagemaker_standin(), transform_standin():
         machine = create(sfn_client, definitions["Scoring"])
         result = run(sfn_client, machine, payload)
         second = run(sfn_client, machine)
@@ -299,7 +217,7 @@ def test_throttling_is_retried(
     aws: tuple[Any, Any], definitions: dict[str, dict[str, Any]]
 ) -> None:
     sfn_client, _ = aws
-    with sfn_standins.sagemaker_standin(), _transform_standin() as knobs:
+    with sfn_standins.sagemaker_standin(), transform_standin() as knobs:
         knobs.throttle = 1
         result = run(sfn_client, create(sfn_client, definitions["Scoring"]))
     assert result.status == "SUCCEEDED", result.cause
@@ -312,7 +230,7 @@ def test_a_failed_job_fails_the_execution_with_its_reason(
     aws: tuple[Any, Any], definitions: dict[str, dict[str, Any]]
 ) -> None:
     sfn_client, _ = aws
-    with sfn_standins.sagemaker_standin(), _transform_standin() as knobs:
+    with sfn_standins.sagemaker_standin(), transform_standin() as knobs:
         knobs.failures["score-digits-bad"] = "ClientError: See job logs for more information"
         result = run(
             sfn_client,
@@ -334,7 +252,7 @@ def test_after_training_the_model_just_created_scores_the_test_set(
     """After the fragment in a state machine of one's own, and as TrainingPipeline's
     ``transform=`` step (after the endpoint is deployed)."""
     sfn_client, sagemaker = aws
-    with sfn_standins.sagemaker_standin(), _transform_standin():
+    with sfn_standins.sagemaker_standin(), transform_standin():
         result = run(sfn_client, create(sfn_client, definitions[name]))
     assert result.status == "SUCCEEDED", result.cause
     trained = result.output["training"]["TrainingJobName"]
