@@ -22,10 +22,15 @@ _CLOUDWATCH = "aws-sdk:cloudwatch:describeAlarms"
 
 
 def wait_for_config(
-    f: TrainingPipelineFragment, id: str, config_path: str, then: sfn.IChainable
+    f: TrainingPipelineFragment,
+    id: str,
+    config_path: str,
+    then: sfn.IChainable,
+    rolled_back: sfn.IChainable | None = None,
 ) -> sfn.Wait:
     """Poll the endpoint until it is InService with the config at ``config_path``, then go to
-    ``then``; a rollback or failure ends in the fragment's failure states."""
+    ``then``; a rollback goes to ``rolled_back`` (left out: the fragment's failure state), a
+    failure ends in the fragment's failure states."""
     wait = sfn.Wait(f, f"{id}Wait", time=sfn.WaitTime.duration(f._poll))
     describe = f._sdk(
         f"{id}Describe", "describeEndpoint", {"EndpointName": f.endpoint_name}, "$.status"
@@ -48,7 +53,7 @@ def wait_for_config(
             ),
             then,
         )
-        .when(sfn.Condition.and_(in_service, reason), f.deployment_rolled_back)
+        .when(sfn.Condition.and_(in_service, reason), rolled_back or f.deployment_rolled_back)
         .when(
             sfn.Condition.and_(sfn.Condition.string_equals(status, "Failed"), reason),
             f.deployment_failed,
@@ -57,6 +62,49 @@ def wait_for_config(
     )
     wait.next(describe).next(check)
     f.shadow_tasks.append(describe)
+    return wait
+
+
+def wait_until_free(
+    f: TrainingPipelineFragment, id: str, deploy_failed: sfn.IChainable
+) -> tuple[sfn.Wait, sfn.Choice]:
+    """Poll the endpoint while another update of it runs (SageMaker's own or another
+    deployment's): a refused update waits here rather than going back to the lookup, which
+    would shadow again. Returns the first state and the Choice the caller completes with what
+    to do once the endpoint is free (its status and config at ``$.free``). Bounded as the
+    pipeline's other waits: by the execution's timeout."""
+    wait = sfn.Wait(f, f"{id}WaitUntilFree", time=sfn.WaitTime.duration(f._poll))
+    describe = f._sdk(
+        f"{id}LookAgain",
+        "describeEndpoint",
+        {"EndpointName": f.endpoint_name},
+        "$.free",
+        {"EndpointStatus.$": "$.EndpointStatus", "EndpointConfigName.$": "$.EndpointConfigName"},
+    )
+    describe.add_catch(deploy_failed, errors=["States.TaskFailed"], result_path="$.deployError")
+    free = sfn.Choice(f, f"{id}EndpointFree").when(
+        sfn.Condition.or_(
+            *[
+                sfn.Condition.string_equals("$.free.EndpointStatus", s)
+                for s in (*_states.BUSY_STATUSES, "Deleting")
+            ]
+        ),
+        wait,
+    )
+    wait.next(describe).next(free)
+    f.shadow_tasks.append(describe)
+    return wait, free
+
+
+def retry_promotion(
+    f: TrainingPipelineFragment, promote: sfn.IChainable, deploy_failed: sfn.IChainable
+) -> sfn.IChainable:
+    """The promotion refused as in-progress: wait until the endpoint is free, then send it
+    again. The shadow passed its bake and alarms; shadowing again would cost another bake and
+    leave the first shadow config behind. Sent whichever config the endpoint has by then, as
+    an ordinary update that met a busy endpoint is (the last update wins)."""
+    wait, free = wait_until_free(f, "Promotion", deploy_failed)
+    free.otherwise(promote)
     return wait
 
 
@@ -131,9 +179,19 @@ def shadow_states(
         .otherwise(deploy_failed)
     )
     create.add_catch(created, errors=["States.TaskFailed"], result_path="$.deployError")
+    # Refused (the endpoint busy): this config holds the production read before the wait.
+    # Deleted, and the shadow starts over from the lookup (production may have changed).
+    drop_refused = f._sdk(
+        "DropRefusedShadowConfig",
+        "deleteEndpointConfig",
+        {"EndpointConfigName.$": "$.shadow.ConfigName"},
+        sfn.JsonPath.DISCARD,
+    )
+    drop_refused.add_catch(wait_busy, errors=["States.ALL"], result_path="$.deleteError")
+    drop_refused.next(wait_busy)
     busy = (
         sfn.Choice(f, "ShadowUpdateRefused")
-        .when(_states.cause_matches("$.deployError.Cause", _states.IN_PROGRESS), wait_busy)
+        .when(_states.cause_matches("$.deployError.Cause", _states.IN_PROGRESS), drop_refused)
         .otherwise(deploy_failed)
     )
     deploy.add_catch(busy, errors=["States.TaskFailed"], result_path="$.deployError")
@@ -168,8 +226,8 @@ def shadow_states(
         "ShadowUnchecked",
         parameters={
             "Cause.$": "States.Format('The shadow model {} was not promoted: its alarms could "
-            "not be read ({}); production still serves {}', $.training.TrainingJobName, "
-            "$.shadowCheckError.Cause, $.production.ModelName)"
+            "not be read ({})', $.training.TrainingJobName, "
+            "$.shadowCheckError.Cause)"
         },
         result_path="$.shadowVerdict",
     )
@@ -179,9 +237,8 @@ def shadow_states(
         "ShadowAlarmFiring",
         parameters={
             "Cause.$": "States.Format('The shadow model {} was not promoted: an alarm is in "
-            "ALARM after the bake (alarms {}, states {}); production still serves {}', "
-            "$.training.TrainingJobName, $.shadowCheck.Alarms, $.shadowCheck.States, "
-            "$.production.ModelName)"
+            "ALARM after the bake (alarms {}, states {})', "
+            "$.training.TrainingJobName, $.shadowCheck.Alarms, $.shadowCheck.States)"
         },
         result_path="$.shadowVerdict",
     )
@@ -191,9 +248,8 @@ def shadow_states(
         "ShadowAlarmsMissing",
         parameters={
             "Cause.$": f"States.Format('The shadow model {{}} was not promoted: {{}} of its "
-            f"{len(alarm_names)} alarms exist ({{}}); production still serves {{}}', "
-            "$.training.TrainingJobName, $.shadowCheck.Found, $.shadowCheck.Alarms, "
-            "$.production.ModelName)"
+            f"{len(alarm_names)} alarms exist ({{}})', "
+            "$.training.TrainingJobName, $.shadowCheck.Found, $.shadowCheck.Alarms)"
         },
         result_path="$.shadowVerdict",
     )
@@ -218,7 +274,6 @@ def shadow_states(
         },
         sfn.JsonPath.DISCARD,
     )
-    restore.add_catch(deploy_failed, errors=["States.TaskFailed"], result_path="$.deployError")
     rejected = sfn.Fail(
         f, "ShadowNotPromoted", error="ShadowNotPromoted", cause_path="$.shadowVerdict.Cause"
     )
@@ -230,17 +285,65 @@ def shadow_states(
     )
     drop_rejected.add_catch(rejected, errors=["States.ALL"], result_path="$.deleteError")
     drop_rejected.next(rejected)
+    restored = sfn.Pass(
+        f,
+        "ShadowRemoved",
+        parameters={
+            "Cause.$": "States.Format('{}; production still serves {}', "
+            "$.shadowVerdict.Cause, $.production.ModelName)"
+        },
+        result_path="$.shadowVerdict",
+    )
+    restored.next(drop_rejected)
+    # The restore refused as in-progress: wait until the endpoint is free. Still on the
+    # shadow config (SageMaker's own update): send the restore again. On another config:
+    # another deployment replaced the shadow; updating back would undo that deployment.
+    replaced = sfn.Pass(
+        f,
+        "ShadowReplaced",
+        parameters={
+            "Cause.$": "States.Format('{}; the endpoint was not updated back to {}: another "
+            "deployment moved it to {} meanwhile', $.shadowVerdict.Cause, "
+            "$.production.EndpointConfigName, $.free.EndpointConfigName)"
+        },
+        result_path="$.shadowVerdict",
+    )
+    replaced.next(drop_rejected)
+    wait_free, free = wait_until_free(f, "Restore", deploy_failed)
+    free.when(
+        sfn.Condition.string_equals_json_path("$.free.EndpointConfigName", "$.shadow.ConfigName"),
+        restore,
+    ).otherwise(replaced)
+    restore.add_catch(
+        sfn.Choice(f, "RestoreRefused")
+        .when(_states.cause_matches("$.deployError.Cause", _states.IN_PROGRESS), wait_free)
+        .otherwise(deploy_failed),
+        errors=["States.TaskFailed"],
+        result_path="$.deployError",
+    )
     firing.next(restore)
     unchecked.next(restore)
     missing.next(restore)
-    restore.next(wait_for_config(f, "Restore", "$.production.EndpointConfigName", drop_rejected))
+    restore.next(wait_for_config(f, "Restore", "$.production.EndpointConfigName", restored))
 
+    # The shadow's update rolled back: production serves on, the shadow config is unused.
+    drop_rolled_back = f._sdk(
+        "DropRolledBackShadowConfig",
+        "deleteEndpointConfig",
+        {"EndpointConfigName.$": "$.shadow.ConfigName"},
+        sfn.JsonPath.DISCARD,
+    )
+    drop_rolled_back.add_catch(
+        f.deployment_rolled_back, errors=["States.ALL"], result_path="$.deleteError"
+    )
+    drop_rolled_back.next(f.deployment_rolled_back)
     read.next(name).next(create).next(deploy).next(
-        wait_for_config(f, "Shadow", "$.shadow.ConfigName", bake)
+        wait_for_config(f, "Shadow", "$.shadow.ConfigName", bake, drop_rolled_back)
     )
     bake.next(check).next(verdict)
     read.add_catch(deploy_failed, errors=["States.TaskFailed"], result_path="$.deployError")
-    f.shadow_tasks += [read, create, deploy, check, restore, drop_rejected]
+    f.shadow_tasks += [read, create, deploy, drop_refused, drop_rolled_back, check, restore]
+    f.shadow_tasks.append(drop_rejected)
     return read
 
 

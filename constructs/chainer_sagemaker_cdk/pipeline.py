@@ -706,9 +706,14 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         already_exists_or_fail(self.create_endpoint_config_task, "ConfigCreated", find)
         # Another execution created the endpoint meanwhile: look again (then update).
         already_exists_or_fail(self.create_endpoint_task, "EndpointCreatedMeanwhile", find)
+        self.shadow_tasks: list[sfn.CustomState] = []
+        # With a shadow, every UpdateEndpoint is a promotion: refused, it waits and goes again.
+        refused: sfn.IChainable = wait_busy
+        if self.shadow is not None:
+            refused = _shadow_states.retry_promotion(self, self.update_endpoint_task, deploy_failed)
         update_error = (
             sfn.Choice(self, "UpdateRefused")
-            .when(_states.cause_matches("$.deployError.Cause", _states.IN_PROGRESS), wait_busy)
+            .when(_states.cause_matches("$.deployError.Cause", _states.IN_PROGRESS), refused)
             .otherwise(deploy_failed)
         )
         self.update_endpoint_task.add_catch(
@@ -784,7 +789,6 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             cause="The endpoint is in a status the pipeline does not handle (see the "
             "execution history's FindEndpoint output)",
         )
-        self.shadow_tasks: list[sfn.CustomState] = []
         updatable: sfn.IChainable = self._before_update()
         if self.shadow is not None:
             updatable = self._build_shadow(instance_count, deploy_failed, wait_busy, updatable)

@@ -18,6 +18,23 @@ in service:
 The shadow config is deleted after either. A first deployment (no endpoint yet) has no
 production to shadow and creates the endpoint with the new model directly.
 
+Another update of the endpoint may be running when one of these updates arrives (SageMaker's
+own, ``SystemUpdating``, or another execution's); SageMaker refuses the update as in-progress:
+
+- the shadow's update: its config is deleted and the execution waits and looks the endpoint up
+  again, as an ordinary update does (the production it read may have changed meanwhile);
+- the promotion: it waits until the endpoint is free and is sent again, not shadowed again
+  (the shadow passed its bake and alarms; another bake costs time and a second shadow config),
+  whichever config the endpoint has by then, as an ordinary update (the last update wins);
+- the restore: it waits until the endpoint is free; still on the shadow config, the restore is
+  sent again; on another config, another deployment replaced the shadow, and the endpoint is
+  left to it (updating back would undo it): ``ShadowNotPromoted`` says so.
+
+These waits are bounded as the pipeline's others: by the execution's timeout
+(``TrainingPipeline(timeout=...)``; a fragment's by its state machine's). A shadow update
+that SageMaker rolls back deletes the shadow config, then fails the execution
+(``EndpointDeploymentRolledBack``).
+
 The check is on alarms rather than on the approval step: it runs unattended and watches the
 model on real traffic; ``approval=`` still runs before any of it, on the training metrics.
 """

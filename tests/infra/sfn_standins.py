@@ -23,7 +23,8 @@ is active:
   ``delete_polls``; an update ends InService with the new config, Failed, or RollingBack and
   then InService with the old config. UpdateEndpoint of a busy endpoint and a second Create*
   of an existing name fail with SageMaker's messages ("Cannot update in-progress endpoint",
-  "Cannot create already existing ...");
+  "Cannot create already existing ..."); ``Scenario.busy_before`` makes the endpoint busy
+  (SageMaker's own update, or another deployment's) just as a given update arrives;
 - final metrics on demand: ``Scenario.final_metrics = {"validation:accuracy": 0.93}`` is the
   completed job's ``FinalMetricDataList`` (moto's jobs report only ``train:progress``);
 - throttling on demand: ``Scenario.throttle = {"DescribeEndpoint": 2}`` throttles the next two
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fnmatch
 import json
 import threading
 import warnings
@@ -135,6 +137,13 @@ class Scenario:
     """Each CreateEndpointConfig request as the client sent it."""
     updates: list[str] = field(default_factory=list)
     """Each UpdateEndpoint's ``EndpointConfigName``, in order."""
+    busy_before: dict[str, str | None] = field(default_factory=dict)
+    """Config name pattern (``fnmatch``) -> what makes the endpoint busy just as an
+    UpdateEndpoint to a matching config arrives (the first such call only): ``None``,
+    SageMaker's own update (SystemUpdating, the config unchanged after); a config name, another
+    deployment's update to it (Updating, then InService with that config). Either lasts
+    ``endpoint_polls`` describes, and the call is refused as in-progress, as SageMaker refuses
+    an update of a busy endpoint."""
     deployment_configs: list[Any] = field(default_factory=list)
     """Each UpdateEndpoint's ``DeploymentConfig`` (None without one); not acted on: the update
     ends as ``update_outcome`` says (``RolledBack`` is what an alarm during the bake gives)."""
@@ -285,6 +294,11 @@ def _patch_backend(fake: _FakeSageMaker, stack: contextlib.ExitStack) -> None:
                 message=f"Could not find endpoint configuration '{endpoint_config_name}'."
             )
         with fake.lock:
+            busy = [
+                p for p in fake.scenario.busy_before if fnmatch.fnmatchcase(endpoint_config_name, p)
+            ]
+            if busy:
+                _start_concurrent_update(endpoint, fake, fake.scenario.busy_before.pop(busy[0]))
             if endpoint.endpoint_status in _BUSY:
                 raise ValidationError(
                     message=f'Cannot update in-progress endpoint "{endpoint.arn}".'
@@ -369,6 +383,15 @@ def _patch_backend(fake: _FakeSageMaker, stack: contextlib.ExitStack) -> None:
 
     stack.enter_context(
         _patched(sm_responses.SageMakerResponse, "create_endpoint_config", record_config_request)
+    )
+
+
+def _start_concurrent_update(endpoint: Any, fake: _FakeSageMaker, config: str | None) -> None:
+    """Someone else's update of the endpoint starts (see ``Scenario.busy_before``)."""
+    current = endpoint.endpoint_config_name
+    endpoint.endpoint_status = "SystemUpdating" if config is None else "Updating"
+    fake.pending[endpoint.endpoint_name] = _Pending(
+        fake.scenario.endpoint_polls, "InService", config or current, current
     )
 
 

@@ -593,3 +593,131 @@ def test_shadow_that_sagemaker_rolls_back_fails_before_any_check(
     assert "CheckShadowAlarms" not in second.entered()
     assert len(scenario.updates) == 1  # the shadow's update only: no promotion
     assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == _job(first)
+    assert scenario.updates[0] not in _configs_left(sagemaker)  # the unused shadow config
+
+
+# -- the shadow flow meets a busy endpoint (SageMaker's own update, or another deployment) ----
+SECOND = "chainer-digits--second"
+"""The second execution's job (its input names it): the promotion's config."""
+
+
+def _shadow_configs(scenario: Any) -> list[str]:
+    """The shadow configs created, in order (the requests with a shadow variant)."""
+    return [
+        r["EndpointConfigName"]
+        for r in scenario.endpoint_config_requests
+        if "ShadowProductionVariants" in r
+    ]
+
+
+def _configs_left(sagemaker: Any) -> set[str]:
+    return {c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]}
+
+
+def _deployed(sfn_client: Any, definition: dict[str, Any], scenario: Any) -> tuple[str, Run]:
+    """The state machine, and its first execution (it creates the endpoint)."""
+    machine = create(sfn_client, definition)
+    first = run(sfn_client, machine)
+    assert first.status == "SUCCEEDED", first.cause
+    assert scenario.updates == []
+    return machine, first
+
+
+def test_promotion_refused_as_in_progress_waits_and_is_sent_again(
+    aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
+) -> None:
+    """SageMaker updates the endpoint itself (SystemUpdating) as the promotion arrives: the
+    promotion waits until the endpoint is free and goes again; the shadow, which passed its
+    bake and alarms, is not shadowed again."""
+    sfn_client, sagemaker = aws
+    definition = _definition(templates, "Shadow")
+    _shadow_alarms(definition, firing=None)
+    with sagemaker_standin() as scenario:
+        machine, _ = _deployed(sfn_client, definition, scenario)
+        scenario.busy_before[SECOND] = None
+        second = run(sfn_client, machine, {"TrainingJobName": SECOND})
+    assert second.status == "SUCCEEDED", second.cause
+    (shadow_name,) = _shadow_configs(scenario)
+    assert scenario.updates == [shadow_name, SECOND, SECOND]  # refused once, then promoted
+    assert second.entered().count("CheckShadowAlarms") == 1
+    endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+    assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == ("InService", SECOND)
+    assert shadow_name not in _configs_left(sagemaker)
+
+
+def test_restore_refused_as_in_progress_waits_and_is_sent_again(
+    aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
+) -> None:
+    """An alarm fired; SageMaker's own update meets the restore: it waits and goes again."""
+    sfn_client, sagemaker = aws
+    definition = _definition(templates, "Shadow")
+    names = _shadow_alarms(definition, firing=None)
+    with sagemaker_standin() as scenario:
+        machine, first = _deployed(sfn_client, definition, scenario)
+        _shadow_alarms(definition, firing=names[0])
+        scenario.busy_before[_job(first)] = None
+        second = run(sfn_client, machine, {"TrainingJobName": SECOND})
+    assert (second.status, second.error) == ("FAILED", "ShadowNotPromoted")
+    assert f"production still serves {_job(first)}" in (second.cause or "")
+    (shadow_name,) = _shadow_configs(scenario)
+    assert scenario.updates == [shadow_name, _job(first), _job(first)]
+    endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+    assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == (
+        "InService",
+        _job(first),
+    )
+    assert shadow_name not in _configs_left(sagemaker)
+
+
+def test_restore_not_sent_over_another_deployment(
+    aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
+) -> None:
+    """Another deployment replaced the shadow config while the restore was refused: the shadow
+    is gone already, and updating back to the old production would undo that deployment."""
+    sfn_client, sagemaker = aws
+    definition = _definition(templates, "Shadow")
+    names = _shadow_alarms(definition, firing=None)
+    other = "chainer-digits--other"
+    with sagemaker_standin() as scenario:
+        machine, first = _deployed(sfn_client, definition, scenario)
+        sagemaker.create_endpoint_config(
+            EndpointConfigName=other,
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": _job(first),
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 1,
+                }
+            ],
+        )
+        _shadow_alarms(definition, firing=names[0])
+        scenario.busy_before[_job(first)] = other
+        second = run(sfn_client, machine, {"TrainingJobName": SECOND})
+    assert (second.status, second.error) == ("FAILED", "ShadowNotPromoted")
+    cause = second.cause or ""
+    assert "an alarm is in ALARM after the bake" in cause
+    assert f"another deployment moved it to {other}" in cause
+    (shadow_name,) = _shadow_configs(scenario)
+    assert scenario.updates == [shadow_name, _job(first)]  # the refused restore, not resent
+    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == other
+    assert shadow_name not in _configs_left(sagemaker)
+
+
+def test_shadow_refused_as_in_progress_is_dropped_then_made_again(
+    aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
+) -> None:
+    """The shadow's own update meets a busy endpoint: its config (production as read before
+    the wait) is deleted, and the shadow starts over from the production read after it."""
+    sfn_client, sagemaker = aws
+    definition = _definition(templates, "Shadow")
+    _shadow_alarms(definition, firing=None)
+    with sagemaker_standin() as scenario:
+        machine, _ = _deployed(sfn_client, definition, scenario)
+        scenario.busy_before["chainer-digits--*-*-*-*-*"] = None  # a uuid: a shadow config
+        second = run(sfn_client, machine, {"TrainingJobName": SECOND})
+    assert second.status == "SUCCEEDED", second.cause
+    refused, shadowed = _shadow_configs(scenario)
+    assert scenario.updates == [refused, shadowed, SECOND]
+    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == SECOND
+    assert not {refused, shadowed} & _configs_left(sagemaker)
