@@ -1,19 +1,23 @@
 """``TransformStep``: run a :class:`ChainerTransformer` from Step Functions
 (``arn:aws:states:::sagemaker:createTransformJob.sync``).
 
-Three states: ``TransformDefaults`` (a Pass with the job name, model name, input and output
+Four states: ``TransformDefaults`` (a Pass with the job name, model name, input and output
 the construct was given), ``ApplyTransformInput`` (merges the overrides found at
-``overrides_path``, by default the state's own input) and ``Transform`` (the task; it waits
-until the job has ended and fails the execution when the job fails). Per-execution overrides,
-all optional::
+``overrides_path``, by default the state's own input), ``CheckTransformJobName`` (a Choice: a
+name not of the form ``<base_job_name>--<run>`` ends the execution in the Fail state
+``InvalidTransformJobName``, error ``InvalidExecutionInput``, before any job is created) and
+``Transform`` (the task; it waits until the job has ended and fails the execution when the job
+fails). Per-execution overrides, all optional::
 
-    {"TransformJobName": "<base_job_name>-nightly-42",
+    {"TransformJobName": "<base_job_name>--nightly-42",
      "TransformInput": "s3://bucket/other/prefix",
      "TransformOutput": "s3://bucket/scores/2026-12-01",
      "ModelName": "chainer-digits-1234"}
 
 (other buckets or prefixes need ``transformer.grant_read_input`` / ``grant_write_output``;
-job names must start with the transformer's ``base_job_name``, which the rights are scoped to).
+job names must have the form ``<base_job_name>--<run>``, which the rights are scoped to, so
+that ``chainer-digits``' step cannot reach ``chainer-digits-v2``'s jobs: see
+``_iam.run_name``).
 
 Why a custom state and not aws-cdk-lib's ``SageMakerCreateTransformJob``: that task has no
 ``DataProcessing`` (InputFilter, OutputFilter, JoinSource), and it writes its IAM statements
@@ -66,8 +70,10 @@ class TransformStep(sfn.StateMachineFragment):
         """Define the states.
 
         :param transformer: what to run.
-        :param job_name_path: JSONPath of the job name in the state; left out, the training
-            job's name after a pipeline, else ``<base_job_name>-<uuid>`` per execution.
+        :param job_name_path: JSONPath of the job name in the state (it must have the form
+            ``<base_job_name>--<run>``); left out, the training job's name after a pipeline
+            whose estimator has the transformer's ``base_job_name``, else
+            ``<base_job_name>--<uuid>`` per execution.
         :param model_name_path: JSONPath of the model name in the state; left out, the
             training job's name after a pipeline (``$.training.TrainingJobName``), else the
             transformer's ``model``.
@@ -85,7 +91,7 @@ class TransformStep(sfn.StateMachineFragment):
         super().__init__(scope, id)
         self.transformer = transformer
         model_name_path = model_name_path or transformer.model_name_path
-        job_name_path = job_name_path or transformer.model_name_path
+        job_name_path = job_name_path or transformer.job_name_path
         require(
             model_name_path is not None or transformer.model is not None,
             "model_name_path",
@@ -101,7 +107,7 @@ class TransformStep(sfn.StateMachineFragment):
             defaults["TransformJobName.$"] = job_name_path
         else:
             defaults["TransformJobName"] = sfn.JsonPath.format(
-                "{}-{}", transformer.base_job_name, sfn.JsonPath.uuid()
+                _iam.run_name("{}", "{}"), transformer.base_job_name, sfn.JsonPath.uuid()
             )
         if model_name_path is not None:
             defaults["ModelName.$"] = model_name_path
@@ -118,6 +124,16 @@ class TransformStep(sfn.StateMachineFragment):
             },
             result_path="$.transformConfig",
         )
+        base = transformer.base_job_name
+        self.invalid_name_state = sfn.Fail(
+            self,
+            "InvalidTransformJobName",
+            error="InvalidExecutionInput",
+            cause=f"TransformJobName must have the form '{_iam.run_name(base, '<run>')}' "
+            "(letters, digits and hyphens, at most 63 characters: the step's role reaches only "
+            "the transform jobs named so); leave it out for a generated name",
+        )
+        self.check_name_state = sfn.Choice(self, "CheckTransformJobName")
         request = transformer.transform_job_request("placeholder", "placeholder")
         del request["TransformJobName"], request["ModelName"]
         request["TransformJobName.$"] = f"{_CONFIG}.TransformJobName"
@@ -157,7 +173,15 @@ class TransformStep(sfn.StateMachineFragment):
                 backoff_rate=retry_backoff_rate,
                 max_attempts=retry_attempts,
             )
-        self.defaults_state.next(self.apply_input_state).next(self.transform_task)
+        self.check_name_state.when(
+            sfn.Condition.not_(
+                sfn.Condition.string_matches(
+                    f"{_CONFIG}.TransformJobName", transformer.job_name_pattern
+                )
+            ),
+            self.invalid_name_state,
+        ).otherwise(self.transform_task)
+        self.defaults_state.next(self.apply_input_state).next(self.check_name_state)
 
     # -- StateMachineFragment -------------------------------------------------------------
     @property
@@ -172,12 +196,13 @@ class TransformStep(sfn.StateMachineFragment):
     def grant_run(self, grantee: iam.IGrantable) -> None:
         """What ``createTransformJob.sync`` calls, as the Step Functions developer guide lists
         it (https://docs.aws.amazon.com/step-functions/latest/dg/sagemaker-iam.html), scoped
-        to this transformer's job names: Create/Describe/StopTransformJob, AddTags (Step
+        to this transformer's job names (``<base_job_name>--*``, lower case as SageMaker's ARNs
+        are): Create/Describe/StopTransformJob, AddTags (Step
         Functions tags the jobs it starts), ListTags, and the EventBridge rule it manages to
         learn when the job ends. No ``iam:PassRole``: a transform job runs as its model's
         role, which CreateTransformJob does not take."""
         stack = stack_of(self)
-        jobs = _iam.name_prefix_arn(self, "transform-job", self.transformer.base_job_name)
+        jobs = _iam.run_name_arn(self, "transform-job", self.transformer.base_job_name)
         _iam.add(
             grantee.grant_principal,
             _iam.statement(

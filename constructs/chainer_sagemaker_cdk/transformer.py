@@ -13,6 +13,12 @@ Limits follow the CreateTransformJob API reference
 ``MaxPayloadInMB`` 0-100 and ``MaxConcurrentTransforms * MaxPayloadInMB`` at most 100,
 invocation timeout 1-3600 s and 0-3 retries, at most 16 environment variables and 50 tags,
 JSONPath filters of at most 63 characters.
+
+Job names: ``<base_job_name>--<run>`` (:func:`_iam.run_name`), and the rights that run them
+are scoped to ``<base_job_name>--*``: with bases that contain no ``--``, that pattern is
+prefix-free, so ``chainer-digits``' role never reaches a job of ``chainer-digits-v2``
+(docs/contract.md §5). After a pipeline, a transform job takes the training job's name,
+which has that form for the estimator's base.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from . import _iam
+from ._estimator_checks import MAX_JOB_PREFIX
 from ._metadata import _plain
 from ._validation import is_unresolved, require, stack_of
 from .instance import has_instance_storage, normalize_instance_type
@@ -48,7 +55,6 @@ BATCH_STRATEGIES = ("SingleRecord", "MultiRecord")
 ASSEMBLY_TYPES = ("None", "Line")
 JOIN_SOURCES = ("None", "Input")
 MAX_PAYLOAD_MB = 100
-MAX_JOB_PREFIX = 26  # "-" and a 36-character UUID still fit in a 63-character job name
 _JOB_PREFIX = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,1023}$")
 
@@ -170,10 +176,13 @@ class ChainerTransformer(Construct):
         :param environment: extra container variables for this job (at most 16); left out,
             none.
         :param tags: job tags (at most 50); left out, none.
-        :param base_job_name: job names are ``<base_job_name>-<uuid>`` (at most 26
-            characters); the state machine's rights are scoped to it. Left out, the
-            pipeline estimator's ``base_job_name`` (a pipeline's transform jobs take the training
-            job's name) or ``<construct id>``, shortened.
+        :param base_job_name: job names are ``<base_job_name>--<uuid>`` (or
+            ``<base_job_name>--<run>`` given per execution): at most 25 letters, digits and
+            single hyphens; the state machine's rights are scoped to ``<base_job_name>--*``.
+            Left out, the pipeline estimator's ``base_job_name`` (a pipeline's transform jobs
+            then take the training job's name, ``<base_job_name>--<uuid>``), else
+            ``<construct id>``, shortened. A pipeline's transformer given a base of its own
+            names its jobs ``<base_job_name>--<uuid>``.
         """
         super().__init__(scope, id)
         require(
@@ -241,6 +250,9 @@ class ChainerTransformer(Construct):
         self.estimator: ChainerEstimator | None = None
         self.model_name_path: str | None = None
         """Where a pipeline's state holds its model's name (the training job's name)."""
+        self.job_name_path: str | None = None
+        """Where the state holds the transform job's name by default: a pipeline's training
+        job's name when the transformer shares the estimator's base; else None (generated)."""
         if model is not None:
             self.grant_principal: iam.IPrincipal = model.grant_principal
             default_type = model.instance_type
@@ -264,16 +276,9 @@ class ChainerTransformer(Construct):
         self.base_job_name = base_job_name or (
             self.estimator.base_job_name if self.estimator is not None else self._default_prefix()
         )
-        require(
-            is_unresolved(self.base_job_name)
-            or (
-                bool(_JOB_PREFIX.match(self.base_job_name))
-                and len(self.base_job_name) <= MAX_JOB_PREFIX
-            ),
-            "base_job_name",
-            self.base_job_name,
-            f"use at most {MAX_JOB_PREFIX} letters, digits and hyphens (a UUID is appended)",
-        )
+        self._check_base_job_name()
+        if self.estimator is not None and self.base_job_name == self.estimator.base_job_name:
+            self.job_name_path = self.model_name_path
 
         self.volume_kms_key: kms.IKey | None = None
         if encrypt_volume:
@@ -340,6 +345,32 @@ class ChainerTransformer(Construct):
         self._record_metadata()
 
     # -- request --------------------------------------------------------------------------
+    def _check_base_job_name(self) -> None:
+        # The estimator's rules (_estimator_checks.validate): the same run names, same reasons.
+        base = self.base_job_name
+        if is_unresolved(base):
+            return
+        require(
+            bool(_JOB_PREFIX.match(base)) and len(base) <= MAX_JOB_PREFIX,
+            "base_job_name",
+            base,
+            f"use at most {MAX_JOB_PREFIX} letters, digits and hyphens (jobs are named "
+            "'<base_job_name>--<uuid>', at most 63 characters)",
+        )
+        require(
+            _iam.RUN_SEPARATOR not in base,
+            "base_job_name",
+            base,
+            "use single hyphens: '--' separates the base from each job's part "
+            "('<base_job_name>--<uuid>'), so that no base's jobs match another base's",
+        )
+
+    @property
+    def job_name_pattern(self) -> str:
+        """Every job name this transformer's rights reach, ``<base_job_name>--*`` (as IAM and
+        Step Functions' ``StringMatches`` read it)."""
+        return _iam.run_name_pattern(self.base_job_name)
+
     def _default_prefix(self) -> str:
         slug = re.sub(r"[^a-z0-9]+", "-", self.node.id.lower()).strip("-") or "transform"
         return slug[:MAX_JOB_PREFIX].strip("-")

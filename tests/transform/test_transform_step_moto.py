@@ -168,7 +168,7 @@ def test_the_step_runs_a_transform_job_as_synthesized(
     done = result.output["transform"]
     assert done["TransformJobStatus"] == "Completed"
     name = done["TransformJobName"]
-    assert name.startswith("score-digits-")
+    assert name.startswith("score-digits--")
     job = sagemaker.describe_transform_job(TransformJobName=name)
     # the model's name is a deploy-time attribute, rendered with a sample value
     assert (
@@ -191,7 +191,7 @@ def test_input_and_output_are_overridden_per_execution(
 ) -> None:
     sfn_client, sagemaker = aws
     payload = {
-        "TransformJobName": "score-digits-nightly-7",
+        "TransformJobName": "score-digits--nightly-7",
         "TransformInput": "s3://other-data/2026-12-01/",
         "TransformOutput": "s3://other-data/scores/2026-12-01",
     }
@@ -200,7 +200,7 @@ def test_input_and_output_are_overridden_per_execution(
         result = run(sfn_client, machine, payload)
         second = run(sfn_client, machine)
     assert result.status == "SUCCEEDED", result.cause
-    job = sagemaker.describe_transform_job(TransformJobName="score-digits-nightly-7")
+    job = sagemaker.describe_transform_job(TransformJobName="score-digits--nightly-7")
     assert (
         job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"]
         == "s3://other-data/2026-12-01/"
@@ -231,11 +231,11 @@ def test_a_failed_job_fails_the_execution_with_its_reason(
 ) -> None:
     sfn_client, _ = aws
     with sfn_standins.sagemaker_standin(), transform_standin() as knobs:
-        knobs.failures["score-digits-bad"] = "ClientError: See job logs for more information"
+        knobs.failures["score-digits--bad"] = "ClientError: See job logs for more information"
         result = run(
             sfn_client,
             create(sfn_client, definitions["Scoring"]),
-            {"TransformJobName": "score-digits-bad"},
+            {"TransformJobName": "score-digits--bad"},
         )
     assert result.status == "FAILED"
     assert result.error == "States.TaskFailed"

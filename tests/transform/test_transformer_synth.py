@@ -27,7 +27,7 @@ from chainer_sagemaker_cdk import (
 )
 from chainer_sagemaker_cdk.transformer import TRANSFORM_METADATA, ChainerTransformer
 
-JOB = "score-digits-0f8fad5b-d9cb-469f-a165-70867728950e"
+JOB = "score-digits--0f8fad5b-d9cb-469f-a165-70867728950e"
 TRANSFORM = MODEL.operation_model("CreateTransformJob")
 
 
@@ -233,6 +233,34 @@ def test_pipeline_step_scores_with_the_model_just_trained(stacks: _Stacks) -> No
     role_statements = _policies_of(stacks.pipeline_template, "ServingRole")
     reads = _granted(role_statements, "s3:GetObject")
     assert any("test-data/digits/test-csv/*" in r for s in reads for r in _resources(s))
+    # the training job's name, '<estimator base>--<uuid>', is one the machine's role reaches
+    jobs = _granted(_policies_of(stacks.pipeline_template, "Role"), "sagemaker:CreateTransformJob")
+    assert [r for s in jobs for r in _resources(s)] == [
+        "arn:aws:sagemaker:us-east-1:123456789012:transform-job/chainer-digits--*"
+    ]
+
+
+def test_a_pipelines_transformer_with_a_base_of_its_own_generates_its_job_names(
+    code: SourceCode, registry_image: RuntimeImage
+) -> None:
+    """The training job's name is not one of ``score-digits``' jobs: the step generates
+    ``score-digits--<uuid>`` (which its role reaches) instead of taking that name."""
+    stack = cdk.Stack(cdk.App(), "OwnBase")
+    estimator = ChainerEstimator(
+        stack, "Estimator", code=code, image=registry_image, base_job_name="chainer-digits"
+    )
+    fragment = TrainingPipelineFragment(stack, "Train", estimator=estimator)
+    transformer = ChainerTransformer(
+        stack,
+        "Score",
+        pipeline=fragment,
+        input_bucket=estimator.output_bucket,
+        output_bucket=estimator.output_bucket,
+        base_job_name="score-digits",
+    )
+    defaults = transformer.step(stack, "Run").defaults_state.to_state_json()["Parameters"]
+    assert defaults["ModelName.$"] == "$.training.TrainingJobName"
+    assert "'score-digits', States.UUID()" in defaults["TransformJobName.$"]
 
 
 def test_model_role_reads_the_input_and_only_writes_the_output(stacks: _Stacks) -> None:
@@ -270,7 +298,7 @@ def test_state_machine_role_as_the_step_functions_guide_lists(stacks: _Stacks) -
         "sagemaker:ListTags",
     }
     assert _resources(jobs[0]) == [
-        "arn:aws:sagemaker:us-east-1:123456789012:transform-job/score-digits-*"
+        "arn:aws:sagemaker:us-east-1:123456789012:transform-job/score-digits--*"
     ]
     rule = _granted(statements, "events:PutRule")
     assert _resources(rule[0]) == [
@@ -312,7 +340,8 @@ BAD = [
     ({"invocations_timeout": cdk.Duration.hours(2)}, "invocations_timeout", "1 second to 1 hour"),
     ({"input_filter": "features"}, "input_filter", "starts with $"),
     ({"environment": {f"V{i}": "x" for i in range(17)}}, "environment", "at most 16"),
-    ({"base_job_name": "x" * 27}, "base_job_name", "at most 26"),
+    ({"base_job_name": "x" * 26}, "base_job_name", "at most 25"),
+    ({"base_job_name": "score--digits"}, "base_job_name", "'--'"),
     ({"instance_type": "ml.g5.xlarge"}, "encrypt_volume", "set encrypt_volume=False"),
     ({"encrypt_volume": False, "volume_kms_key": "key"}, "volume_kms_key", "encrypt_volume=True"),
 ]
