@@ -321,9 +321,22 @@ def shadow_states(
         errors=["States.TaskFailed"],
         result_path="$.deployError",
     )
-    firing.next(restore)
-    unchecked.next(restore)
-    missing.next(restore)
+    # The promotion (its guardrails) rolled back: the endpoint is on the shadow config again,
+    # copying traffic to the new model; the shadow is removed as after an alarm.
+    promotion_rolled_back = sfn.Pass(
+        f,
+        "PromotionRolledBack",
+        parameters={
+            "Cause.$": "States.Format('The shadow model {} passed its bake, but its promotion "
+            "rolled back ({})', $.training.TrainingJobName, $.status.FailureReason)"
+        },
+        result_path="$.shadowVerdict",
+    )
+    f.promotion_rolled_back.when(
+        sfn.Condition.is_present("$.shadow.ConfigName"), promotion_rolled_back
+    ).otherwise(f.deployment_rolled_back)
+    for verdict_state in (firing, unchecked, missing, promotion_rolled_back):
+        verdict_state.next(restore)
     restore.next(wait_for_config(f, "Restore", "$.production.EndpointConfigName", restored))
 
     # The shadow's update rolled back: production serves on, the shadow config is unused.

@@ -763,6 +763,11 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self.endpoint_in_service = sfn.Pass(
             self, "EndpointInService", result_path=sfn.JsonPath.DISCARD
         )
+        # With a shadow, a rolled-back promotion leaves the endpoint on the shadow config: the
+        # shadow states complete this Choice (they remove the shadow, see :mod:`.shadow`).
+        rolled_back: sfn.IChainable = self.deployment_rolled_back
+        if self.shadow is not None:
+            rolled_back = self.promotion_rolled_back = sfn.Choice(self, "WasPromotion")
         check = (
             sfn.Choice(self, "EndpointStatus")
             .when(_any_status(status, _states.BUSY_STATUSES), wait)
@@ -772,7 +777,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             )
             .when(
                 sfn.Condition.and_(sfn.Condition.string_equals(status, "InService"), reason),
-                self.deployment_rolled_back,
+                rolled_back,
             )
             .when(
                 sfn.Condition.and_(sfn.Condition.string_equals(status, "Failed"), reason),

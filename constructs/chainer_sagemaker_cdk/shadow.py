@@ -33,7 +33,10 @@ own, ``SystemUpdating``, or another execution's); SageMaker refuses the update a
 These waits are bounded as the pipeline's others: by the execution's timeout
 (``TrainingPipeline(timeout=...)``; a fragment's by its state machine's). A shadow update
 that SageMaker rolls back deletes the shadow config, then fails the execution
-(``EndpointDeploymentRolledBack``).
+(``EndpointDeploymentRolledBack``). A promotion that rolls back (its guardrails' alarms) puts
+the endpoint back on the shadow config, still copying traffic to the new model: the shadow is
+removed as after an alarm, and the execution fails with ``ShadowNotPromoted``, its cause
+SageMaker's ``FailureReason``.
 
 The check is on alarms rather than on the approval step: it runs unattended and watches the
 model on real traffic; ``approval=`` still runs before any of it, on the training metrics.

@@ -137,6 +137,8 @@ class Scenario:
     """Each CreateEndpointConfig request as the client sent it."""
     updates: list[str] = field(default_factory=list)
     """Each UpdateEndpoint's ``EndpointConfigName``, in order."""
+    outcome_of: dict[str, str] = field(default_factory=dict)
+    """Config name -> the outcome of the next update to it (instead of ``update_outcome``)."""
     busy_before: dict[str, str | None] = field(default_factory=dict)
     """Config name pattern (``fnmatch``) -> what makes the endpoint busy just as an
     UpdateEndpoint to a matching config arrives (the first such call only): ``None``,
@@ -308,7 +310,7 @@ def _patch_backend(fake: _FakeSageMaker, stack: contextlib.ExitStack) -> None:
             endpoint.endpoint_status = "Updating"
             fake.pending[endpoint_name] = _Pending(
                 fake.scenario.endpoint_polls,
-                fake.scenario.update_outcome,
+                fake.scenario.outcome_of.pop(endpoint_config_name, fake.scenario.update_outcome),
                 endpoint_config_name,
                 endpoint.endpoint_config_name,
             )

@@ -623,26 +623,29 @@ def _deployed(sfn_client: Any, definition: dict[str, Any], scenario: Any) -> tup
     return machine, first
 
 
-def test_promotion_refused_as_in_progress_waits_and_is_sent_again(
+def test_shadow_and_promotion_refused_as_in_progress_wait_and_go_again(
     aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
 ) -> None:
-    """SageMaker updates the endpoint itself (SystemUpdating) as the promotion arrives: the
-    promotion waits until the endpoint is free and goes again; the shadow, which passed its
-    bake and alarms, is not shadowed again."""
+    """SageMaker updates the endpoint itself (SystemUpdating) as the shadow's update arrives,
+    and again as the promotion's. The shadow's config (production as read before the wait) is
+    deleted and the shadow starts over from the production read after it. The promotion waits
+    until the endpoint is free and goes again: the shadow passed its bake and alarms, it is not
+    shadowed again."""
     sfn_client, sagemaker = aws
     definition = _definition(templates, "Shadow")
     _shadow_alarms(definition, firing=None)
     with sagemaker_standin() as scenario:
         machine, _ = _deployed(sfn_client, definition, scenario)
+        scenario.busy_before["chainer-digits--*-*-*-*-*"] = None  # a uuid: a shadow config
         scenario.busy_before[SECOND] = None
         second = run(sfn_client, machine, {"TrainingJobName": SECOND})
     assert second.status == "SUCCEEDED", second.cause
-    (shadow_name,) = _shadow_configs(scenario)
-    assert scenario.updates == [shadow_name, SECOND, SECOND]  # refused once, then promoted
+    refused, shadowed = _shadow_configs(scenario)
+    assert scenario.updates == [refused, shadowed, SECOND, SECOND]  # each refused once
     assert second.entered().count("CheckShadowAlarms") == 1
     endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
     assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == ("InService", SECOND)
-    assert shadow_name not in _configs_left(sagemaker)
+    assert not {refused, shadowed} & _configs_left(sagemaker)
 
 
 def test_restore_refused_as_in_progress_waits_and_is_sent_again(
@@ -704,20 +707,28 @@ def test_restore_not_sent_over_another_deployment(
     assert shadow_name not in _configs_left(sagemaker)
 
 
-def test_shadow_refused_as_in_progress_is_dropped_then_made_again(
+def test_promotion_rolled_back_removes_the_shadow(
     aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
 ) -> None:
-    """The shadow's own update meets a busy endpoint: its config (production as read before
-    the wait) is deleted, and the shadow starts over from the production read after it."""
+    """The promotion rolls back (its guardrails' alarms): the endpoint is back on the shadow
+    config, still copying traffic to the new model; the shadow is removed, as after an alarm."""
     sfn_client, sagemaker = aws
     definition = _definition(templates, "Shadow")
     _shadow_alarms(definition, firing=None)
     with sagemaker_standin() as scenario:
-        machine, _ = _deployed(sfn_client, definition, scenario)
-        scenario.busy_before["chainer-digits--*-*-*-*-*"] = None  # a uuid: a shadow config
+        machine, first = _deployed(sfn_client, definition, scenario)
+        scenario.outcome_of[SECOND] = "RolledBack"
         second = run(sfn_client, machine, {"TrainingJobName": SECOND})
-    assert second.status == "SUCCEEDED", second.cause
-    refused, shadowed = _shadow_configs(scenario)
-    assert scenario.updates == [refused, shadowed, SECOND]
-    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == SECOND
-    assert not {refused, shadowed} & _configs_left(sagemaker)
+    assert (second.status, second.error) == ("FAILED", "ShadowNotPromoted")
+    assert second.cause == (
+        f"The shadow model {SECOND} passed its bake, but its promotion rolled back "
+        f"({scenario.failure_reason}); production still serves {_job(first)}"
+    )
+    (shadow_name,) = _shadow_configs(scenario)
+    assert scenario.updates == [shadow_name, SECOND, _job(first)]
+    endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+    assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == (
+        "InService",
+        _job(first),
+    )
+    assert shadow_name not in _configs_left(sagemaker)
