@@ -15,7 +15,8 @@ its name. The endpoint lifecycle (docs/contract.md §5):
 - not found (DescribeEndpoint's ``Could not find endpoint``; every other lookup error fails the
   execution with its own error) -> CreateEndpoint;
 - InService / OutOfService / UpdateRollbackFailed -> UpdateEndpoint (with ``shadow=``: first
-  the new model as a shadow variant, a bake and an alarm check, see :mod:`.shadow`);
+  the new model as a shadow variant, a bake and an alarm check; :mod:`.shadow` also says how
+  its updates meet a busy endpoint);
 - Creating / Updating / SystemUpdating / RollingBack (another execution's deployment) -> wait,
   look again; an UpdateEndpoint that meets such an endpoint anyway ("in-progress") does the same;
 - Failed (accepts only DeleteEndpoint) -> DeleteEndpoint, wait until it is gone, create;
