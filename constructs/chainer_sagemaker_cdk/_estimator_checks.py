@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ from .instance import has_instance_storage
 from .training_input import validate_channel_name
 
 if TYPE_CHECKING:
+    from constructs import IConstruct
+
     from .estimator import ChainerEstimator
 
 __all__ = [
@@ -24,12 +27,24 @@ __all__ = [
     "check_extra_conflicts",
     "check_extra_fields",
     "check_isolated_code",
+    "default_job_prefix",
     "validate",
 ]
 
 _JOB_PREFIX = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
 _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 MAX_JOB_PREFIX = 25  # leaves room for "--" and a 36-character UUID in a 63-character job name
+
+
+def default_job_prefix(scope: IConstruct, fallback: str = "chainer") -> str:
+    """``<construct id>-<8 hex of its path>``, lower case, single hyphens, at most
+    ``MAX_JOB_PREFIX`` characters: readable, and distinct for constructs of the same id in
+    other stacks or scopes (``fallback`` when the id has no letter or digit)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", scope.node.id.lower()).strip("-") or fallback
+    digest = hashlib.sha256(scope.node.path.encode()).hexdigest()[:8]
+    return f"{slug[: MAX_JOB_PREFIX - 9].strip('-')}-{digest}"
+
+
 MAX_RUNTIME_SECONDS = 28 * 24 * 3600  # SageMaker's limit
 CODE_CHANNEL = "code"
 _LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +14,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from . import _estimator_checks, _iam, _metadata, _shapes
-from ._estimator_checks import CODE_CHANNEL, MAX_JOB_PREFIX
+from ._estimator_checks import CODE_CHANNEL, default_job_prefix
 from ._network import VpcPlacement
 from ._validation import is_unresolved, stack_of
 from .hyperparameters import (
@@ -35,15 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["ChainerEstimator"]
 
 ISOLATED_CODE_DIR = f"/opt/ml/input/data/{CODE_CHANNEL}"
-
-
-def default_job_prefix(scope: Construct) -> str:
-    """``<construct id>-<8 hex of its path>``, lower case, single hyphens, at most
-    ``MAX_JOB_PREFIX`` characters: readable, and distinct for estimators of the same id in
-    other stacks or scopes."""
-    slug = re.sub(r"[^a-z0-9]+", "-", scope.node.id.lower()).strip("-") or "chainer"
-    digest = hashlib.sha256(scope.node.path.encode()).hexdigest()[:8]
-    return f"{slug[: MAX_JOB_PREFIX - 9].strip('-')}-{digest}"
 
 
 # Where a request field comes from, for error messages (longest prefix first).

@@ -34,7 +34,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from . import _iam
-from ._estimator_checks import MAX_JOB_PREFIX
+from ._estimator_checks import MAX_JOB_PREFIX, default_job_prefix
 from ._metadata import _plain
 from ._validation import is_unresolved, require, stack_of
 from .instance import has_instance_storage, normalize_instance_type
@@ -181,7 +181,8 @@ class ChainerTransformer(Construct):
             single hyphens; the state machine's rights are scoped to ``<base_job_name>--*``.
             Left out, the pipeline estimator's ``base_job_name`` (a pipeline's transform jobs
             then take the training job's name, ``<base_job_name>--<uuid>``), else
-            ``<construct id>``, shortened. A pipeline's transformer given a base of its own
+            ``<construct id>-<8 hex of its path>`` (distinct for transformers of one id in two
+            stacks), shortened. A pipeline's transformer given a base of its own
             names its jobs ``<base_job_name>--<uuid>``.
         """
         super().__init__(scope, id)
@@ -372,8 +373,7 @@ class ChainerTransformer(Construct):
         return _iam.run_name_pattern(self.base_job_name)
 
     def _default_prefix(self) -> str:
-        slug = re.sub(r"[^a-z0-9]+", "-", self.node.id.lower()).strip("-") or "transform"
-        return slug[:MAX_JOB_PREFIX].strip("-")
+        return default_job_prefix(self, fallback="transform")
 
     def _render(
         self,

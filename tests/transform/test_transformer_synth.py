@@ -263,6 +263,28 @@ def test_a_pipelines_transformer_with_a_base_of_its_own_generates_its_job_names(
     assert "'score-digits', States.UUID()" in defaults["TransformJobName.$"]
 
 
+def test_transformers_of_the_same_id_in_two_stacks_get_distinct_default_bases(
+    code: SourceCode, registry_image: RuntimeImage
+) -> None:
+    """Left out, the base is the construct id and a digest of its path (as the estimator's),
+    so two stacks' ``Score`` transformers never reach each other's jobs."""
+    app = cdk.App()
+    bases = []
+    for name in ("Nightly", "Weekly"):
+        stack = cdk.Stack(app, name)
+        bucket = s3.Bucket(stack, "Data")
+        transformer = ChainerTransformer(
+            stack,
+            "Score",
+            model=_model(stack, code, registry_image),
+            input_bucket=bucket,
+            output_bucket=bucket,
+        )
+        bases.append(transformer.base_job_name)
+    assert bases[0] != bases[1]
+    assert all(b.startswith("score-") and len(b) <= 25 and "--" not in b for b in bases)
+
+
 def test_model_role_reads_the_input_and_only_writes_the_output(stacks: _Stacks) -> None:
     statements = _policies_of(stacks.template, "ModelExecutionRole")
     listing = [s for s in _granted(statements, "s3:ListBucket") if "Condition" in s]
