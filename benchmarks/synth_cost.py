@@ -16,6 +16,7 @@ deterministic ``sourcedir.tar.gz``): the core states by hand, the example's furt
 the same task parameters and retries. Target: the constructs add under 30%.
 
     .venv/bin/python benchmarks/synth_cost.py [--runs 7] [--process-runs 5]
+    .venv/bin/python benchmarks/synth_cost.py --profile 30   # round trips per call site
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -423,8 +426,51 @@ class Sample:
     round_trips: int
 
 
-def _measure(build: Callable[[cdk.App], None]) -> Sample:
-    """One build + synth: wall-clock, CPU of both processes, and kernel round trips."""
+PACKAGE = REPO / "constructs" / "chainer_sagemaker_cdk"
+
+
+_CALLBACKS: list[str] = []  # callbacks (Node calling a Python object) being answered
+
+
+def _call_site(request: Any) -> str:
+    """The innermost frame of the constructs (or the app) that led to this round trip; a
+    callback and the answer to it count under the Python class and method Node called."""
+    site = "(aws-cdk-lib)"
+    for frame in reversed(traceback.extract_stack()):
+        if frame.filename.startswith(str(PACKAGE)) or frame.filename == str(REPO / "app.py"):
+            site = f"{Path(frame.filename).name}:{frame.lineno} {frame.name}"
+            break
+    if _CALLBACKS:
+        if type(request).__name__ in ("CompleteRequest", "_CompleteRequest"):
+            return f"{_CALLBACKS.pop()}: answer"
+        return f"{_CALLBACKS[-1]}: {site}"
+    return site
+
+
+def _label_callbacks() -> Callable[[], None]:
+    """Note each callback's Python class and method until its answer is sent; returns the
+    function that undoes this."""
+    from jsii import _kernel
+
+    handle = _kernel._handle_callback
+
+    def handling(kernel: Any, callback: Any) -> Any:
+        request = callback.invoke or callback.get or callback.set
+        target = _kernel._reference_map.resolve_id(request.objref.ref)
+        _CALLBACKS.append(f"(callback) {type(target).__name__}.{callback.cookie}")
+        return handle(kernel, callback)
+
+    _kernel._handle_callback = handling
+
+    def restore() -> None:
+        _kernel._handle_callback = handle
+
+    return restore
+
+
+def _measure(build: Callable[[cdk.App], None], sites: Counter[str] | None = None) -> Sample:
+    """One build + synth: wall-clock, CPU of both processes, and kernel round trips (with
+    ``sites``: counted per call site, which slows the run down)."""
     kernel = _kernel_process()
     pid = kernel._process.pid
     send = type(kernel).send
@@ -432,6 +478,8 @@ def _measure(build: Callable[[cdk.App], None]) -> Sample:
 
     def counting(self: Any, request: Any, response_type: Any) -> Any:
         trips[0] += 1
+        if sites is not None:
+            sites[_call_site(request)] += 1
         return send(self, request, response_type)
 
     type(kernel).send = counting
@@ -493,6 +541,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=11, help="in-process runs per app")
     parser.add_argument("--process-runs", type=int, default=5, help="fresh processes per app")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="N",
+        help="print the N call sites of the example app with the most round trips, then stop",
+    )
     parser.add_argument("--one", choices=["example", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--statements", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -501,6 +555,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     statements = example_statements()
     example = _example_app()
+    if args.profile:
+        sites: Counter[str] = Counter()
+        _time(example.build_app)  # warm-up
+        restore = _label_callbacks()
+        try:
+            total = _measure(example.build_app, sites).round_trips
+        finally:
+            restore()
+        print(f"round trips per build + synth of the example app: {total}")
+        for site, count in sites.most_common(args.profile):
+            print(f"  {count:4d}  {site}")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         statements_path = Path(tmp) / STATEMENTS_FILE
         statements_path.write_text(json.dumps(statements))

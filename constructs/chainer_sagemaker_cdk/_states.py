@@ -17,6 +17,8 @@ in the error's cause, so they hold whichever name the error carries.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk import Duration
 from aws_cdk import aws_stepfunctions as sfn
 
@@ -68,8 +70,74 @@ def retry_training(
     )
 
 
+# -- Choice rules as ASL JSON -------------------------------------------------------------------
+# Each aws-cdk-lib ``Condition`` is an object in jsii's node kernel, created by one round trip
+# (``or_`` of five statuses: six); a rule written here as JSON (the Choice rule syntax of the
+# Amazon States Language, https://states-language.net/#choice-state) is one object however many
+# operands it has, rendered once at synth. Hand-written for that reason only: the keys and
+# their order are those aws-cdk-lib renders, so the definitions stay byte for byte the same.
+Rule = dict[str, Any]
+
+
+class JsonCondition(sfn.Condition):
+    """A Choice condition given as its ASL JSON (see :func:`condition`)."""
+
+    def __init__(self, rule: Rule) -> None:
+        super().__init__()
+        self._rule = rule
+
+    def render_condition(self) -> Any:
+        return self._rule
+
+
+def condition(rule: Rule) -> sfn.Condition:
+    """One condition object for ``rule`` (built with the functions below)."""
+    return JsonCondition(rule)
+
+
+def _compare(path: str, operator: str, value: Any) -> Rule:
+    if not path.startswith("$"):
+        raise ValueError(f"a Choice variable is a JSONPath starting with '$', got {path!r}")
+    return {"Variable": path, operator: value}
+
+
+def is_present(path: str) -> Rule:
+    return _compare(path, "IsPresent", True)
+
+
+def string_equals(path: str, value: str) -> Rule:
+    return _compare(path, "StringEquals", value)
+
+
+def string_equals_path(path: str, other: str) -> Rule:
+    return _compare(path, "StringEqualsPath", other)
+
+
+def string_matches(path: str, pattern: str) -> Rule:
+    return _compare(path, "StringMatches", pattern)
+
+
+def number_at_least(path: str, value: float) -> Rule:
+    return _compare(path, "NumericGreaterThanEquals", value)
+
+
+def all_of(*rules: Rule) -> Rule:
+    return {"And": list(rules)}
+
+
+def any_of(*rules: Rule) -> Rule:
+    return {"Or": list(rules)}
+
+
+def negate(rule: Rule) -> Rule:
+    return {"Not": rule}
+
+
+def any_status(path: str, statuses: tuple[str, ...]) -> Rule:
+    """The string at ``path`` is one of ``statuses``."""
+    return any_of(*[string_equals(path, s) for s in statuses])
+
+
 def cause_matches(path: str, pattern: str) -> sfn.Condition:
     """The caught error's cause (at ``path``) matches ``pattern`` (``*`` wildcards)."""
-    return sfn.Condition.and_(
-        sfn.Condition.is_present(path), sfn.Condition.string_matches(path, pattern)
-    )
+    return condition(all_of(is_present(path), string_matches(path, pattern)))

@@ -494,16 +494,18 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         check = (
             sfn.Choice(self, "CheckInput")
             .when(
-                sfn.Condition.not_(
-                    sfn.Condition.string_matches(
-                        "$.config.TrainingJobName", _iam.run_name_pattern(est.base_job_name)
+                _states.condition(
+                    _states.negate(
+                        _states.string_matches(
+                            "$.config.TrainingJobName", _iam.run_name_pattern(est.base_job_name)
+                        )
                     )
                 ),
                 bad_name,
             )
             .when(
-                sfn.Condition.not_(
-                    sfn.Condition.string_equals_json_path("$.check.given", "$.check.declared")
+                _states.condition(
+                    _states.negate(_states.string_equals_path("$.check.given", "$.check.declared"))
                 ),
                 bad_channel,
             )
@@ -693,12 +695,10 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
 
         # Idempotent creates: a retried create whose first attempt succeeded meets its own
         # resource (names are unique per execution), and goes on.
+        exists = _states.cause_matches("$.deployError.Cause", _states.ALREADY_EXISTS)
+
         def already_exists_or_fail(task: sfn.CustomState, id: str, then: sfn.IChainable) -> None:
-            route = (
-                sfn.Choice(self, id)
-                .when(_states.cause_matches("$.deployError.Cause", _states.ALREADY_EXISTS), then)
-                .otherwise(deploy_failed)
-            )
+            route = sfn.Choice(self, id).when(exists, then).otherwise(deploy_failed)
             task.add_catch(route, errors=["States.TaskFailed"], result_path="$.deployError")
 
         already_exists_or_fail(
@@ -757,10 +757,11 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "(a newer execution updated it, or it is out of service)",
         )
         status = "$.status.EndpointStatus"
-        ours = sfn.Condition.string_equals_json_path(
+        ours = _states.string_equals_path(
             "$.status.EndpointConfigName", "$.training.TrainingJobName"
         )
-        reason = sfn.Condition.is_present("$.status.FailureReason")
+        reason = _states.is_present("$.status.FailureReason")
+        in_service = _states.string_equals(status, "InService")
         self.endpoint_in_service = sfn.Pass(
             self, "EndpointInService", result_path=sfn.JsonPath.DISCARD
         )
@@ -771,17 +772,11 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             rolled_back = self.promotion_rolled_back = sfn.Choice(self, "WasPromotion")
         check = (
             sfn.Choice(self, "EndpointStatus")
-            .when(_any_status(status, _states.BUSY_STATUSES), wait)
+            .when(_states.condition(_states.any_status(status, _states.BUSY_STATUSES)), wait)
+            .when(_states.condition(_states.all_of(in_service, ours)), self.endpoint_in_service)
+            .when(_states.condition(_states.all_of(in_service, reason)), rolled_back)
             .when(
-                sfn.Condition.and_(sfn.Condition.string_equals(status, "InService"), ours),
-                self.endpoint_in_service,
-            )
-            .when(
-                sfn.Condition.and_(sfn.Condition.string_equals(status, "InService"), reason),
-                rolled_back,
-            )
-            .when(
-                sfn.Condition.and_(sfn.Condition.string_equals(status, "Failed"), reason),
+                _states.condition(_states.all_of(_states.string_equals(status, "Failed"), reason)),
                 self.deployment_failed,
             )
             .otherwise(not_updated)
@@ -800,9 +795,20 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             updatable = self._build_shadow(instance_count, deploy_failed, wait_busy, updatable)
         route = (
             sfn.Choice(self, "RouteByStatus")
-            .when(_any_status(existing, _states.UPDATABLE_STATUSES), updatable)
-            .when(_any_status(existing, (*_states.BUSY_STATUSES, "Deleting")), wait_busy)
-            .when(sfn.Condition.string_equals(existing, "Failed"), self.delete_failed_endpoint_task)
+            .when(
+                _states.condition(_states.any_status(existing, _states.UPDATABLE_STATUSES)),
+                updatable,
+            )
+            .when(
+                _states.condition(
+                    _states.any_status(existing, (*_states.BUSY_STATUSES, "Deleting"))
+                ),
+                wait_busy,
+            )
+            .when(
+                _states.condition(_states.string_equals(existing, "Failed")),
+                self.delete_failed_endpoint_task,
+            )
             .otherwise(unexpected)
         )
         find.next(route)
@@ -1036,10 +1042,12 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         for task in (delete_config, delete_model):
             task.add_catch(gone, errors=["States.TaskFailed"], result_path="$.deleteError")
         keep = sfn.Pass(self, "KeepVersion")
-        old = sfn.Condition.and_(
-            sfn.Condition.number_greater_than_equals("$.index", self.keep_versions or 1),
-            sfn.Condition.not_(sfn.Condition.string_equals_json_path("$.name", "$.current")),
-            sfn.Condition.string_matches("$.name", _iam.run_name_pattern(self.prefix)),
+        old = _states.condition(
+            _states.all_of(
+                _states.number_at_least("$.index", self.keep_versions or 1),
+                _states.negate(_states.string_equals_path("$.name", "$.current")),
+                _states.string_matches("$.name", _iam.run_name_pattern(self.prefix)),
+            )
         )
         delete_config.next(delete_model)
         per_version = sfn.Choice(self, "IsOldVersion").when(old, delete_config).otherwise(keep)
@@ -1427,10 +1435,6 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 },
             ),
         ]
-
-
-def _any_status(path: str, statuses: tuple[str, ...]) -> sfn.Condition:
-    return sfn.Condition.or_(*[sfn.Condition.string_equals(path, s) for s in statuses])
 
 
 def _dynamic_uri(channel: dict[str, Any], path: str) -> dict[str, Any]:
