@@ -137,6 +137,8 @@ class Scenario:
     """Each CreateEndpointConfig request as the client sent it."""
     updates: list[str] = field(default_factory=list)
     """Each UpdateEndpoint's ``EndpointConfigName``, in order."""
+    deleted_configs: list[str] = field(default_factory=list)
+    """Each DeleteEndpointConfig's name, in order (the versions' clean-up's too)."""
     outcome_of: dict[str, str] = field(default_factory=dict)
     """Config name -> the outcome of the next update to it (instead of ``update_outcome``)."""
     busy_before: dict[str, str | None] = field(default_factory=dict)
@@ -342,6 +344,11 @@ def _patch_backend(fake: _FakeSageMaker, stack: contextlib.ExitStack) -> None:
             endpoint.endpoint_status = "Deleting"
             fake.deleting[endpoint_name] = fake.scenario.delete_polls
 
+    def delete_endpoint_config(self: Any, endpoint_config_name: str) -> None:
+        fake.call("DeleteEndpointConfig")
+        fake.scenario.deleted_configs.append(endpoint_config_name)
+        original["delete_endpoint_config"](self, endpoint_config_name)
+
     def passthrough(name: str) -> Callable[..., Any]:
         def call(self: Any, *args: Any, **kw: Any) -> Any:
             fake.call(api_name(name))
@@ -356,7 +363,7 @@ def _patch_backend(fake: _FakeSageMaker, stack: contextlib.ExitStack) -> None:
         "delete_model": passthrough("delete_model"),
         "create_endpoint_config": create_endpoint_config,
         "describe_endpoint_config": passthrough("describe_endpoint_config"),
-        "delete_endpoint_config": passthrough("delete_endpoint_config"),
+        "delete_endpoint_config": delete_endpoint_config,
         "list_endpoint_configs": passthrough("list_endpoint_configs"),
         "create_endpoint": create_endpoint,
         "describe_endpoint": describe_endpoint,

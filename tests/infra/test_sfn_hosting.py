@@ -593,7 +593,7 @@ def test_shadow_that_sagemaker_rolls_back_fails_before_any_check(
     assert "CheckShadowAlarms" not in second.entered()
     assert len(scenario.updates) == 1  # the shadow's update only: no promotion
     assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == _job(first)
-    assert scenario.updates[0] not in _configs_left(sagemaker)  # the unused shadow config
+    assert scenario.deleted_configs == scenario.updates  # the unused shadow config
 
 
 # -- the shadow flow meets a busy endpoint (SageMaker's own update, or another deployment) ----
@@ -614,13 +614,39 @@ def _configs_left(sagemaker: Any) -> set[str]:
     return {c["EndpointConfigName"] for c in sagemaker.list_endpoint_configs()["EndpointConfigs"]}
 
 
-def _deployed(sfn_client: Any, definition: dict[str, Any], scenario: Any) -> tuple[str, Run]:
-    """The state machine, and its first execution (it creates the endpoint)."""
-    machine = create(sfn_client, definition)
-    first = run(sfn_client, machine)
-    assert first.status == "SUCCEEDED", first.cause
-    assert scenario.updates == []
-    return machine, first
+FIRST = "chainer-digits--first"
+"""The model in production when these executions start."""
+
+
+def _config(sagemaker: Any, name: str) -> None:
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": FIRST,
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 2,
+            }
+        ],
+    )
+
+
+def _serving(sfn_client: Any, sagemaker: Any, definition: dict[str, Any]) -> str:
+    """The state machine, and the endpoint in service with ``FIRST`` as a first execution
+    leaves it (its model and config named after its job), made by direct calls: a first
+    execution would take most of each test's time."""
+    sagemaker.create_model(
+        ModelName=FIRST,
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/serving",
+        PrimaryContainer={"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/c:1"},
+    )
+    _config(sagemaker, FIRST)
+    sagemaker.create_endpoint(EndpointName=ENDPOINT, EndpointConfigName=FIRST)
+    for _ in range(10):  # the stand-in's endpoint is Creating for a few describes
+        if sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointStatus"] == "InService":
+            return create(sfn_client, definition)
+    raise AssertionError("the endpoint did not come into service")
 
 
 def test_shadow_and_promotion_refused_as_in_progress_wait_and_go_again(
@@ -635,7 +661,7 @@ def test_shadow_and_promotion_refused_as_in_progress_wait_and_go_again(
     definition = _definition(templates, "Shadow")
     _shadow_alarms(definition, firing=None)
     with sagemaker_standin() as scenario:
-        machine, _ = _deployed(sfn_client, definition, scenario)
+        machine = _serving(sfn_client, sagemaker, definition)
         scenario.busy_before["chainer-digits--*-*-*-*-*"] = None  # a uuid: a shadow config
         scenario.busy_before[SECOND] = None
         second = run(sfn_client, machine, {"TrainingJobName": SECOND})
@@ -645,6 +671,8 @@ def test_shadow_and_promotion_refused_as_in_progress_wait_and_go_again(
     assert second.entered().count("CheckShadowAlarms") == 1
     endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
     assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == ("InService", SECOND)
+    # Deleted by the shadow's states, before the versions' clean-up could.
+    assert scenario.deleted_configs[:2] == [refused, shadowed]
     assert not {refused, shadowed} & _configs_left(sagemaker)
 
 
@@ -656,19 +684,17 @@ def test_restore_refused_as_in_progress_waits_and_is_sent_again(
     definition = _definition(templates, "Shadow")
     names = _shadow_alarms(definition, firing=None)
     with sagemaker_standin() as scenario:
-        machine, first = _deployed(sfn_client, definition, scenario)
+        machine = _serving(sfn_client, sagemaker, definition)
         _shadow_alarms(definition, firing=names[0])
-        scenario.busy_before[_job(first)] = None
+        scenario.busy_before[FIRST] = None
         second = run(sfn_client, machine, {"TrainingJobName": SECOND})
     assert (second.status, second.error) == ("FAILED", "ShadowNotPromoted")
-    assert f"production still serves {_job(first)}" in (second.cause or "")
+    assert f"production still serves {FIRST}" in (second.cause or "")
     (shadow_name,) = _shadow_configs(scenario)
-    assert scenario.updates == [shadow_name, _job(first), _job(first)]
+    assert scenario.updates == [shadow_name, FIRST, FIRST]
     endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
-    assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == (
-        "InService",
-        _job(first),
-    )
+    assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == ("InService", FIRST)
+    assert scenario.deleted_configs == [shadow_name]
     assert shadow_name not in _configs_left(sagemaker)
 
 
@@ -682,28 +708,19 @@ def test_restore_not_sent_over_another_deployment(
     names = _shadow_alarms(definition, firing=None)
     other = "chainer-digits--other"
     with sagemaker_standin() as scenario:
-        machine, first = _deployed(sfn_client, definition, scenario)
-        sagemaker.create_endpoint_config(
-            EndpointConfigName=other,
-            ProductionVariants=[
-                {
-                    "VariantName": "AllTraffic",
-                    "ModelName": _job(first),
-                    "InstanceType": "ml.m5.large",
-                    "InitialInstanceCount": 1,
-                }
-            ],
-        )
+        machine = _serving(sfn_client, sagemaker, definition)
+        _config(sagemaker, other)
         _shadow_alarms(definition, firing=names[0])
-        scenario.busy_before[_job(first)] = other
+        scenario.busy_before[FIRST] = other
         second = run(sfn_client, machine, {"TrainingJobName": SECOND})
     assert (second.status, second.error) == ("FAILED", "ShadowNotPromoted")
     cause = second.cause or ""
     assert "an alarm is in ALARM after the bake" in cause
     assert f"another deployment moved it to {other}" in cause
     (shadow_name,) = _shadow_configs(scenario)
-    assert scenario.updates == [shadow_name, _job(first)]  # the refused restore, not resent
+    assert scenario.updates == [shadow_name, FIRST]  # the refused restore, not resent
     assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == other
+    assert scenario.deleted_configs == [shadow_name]
     assert shadow_name not in _configs_left(sagemaker)
 
 
@@ -716,19 +733,17 @@ def test_promotion_rolled_back_removes_the_shadow(
     definition = _definition(templates, "Shadow")
     _shadow_alarms(definition, firing=None)
     with sagemaker_standin() as scenario:
-        machine, first = _deployed(sfn_client, definition, scenario)
+        machine = _serving(sfn_client, sagemaker, definition)
         scenario.outcome_of[SECOND] = "RolledBack"
         second = run(sfn_client, machine, {"TrainingJobName": SECOND})
     assert (second.status, second.error) == ("FAILED", "ShadowNotPromoted")
     assert second.cause == (
         f"The shadow model {SECOND} passed its bake, but its promotion rolled back "
-        f"({scenario.failure_reason}); production still serves {_job(first)}"
+        f"({scenario.failure_reason}); production still serves {FIRST}"
     )
     (shadow_name,) = _shadow_configs(scenario)
-    assert scenario.updates == [shadow_name, SECOND, _job(first)]
+    assert scenario.updates == [shadow_name, SECOND, FIRST]
     endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
-    assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == (
-        "InService",
-        _job(first),
-    )
+    assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == ("InService", FIRST)
+    assert scenario.deleted_configs == [shadow_name]
     assert shadow_name not in _configs_left(sagemaker)
