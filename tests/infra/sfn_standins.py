@@ -31,7 +31,9 @@ is active:
   DescribeEndpoint calls (``ThrottlingException``, "Rate exceeded");
 - the requests as sent: moto keeps only some CreateEndpointConfig members (it drops
   ``ShadowProductionVariants``); ``Scenario.endpoint_config_requests`` has each request whole,
-  and ``Scenario.updates`` each UpdateEndpoint's config name (the order the endpoint saw).
+  ``Scenario.updates`` each UpdateEndpoint's config name (the order the endpoint saw), and
+  ``Scenario.deleted_configs`` each DeleteEndpointConfig's; ``Scenario.outcome_of`` sets the
+  outcome of the update to one config.
 
 :func:`task_failure_cause` (Step Functions, not SageMaker): moto's SendTaskFailure handler drops
 the cause; it passes it on.

@@ -4,8 +4,10 @@ against botocore's model, IAM, cdk-nag) and executions in moto's Step Functions 
 Three pipelines synthesized once, with the three cdk-nag packs. The executions run each
 definition twice: the first creates the endpoint, the second updates it; the stand-ins
 (``sfn_standins``) record each CreateEndpointConfig request whole (moto keeps only part of it)
-and each UpdateEndpoint's config. The shadow's alarms are moto's CloudWatch alarms, named as the
-template names them, their state set by the test (nothing computes them from metrics here).
+and each UpdateEndpoint's config. The shadow flow's tests with a busy endpoint start from an
+endpoint in service made by direct calls and run one execution. The shadow's alarms are
+moto's CloudWatch alarms, named as the template names them, their state set by the test
+(nothing computes them from metrics here).
 """
 
 from __future__ import annotations
