@@ -42,11 +42,11 @@ from aws_cdk import (
     ArnFormat,
     Duration,
     IResolvable,
-    IResolveContext,
+    IStableAnyProducer,
+    Lazy,
     RemovalPolicies,
     RemovalPolicy,
     TagManager,
-    Token,
 )
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
@@ -75,20 +75,16 @@ _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _SDK = "aws-sdk:sagemaker"
 
 
-@jsii.implements(IResolvable)
-class _Resolvable:
-    """A value computed when the template is written (after aspects such as ``Tags.of``)."""
+@jsii.implements(IStableAnyProducer)
+class _Producer:
+    """A value computed when the template is first resolved (after aspects such as
+    ``Tags.of``), for ``Lazy.any``, which keeps it."""
 
     def __init__(self, produce: Callable[[], Any]) -> None:
         self._produce = produce
-        self.creation_stack: list[str] = []
-        self.type_hint = None
 
-    def resolve(self, context: IResolveContext) -> Any:
+    def produce(self) -> Any:
         return self._produce()
-
-    def to_string(self) -> str:
-        return Token.as_string(self)
 
 
 @dataclass(frozen=True)
@@ -289,6 +285,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 "use 1 or more invocations per minute per instance",
             )
         self.tag_source: TagManager = self._stack.tags
+        self._rendered_tags: IResolvable | None = None
         """Whose tags every created job, model, config and endpoint carries (with the
         estimator's ``tags`` over them); :class:`TrainingPipeline` points it at its state
         machine, whose tags include the stack's and ``Tags.of(pipeline)``."""
@@ -407,20 +404,25 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         return task
 
     def _tags(self) -> Any:
-        """The tags of every create call, resolved at synth (after ``Tags.of`` has run)."""
+        """The tags of every create call, resolved at synth (after ``Tags.of`` has run).
 
-        def produce() -> list[dict[str, str]] | None:
-            rendered = self.tag_source.render_tags() or []
-            tags: dict[str, str] = {}
-            for tag in rendered:
-                key = tag.get("Key", tag.get("key"))
-                value = tag.get("Value", tag.get("value"))
-                tags[key] = value
-            tags.update(self.estimator.tags)
-            # None leaves the key out of the request (no tags at all).
-            return [{"Key": k, "Value": v} for k, v in tags.items()] or None
+        One cached ``Lazy`` for all of them, as CDK's own ``TagManager.rendered_tags``: the
+        tags are rendered once per app instead of once per create call and resolution pass
+        (each a round trip to jsii's kernel, and a callback into Python)."""
+        if self._rendered_tags is None:
+            # No tags: [] (a None result would not be kept), which leaves the key out.
+            self._rendered_tags = Lazy.any(_Producer(self._render_tags), omit_empty_array=True)
+        return self._rendered_tags
 
-        return _Resolvable(produce)
+    def _render_tags(self) -> list[dict[str, str]]:
+        rendered = self.tag_source.render_tags() or []
+        tags: dict[str, str] = {}
+        for tag in rendered:
+            key = tag.get("Key", tag.get("key"))
+            value = tag.get("Value", tag.get("value"))
+            tags[key] = value
+        tags.update(self.estimator.tags)
+        return [{"Key": k, "Value": v} for k, v in tags.items()]
 
     def _prepare(self) -> sfn.Chain:
         est = self.estimator
