@@ -353,9 +353,41 @@ def shadow_states(
     read.next(name).next(create).next(deploy).next(
         wait_for_config(f, "Shadow", "$.shadow.ConfigName", bake, drop_rolled_back)
     )
-    bake.next(check).next(verdict)
+    # After the bake, the alarms speak for the shadow only if it served the whole time: the
+    # endpoint still on the shadow config (another deployment would have replaced it).
+    baked = f._sdk(
+        "ShadowStillServing",
+        "describeEndpoint",
+        {"EndpointName": f.endpoint_name},
+        "$.baked",
+        {"EndpointConfigName.$": "$.EndpointConfigName"},
+    )
+    baked.add_catch(deploy_failed, errors=["States.TaskFailed"], result_path="$.deployError")
+    displaced = sfn.Pass(
+        f,
+        "ShadowDisplaced",
+        parameters={
+            "Cause.$": "States.Format('The shadow model {} was not promoted: another "
+            "deployment moved the endpoint to {} during the bake, so its alarms did not watch "
+            "the shadow throughout', $.training.TrainingJobName, $.baked.EndpointConfigName)"
+        },
+        result_path="$.shadowVerdict",
+    )
+    displaced.next(drop_rejected)
+    bake.next(baked).next(
+        sfn.Choice(f, "ShadowBakedInPlace")
+        .when(
+            sfn.Condition.string_equals_json_path(
+                "$.baked.EndpointConfigName", "$.shadow.ConfigName"
+            ),
+            check,
+        )
+        .otherwise(displaced)
+    )
+    check.next(verdict)
     read.add_catch(deploy_failed, errors=["States.TaskFailed"], result_path="$.deployError")
-    f.shadow_tasks += [read, create, deploy, drop_refused, drop_rolled_back, check, restore]
+    f.shadow_tasks += [read, create, deploy, drop_refused, drop_rolled_back, baked, check]
+    f.shadow_tasks.append(restore)
     f.shadow_tasks.append(drop_rejected)
     return read
 

@@ -9,7 +9,10 @@ in service:
    and the new model as the shadow variant ``Shadow`` (``ShadowProductionVariants``,
    https://docs.aws.amazon.com/sagemaker/latest/dg/shadow-tests.html): SageMaker copies
    ``sampling_percent`` of the requests to it and discards its responses;
-3. waits ``bake_time``, then reads the alarms' states (DescribeAlarms);
+3. waits ``bake_time``, checks that the endpoint still has the shadow config (another
+   deployment may have replaced it: then the alarms did not watch the shadow throughout, and
+   the shadow is not promoted, the endpoint left to that deployment), then reads the alarms'
+   states (DescribeAlarms);
 4. no alarm in ``ALARM``: promotes the new model with a plain pipeline update (its config: the
    new model as ``AllTraffic``, deployment guardrails included);
    an alarm in ``ALARM``: updates the endpoint back to its previous config (production never

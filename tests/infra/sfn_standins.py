@@ -143,6 +143,10 @@ class Scenario:
     """Each DeleteEndpointConfig's name, in order (the versions' clean-up's too)."""
     outcome_of: dict[str, str] = field(default_factory=dict)
     """Config name -> the outcome of the next update to it (instead of ``update_outcome``)."""
+    replaced_after: dict[str, str] = field(default_factory=dict)
+    """Config name pattern (``fnmatch``) -> another config: once an update to a matching
+    config is in service, the next describe finds the endpoint InService with the other one
+    (another deployment replaced it meanwhile); the first such update only."""
     busy_before: dict[str, str | None] = field(default_factory=dict)
     """Config name pattern (``fnmatch``) -> what makes the endpoint busy just as an
     UpdateEndpoint to a matching config arrives (the first such call only): ``None``,
@@ -415,6 +419,13 @@ def _settle(endpoint: Any, pending: _Pending, fake: _FakeSageMaker) -> None:
         endpoint.endpoint_config_name = pending.new_config
         endpoint.failure_reason = None
         del fake.pending[endpoint.endpoint_name]
+        replaced = [
+            p for p in fake.scenario.replaced_after if fnmatch.fnmatchcase(pending.new_config, p)
+        ]
+        if replaced:  # settles at the next describe, InService until then
+            fake.pending[endpoint.endpoint_name] = _Pending(
+                0, "InService", fake.scenario.replaced_after.pop(replaced[0]), pending.new_config
+            )
     elif pending.outcome == "Failed":
         endpoint.endpoint_status = "Failed"
         endpoint.failure_reason = fake.scenario.failure_reason

@@ -749,3 +749,28 @@ def test_promotion_rolled_back_removes_the_shadow(
     assert (endpoint["EndpointStatus"], endpoint["EndpointConfigName"]) == ("InService", FIRST)
     assert scenario.deleted_configs == [shadow_name]
     assert shadow_name not in _configs_left(sagemaker)
+
+
+def test_shadow_replaced_during_its_bake_is_not_promoted(
+    aws: tuple[Any, Any], templates: dict[str, dict[str, Any]]
+) -> None:
+    """Another deployment moves the endpoint off the shadow config during the bake: quiet
+    alarms then say nothing about the shadow, and that deployment is left alone."""
+    sfn_client, sagemaker = aws
+    definition = _definition(templates, "Shadow")
+    _shadow_alarms(definition, firing=None)
+    other = "chainer-digits--other"
+    with sagemaker_standin() as scenario:
+        machine = _serving(sfn_client, sagemaker, definition)
+        _config(sagemaker, other)
+        scenario.replaced_after["chainer-digits--*-*-*-*-*"] = other  # a uuid: a shadow config
+        second = run(sfn_client, machine, {"TrainingJobName": SECOND})
+    assert (second.status, second.error) == ("FAILED", "ShadowNotPromoted")
+    assert f"another deployment moved the endpoint to {other} during the bake" in (
+        second.cause or ""
+    )
+    assert "CheckShadowAlarms" not in second.entered()
+    (shadow_name,) = _shadow_configs(scenario)
+    assert scenario.updates == [shadow_name]  # neither promoted nor restored
+    assert sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == other
+    assert scenario.deleted_configs == [shadow_name]
