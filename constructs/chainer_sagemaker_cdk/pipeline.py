@@ -1201,7 +1201,8 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         principal = grantee.grant_principal
         stack = self._stack
         prefix = self.prefix.lower()
-        statements: list[iam.PolicyStatement] = []
+        # Plain IAM JSON (_iam.statement): no kernel object per statement; merged at synth.
+        statements: list[_iam.StatementLike] = []
 
         def arn(resource: str, name: str) -> str:
             return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
@@ -1223,9 +1224,9 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         # (MANAGED_BY_AWS, AWS_STEP_FUNCTIONS_EXECUTION_ARN) and lists its tags, so AddTags and
         # ListTags are needed even without user tags (aws-cdk #32294, PR #32536).
         statements.append(
-            iam.PolicyStatement(
-                actions=["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-                resources=[
+            _iam.statement(
+                ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
+                [
                     stack.format_arn(
                         service="events",
                         resource="rule",
@@ -1265,43 +1266,35 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
 
     def _deploy_statements(
         self, arn: Callable[[str, str], str], prefix: str
-    ) -> list[iam.PolicyStatement]:
+    ) -> list[_iam.StatementLike]:
         endpoint = self._endpoint_arn()
         configs = arn("endpoint-config", _iam.run_name_pattern(prefix))
         models = arn("model", _iam.run_name_pattern(prefix))
         # https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html
         # Creating with Tags needs sagemaker:AddTags on the created resource.
-        statements = [
-            iam.PolicyStatement(
-                actions=["sagemaker:CreateModel", "sagemaker:DeleteModel", "sagemaker:AddTags"],
-                resources=[models],
+        statements: list[_iam.StatementLike] = [
+            _iam.statement(
+                ["sagemaker:CreateModel", "sagemaker:DeleteModel", "sagemaker:AddTags"], [models]
             ),
-            iam.PolicyStatement(
-                actions=[
+            _iam.statement(
+                [
                     "sagemaker:CreateEndpointConfig",
                     "sagemaker:DeleteEndpointConfig",
                     "sagemaker:AddTags",
                 ],
-                resources=[configs],
+                [configs],
             ),
-            iam.PolicyStatement(
-                actions=["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"],
-                resources=[endpoint, configs],
+            _iam.statement(
+                ["sagemaker:CreateEndpoint", "sagemaker:UpdateEndpoint"], [endpoint, configs]
             ),
-            iam.PolicyStatement(
-                actions=[
-                    "sagemaker:DescribeEndpoint",
-                    "sagemaker:DeleteEndpoint",
-                    "sagemaker:AddTags",
-                ],
-                resources=[endpoint],
+            _iam.statement(
+                ["sagemaker:DescribeEndpoint", "sagemaker:DeleteEndpoint", "sagemaker:AddTags"],
+                [endpoint],
             ),
         ]
         if self.keep_versions is not None:
             # List actions have no resource type (Service Authorization Reference).
-            statements.append(
-                iam.PolicyStatement(actions=["sagemaker:ListEndpointConfigs"], resources=["*"])
-            )
+            statements.append(_iam.statement(["sagemaker:ListEndpointConfigs"], ["*"]))
             self._acknowledge_list = True
         if self.autoscaling is not None:
             statements += self._scaling_statements(configs)
@@ -1321,15 +1314,12 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         if self.endpoint_kms_key is not None:
             # kms:GrantIsForAWSResource is a condition key of CreateGrant only: on DescribeKey
             # it would never hold (parliament: UNKNOWN_CONDITION_FOR_ACTION).
+            key = self.endpoint_kms_key.key_arn
             statements += [
-                iam.PolicyStatement(
-                    actions=["kms:CreateGrant"],
-                    resources=[self.endpoint_kms_key.key_arn],
-                    conditions={"Bool": {"kms:GrantIsForAWSResource": "true"}},
+                _iam.statement(
+                    ["kms:CreateGrant"], [key], {"Bool": {"kms:GrantIsForAWSResource": "true"}}
                 ),
-                iam.PolicyStatement(
-                    actions=["kms:DescribeKey"], resources=[self.endpoint_kms_key.key_arn]
-                ),
+                _iam.statement(["kms:DescribeKey"], [key]),
             ]
         return statements
 
