@@ -32,6 +32,7 @@ grant for the same calls (AddTags and ListTags included, aws-cdk #32294 / PR #32
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -492,7 +493,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             cause=f"Channels may only override the estimator's channels ({declared}); declare "
             "other channels on the ChainerEstimator",
         )
-        self._input_ok = sfn.Pass(self, "InputAccepted", result_path=sfn.JsonPath.DISCARD)
+        self._input_ok = sfn.Pass(self, "InputAccepted", result_path=_discard())
         check = (
             sfn.Choice(self, "CheckInput")
             .when(
@@ -688,10 +689,11 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "DeleteFailedEndpoint",
             "deleteEndpoint",
             {"EndpointName": self.endpoint_name},
-            sfn.JsonPath.DISCARD,
+            _discard(),
         )
         find = self.describe_existing_endpoint_task
-        wait_busy = sfn.Wait(self, "WaitBeforeUpdate", time=sfn.WaitTime.duration(self._poll))
+        self._poll_wait = sfn.WaitTime.duration(self._poll)  # one object for both waits
+        wait_busy = sfn.Wait(self, "WaitBeforeUpdate", time=self._poll_wait)
         wait_busy.next(find)
         self.delete_failed_endpoint_task.next(wait_busy)
 
@@ -732,7 +734,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         )
         find.add_catch(lookup_error, errors=["States.TaskFailed"], result_path="$.deployError")
 
-        wait = sfn.Wait(self, "WaitForEndpoint", time=sfn.WaitTime.duration(self._poll))
+        wait = sfn.Wait(self, "WaitForEndpoint", time=self._poll_wait)
         self.describe_endpoint_task = self._sdk(
             "DescribeEndpoint",
             "describeEndpoint",
@@ -764,9 +766,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         )
         reason = _states.is_present("$.status.FailureReason")
         in_service = _states.string_equals(status, "InService")
-        self.endpoint_in_service = sfn.Pass(
-            self, "EndpointInService", result_path=sfn.JsonPath.DISCARD
-        )
+        self.endpoint_in_service = sfn.Pass(self, "EndpointInService", result_path=_discard())
         # With a shadow, a rolled-back promotion leaves the endpoint on the shadow config: the
         # shadow states complete this Choice (they remove the shadow, see :mod:`.shadow`).
         rolled_back: sfn.IChainable = self.deployment_rolled_back
@@ -959,9 +959,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         }
 
     def _scaling_task(self, id: str, api: str, parameters: dict[str, Any]) -> sfn.CustomState:
-        task = self._custom(
-            id, f"aws-sdk:applicationautoscaling:{api}", parameters, sfn.JsonPath.DISCARD
-        )
+        task = self._custom(id, f"aws-sdk:applicationautoscaling:{api}", parameters, _discard())
         task.add_retry(
             errors=list(_states.AUTOSCALING_TRANSIENT),
             interval=self._retry_interval,
@@ -1035,10 +1033,10 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "DeleteOldEndpointConfig",
             "deleteEndpointConfig",
             {"EndpointConfigName.$": "$.name"},
-            sfn.JsonPath.DISCARD,
+            _discard(),
         )
         delete_model = self._sdk(
-            "DeleteOldModel", "deleteModel", {"ModelName.$": "$.name"}, sfn.JsonPath.DISCARD
+            "DeleteOldModel", "deleteModel", {"ModelName.$": "$.name"}, _discard()
         )
         gone = sfn.Pass(self, "AlreadyDeleted")
         for task in (delete_config, delete_model):
@@ -1057,13 +1055,14 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             self,
             "DeleteOldVersions",
             items_path="$.versions.EndpointConfigs",
+            # Paths as ASL writes them (JsonPath.string_at would be a kernel call each).
             item_selector={
-                "name": sfn.JsonPath.string_at("$$.Map.Item.Value.EndpointConfigName"),
-                "index": sfn.JsonPath.number_at("$$.Map.Item.Index"),
-                "current": sfn.JsonPath.string_at("$.training.TrainingJobName"),
+                "name.$": "$$.Map.Item.Value.EndpointConfigName",
+                "index.$": "$$.Map.Item.Index",
+                "current.$": "$.training.TrainingJobName",
             },
             max_concurrency=1,
-            result_path=sfn.JsonPath.DISCARD,
+            result_path=_discard(),
         )
         cleanup.item_processor(per_version)
         # The deployment succeeded: a failed clean-up is recorded in the output, not fatal.
@@ -1427,6 +1426,12 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 },
             ),
         ]
+
+
+@functools.cache
+def _discard() -> str:
+    """``sfn.JsonPath.DISCARD`` (a kernel call each time it is read), read once."""
+    return sfn.JsonPath.DISCARD
 
 
 def _dynamic_uri(channel: dict[str, Any], path: str) -> dict[str, Any]:
