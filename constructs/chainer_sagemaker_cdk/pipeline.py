@@ -203,6 +203,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         self.deploy = deploy
         self._stack = stack_of(self)
         self._partition = self._stack.partition
+        self._region_account: tuple[str, str] | None = None
         self.endpoint_name = endpoint_name or estimator.base_job_name
         require(
             is_unresolved(self.endpoint_name) or bool(_ENDPOINT_NAME.match(self.endpoint_name)),
@@ -808,7 +809,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 wait_busy,
             )
             .when(
-                _states.condition(_states.string_equals(existing, "Failed")),
+                sfn.Condition.string_equals(existing, "Failed"),  # one comparison: one object
                 self.delete_failed_endpoint_task,
             )
             .otherwise(unexpected)
@@ -1160,7 +1161,16 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         name = (
             self.endpoint_name if is_unresolved(self.endpoint_name) else self.endpoint_name.lower()
         )
-        return self._stack.format_arn(service="sagemaker", resource="endpoint", resource_name=name)
+        return self._arn("sagemaker", "endpoint", name)
+
+    def _arn(self, service: str, resource: str, name: str) -> str:
+        """``arn:<partition>:<service>:<region>:<account>:<resource>/<name>`` of this stack:
+        what ``Stack.format_arn`` writes (the same ``Fn::Join`` once resolved), without a round
+        trip to jsii's kernel per ARN (region and account are read once)."""
+        if self._region_account is None:
+            self._region_account = (self._stack.region, self._stack.account)
+        region, account = self._region_account
+        return f"arn:{self._partition}:{service}:{region}:{account}:{resource}/{name}"
 
     def grant_invoke(self, grantee: iam.IGrantable) -> iam.Grant:
         """Allow ``sagemaker:InvokeEndpoint`` on the pipeline's endpoint; an async one also
@@ -1198,13 +1208,12 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
     def grant_run(self, grantee: iam.IGrantable) -> iam.Grant:
         """Give a state machine role what these states call, and nothing else."""
         principal = grantee.grant_principal
-        stack = self._stack
         prefix = self.prefix.lower()
         # Plain IAM JSON (_iam.statement): no kernel object per statement; merged at synth.
         statements: list[_iam.StatementLike] = []
 
         def arn(resource: str, name: str) -> str:
-            return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
+            return self._arn("sagemaker", resource, name)
 
         jobs = arn("training-job", _iam.run_name_pattern(prefix))
         grant = iam.Grant.add_to_principal(
@@ -1225,13 +1234,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
         statements.append(
             _iam.statement(
                 ["events:PutTargets", "events:PutRule", "events:DescribeRule"],
-                [
-                    stack.format_arn(
-                        service="events",
-                        resource="rule",
-                        resource_name="StepFunctionsGetEventsForSageMakerTrainingJobsRule",
-                    )
-                ],
+                [self._arn("events", "rule", "StepFunctionsGetEventsForSageMakerTrainingJobsRule")],
             )
         )
         _iam.pass_role(principal, self.estimator.role)
