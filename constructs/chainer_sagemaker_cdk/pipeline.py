@@ -433,9 +433,7 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
             "Defaults",
             parameters={
                 "defaults": {
-                    "TrainingJobName": sfn.JsonPath.format(
-                        _iam.run_name("{}", "{}"), est.base_job_name, sfn.JsonPath.uuid()
-                    ),
+                    **_default_job_name(est.base_job_name),
                     "Hyperparameters": dict(est.hyperparameters),
                     "Channels": dict(est.channel_uris),
                 },
@@ -1429,6 +1427,16 @@ class TrainingPipelineFragment(sfn.StateMachineFragment):
                 },
             ),
         ]
+
+
+def _default_job_name(base: str) -> dict[str, str]:
+    """``<base>--<uuid>`` per execution. A plain base (letters, digits and hyphens, as the
+    estimator checks: nothing to escape) is written as ``JsonPath.format`` writes the
+    intrinsic, without its two round trips to jsii's kernel."""
+    pattern = _iam.run_name("{}", "{}")
+    if is_unresolved(base) or not re.fullmatch(r"[A-Za-z0-9-]+", base):
+        return {"TrainingJobName": sfn.JsonPath.format(pattern, base, sfn.JsonPath.uuid())}
+    return {"TrainingJobName.$": f"States.Format('{pattern}', '{base}', States.UUID())"}
 
 
 @functools.cache
