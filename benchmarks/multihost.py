@@ -1,6 +1,6 @@
 """Multi-host local runs (issue 10): ChainerMN throughput across hosts, start-up, failure end.
 
-    .venv/bin/python benchmarks/multihost.py [--epochs 6] [--repeats 3] [--blas-threads 1]
+    .venv/bin/python benchmarks/multihost.py [--epochs 6] [--repeats 3] [--train-copies 8]
 
 Every job runs through local mode with each instance its own host (network, PID and mount
 namespaces, sshd, the runtime's master/worker flow; needs root):
@@ -8,10 +8,11 @@ namespaces, sshd, the runtime's master/worker flow; needs root):
 1. ChainerMN throughput of the digits example (examples/digits/train_mn.py): 1 host x 1 rank
    vs 2 hosts x 1 rank, same global batch (``--global-batch``, default 1024 = 1 x 1024 =
    2 x 512); images per second over the epochs after the first (from each epoch's report
-   line). Every step allreduces the MLP's 7.2 MB of gradients over TCP, so small batches
-   measure the network more than the hosts: on a quiet 2-core machine a global batch of 512
-   gives about 1.5x and 1024 about 1.7x. Target: 2 hosts >= 1.5x one, on a quiet machine (two
-   hosts need both cores; any other load takes from the two-host run first).
+   line), on the training set repeated ``--train-copies`` times (default 8: 11 504 images,
+   about 11 steps an epoch instead of 1.4, so each epoch's evaluation and reports weigh less
+   than the steps). Every step allreduces the MLP's 7.2 MB of gradients over TCP, so small
+   batches measure the network more than the hosts. Target: 2 hosts >= 1.5x one, on a quiet
+   machine (two hosts need both cores; any other load takes from the two-host run first).
    ``--blas-threads`` sets OMP/OpenBLAS threads per rank (default 1: each host computes on one
    core, as a one-core instance would; both hosts share this machine's cores; passed to every
    rank with mpirun's ``-x``).
@@ -135,6 +136,14 @@ def throughput(
     return images * (epochs - 1) / (arrived[epochs] - arrived[1])
 
 
+def _tile_train_set(path: Path, copies: int) -> None:
+    """The training set ``copies`` times over: more steps per epoch, so each epoch's fixed cost
+    (evaluation, reports, the iterator's epoch end) weighs less than the steps themselves."""
+    with np.load(path) as arrays:
+        tiled = {name: np.concatenate([arrays[name]] * copies) for name in arrays.files}
+    np.savez(path, **tiled)
+
+
 def repeat(times: int, measure: Callable[[int], float]) -> list[float]:
     return [measure(i) for i in range(times)]
 
@@ -145,6 +154,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--blas-threads", type=int, default=1)
     parser.add_argument("--global-batch", type=int, default=1024)
+    parser.add_argument("--train-copies", type=int, default=8)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--only", choices=("throughput", "startup", "failure"))
@@ -164,6 +174,8 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
+        if args.train_copies > 1:
+            _tile_train_set(data / "train" / "train.npz", args.train_copies)
 
         if args.only in (None, "throughput"):
             # Interleaved (1, 2, 1, 2, ...), so a change in the machine's load hits both alike.
