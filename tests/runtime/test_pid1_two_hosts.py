@@ -90,7 +90,12 @@ def test_the_worker_ends_within_seconds_when_the_master_dies(
         assert worker.wait(30) == 0, worker.stderr[-3000:]
         lag = time.monotonic() - gone
     assert lag < 5, f"the worker ended {lag:.1f} s after the master died:\n{worker.stderr}"
-    assert "the master host algo-1 went away" in worker.stderr  # the watch, not Open MPI, ended it
+    # Two things see the master's processes die at the same moment (their sockets close): the
+    # worker's watch of the master's sshd ("went away") and Open MPI's daemon, whose end the
+    # worker then sees ("have finished"). Either may come first; the worker ends promptly both
+    # ways. The watch on its own is tested in test_cluster.py.
+    ended = ("the master host algo-1 went away", "MPI processes on this host have finished")
+    assert any(line in worker.stderr for line in ended), worker.stderr[-3000:]
 
 
 CHECKPOINT_ON_STOP = """\
