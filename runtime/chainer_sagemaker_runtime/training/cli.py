@@ -177,9 +177,22 @@ def _worker(env: TrainingEnv, wait_timeout: float) -> None:
     try:
         with stops.phase("starting sshd"):
             sshd = cluster.start_sshd()
-        with stops.phase(f"the SSH wait for the master {master}", announce=True):
-            cluster.wait_for_hosts([master], timeout=wait_timeout, until=lambda: stops.master_ended)
-        with stops.phase(f"the wait for MPI processes from {master}", announce=True):
+        # The master may reach this host's sshd and start its ranks before this wait sees the
+        # master's sshd: the wait ends when Open MPI's daemon runs here, and a stop that comes
+        # while the daemon runs goes to the ranks with the grace (below), not to this phase.
+        try:
+            with stops.phase(f"the SSH wait for the master {master}", announce=True):
+                cluster.wait_for_hosts(
+                    [master],
+                    timeout=wait_timeout,
+                    interval=0.25,
+                    until=lambda: stops.master_ended or cluster.mpi_daemon_running(),
+                )
+        except Stopped:
+            if not cluster.mpi_daemon_running():
+                raise
+        waiting = f"the wait for MPI processes from {master}"
+        with contextlib.nullcontext() if stops.stopping else stops.phase(waiting, announce=True):
             result = cluster.wait_for_mpi_daemon(master, start_timeout=wait_timeout)
     finally:
         cluster.stop_sshd(sshd)

@@ -99,13 +99,6 @@ def _ancestors(pid: int) -> list[int]:
     return chain
 
 
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
 def _is_train(pid: int) -> bool:
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -170,7 +163,7 @@ def host_environ(
     environ: dict[str, str], container: dict[str, str] | None = None
 ) -> dict[str, str]:
     """A rank's environment on this host: ``container`` (the environment of this host's
-    `train`; left out, read from it when this rank came in over SSH) overlaid with ``environ``
+    `train`; left out, read from that process when it is above this one) overlaid with ``environ``
     (what Open MPI's daemon passed on), then this host's per-host variables (from its own
     config files)."""
     from chainer_sagemaker_runtime.environment import TrainingEnv
