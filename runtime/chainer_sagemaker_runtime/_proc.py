@@ -412,6 +412,7 @@ class Child:
         self._on_kill = on_kill
         self._on_tick = on_tick
         self._stop_sent = False
+        self._stopping = False
         self.killed = False
         self._killed_at: float | None = None
         self._stop_started: float | None = None
@@ -468,6 +469,16 @@ class Child:
             self.signal_group(signal.SIGTERM)
         self._stop_sent = True
 
+    def stop_alone(self, grace: float) -> None:
+        """Stop this child as a stop request would (``on_stop`` now and on every turn of the
+        wait loop, ``on_kill`` ``grace`` seconds later), without stopping the job: for
+        watchdogs, which must not signal a launcher that handles SIGTERM badly (mpirun)."""
+        if self._stop_started is None:
+            self._stop_started = time.monotonic()
+            self.grace = min(self.grace, grace)
+        self._stopping = True
+        self.request_stop()
+
     def kill(self) -> None:
         if self._on_kill is not None and not self.killed:
             self._on_kill(self)
@@ -491,7 +502,7 @@ class Child:
                 delay = min(delay, stops.limit_at - now)
         if self._stop_started is None:
             return max(delay, 0.01)
-        if stops.signum is not None:
+        if stops.signum is not None or self._stopping:
             self.request_stop()
         if not self.killed:
             kill_at = self._stop_started + self.grace

@@ -52,6 +52,7 @@ from chainer_sagemaker_runtime.training.outcome import (
     write_success,
 )
 from chainer_sagemaker_runtime.training.ranks import (
+    LauncherHang,
     RankStopper,
     RankWatch,
     job_ended_argv,
@@ -283,8 +284,7 @@ def _run_mpi(
         with contextlib.suppress(OSError):
             os.kill(c.pid, signal.SIGTERM)  # mpirun ends the remote ranks and daemons
 
-    def on_tick(c: Child) -> None:
-        _relay_stop(c, others)
+    def straggler_tick(c: Child) -> None:
         if straggler_after <= 0 or "straggler" in c.extra:
             return
         done = watch.finished_ok()
@@ -297,8 +297,23 @@ def _run_mpi(
         running = [r for r in range(settings.num_processes) if r not in watch.ends]
         c.extra["straggler"] = (done, running, quiet)
         _log(f"straggler watchdog: ranks {running} silent for {quiet:.0f} s; ending the job")
-        with contextlib.suppress(OSError):
-            os.kill(c.pid, signal.SIGTERM)
+        # The local ranks get SIGTERM and the grace, as on a stop; mpirun ends the rest when
+        # they die. mpirun itself is not signalled: Open MPI 4.1's mpirun can hang for good
+        # after a SIGTERM, its ranks left as zombies (seen under load, 1 run in 10).
+        c.stop_alone(stops.grace)
+
+    hang = LauncherHang()
+
+    def on_tick(c: Child) -> None:
+        _relay_stop(c, others)
+        straggler_tick(c)
+        if "hung" not in c.extra and hang(c.pid, time.monotonic()):
+            c.extra["hung"] = True
+            _log(
+                f"mpirun has not exited {hang.after:g} s after every process it started ended "
+                "(an Open MPI hang); killing it"
+            )
+            c.signal_group(signal.SIGKILL)
 
     child = Child(
         command,
@@ -313,10 +328,15 @@ def _run_mpi(
         on_tick=on_tick,
     )
     returncode = child.wait()
+    if "hung" in child.extra and watch.all_exited_ok(settings.num_processes):
+        _log("every rank exited 0 before mpirun hung: the job succeeded")
+        returncode = 0
     if returncode == 0 and "straggler" not in child.extra:
         return
     program = env.user_entry_point or command[-1]
     how = f"mpirun {describe_exit(returncode, memory_hint=not child.killed)}"
+    if "hung" in child.extra:
+        how = f"mpirun hung after its processes ended and was killed {hang.after:g} s later"
     failing = watch.first_failure()
     if failing is not None:
         end = (

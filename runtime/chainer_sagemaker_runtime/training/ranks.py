@@ -46,6 +46,8 @@ from chainer_sagemaker_runtime._proc import proc_children, signal_group
 from chainer_sagemaker_runtime.training.mpi import HOST_ENV_FLAG, PER_HOST_NAMES
 
 __all__ = [
+    "HUNG_LAUNCHER_SECONDS",
+    "LauncherHang",
     "RankStopper",
     "RankWatch",
     "host_environ",
@@ -289,6 +291,29 @@ class RankStopper:
             signal_group(pid, signal.SIGKILL)
 
 
+HUNG_LAUNCHER_SECONDS = 10.0
+
+
+@dataclass
+class LauncherHang:
+    """Tells when mpirun outlives every process it started: all its children are zombies it
+    does not reap. Open MPI 4.1.4's mpirun does that now and then after a SIGTERM (it sits in
+    a futex wait for good, seen about 1 run in 10 on a loaded 2-core machine); an mpirun whose
+    ranks run, or whose ssh to another host runs, is never taken for hung."""
+
+    after: float = HUNG_LAUNCHER_SECONDS
+    since: float | None = None
+
+    def __call__(self, launcher: int, now: float) -> bool:
+        states = [state for _pid, _ppid, state, _comm in proc_children(launcher)]
+        if not states or any(state != "Z" for state in states):
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = now
+        return now - self.since >= self.after
+
+
 def under_daemon(_ppid: int, comm: str) -> bool:
     return comm in ("orted", "prted")
 
@@ -314,6 +339,7 @@ class RankWatch:
     def __init__(self) -> None:
         self.tails: dict[int, collections.deque[str]] = {}
         self.ends: dict[int, RankEnd] = {}
+        self.exit_codes: dict[int, int | None] = {}  # processes that ended (None: a signal)
         self.order: list[int] = []
         self._buf = b""
         self._ctx: tuple[int, bytes] | None = None
@@ -359,6 +385,8 @@ class RankWatch:
         if end is not None and int(end.group(1)) == rank:
             finished = end.group(3) == "finished its script"
             code = 0 if finished else (int(end.group(4)) if end.group(4) is not None else None)
+            if not finished:
+                self.exit_codes[rank] = code
             before = self.ends.get(rank)
             if before is not None and before.code == 0 and code == 0:
                 return  # finished its script, then its process ended: the first moment counts
@@ -399,6 +427,10 @@ class RankWatch:
 
     def finished_ok(self) -> list[int]:
         return sorted(r for r, e in self.ends.items() if e.code == 0)
+
+    def all_exited_ok(self, num_processes: int) -> bool:
+        """Every rank's process (not only its script) ended with code 0."""
+        return all(self.exit_codes.get(r, 1) == 0 for r in range(num_processes))
 
 
 if __name__ == "__main__":
