@@ -108,6 +108,22 @@ def retry_promotion(
     return wait
 
 
+def _drop_shadow_config(
+    f: TrainingPipelineFragment, id: str, then: sfn.IChainable
+) -> sfn.CustomState:
+    """Delete the shadow's endpoint config, then go to ``then`` whether or not that worked (a
+    config left behind costs nothing and names no running resource)."""
+    drop = f._sdk(
+        id,
+        "deleteEndpointConfig",
+        {"EndpointConfigName.$": "$.shadow.ConfigName"},
+        sfn.JsonPath.DISCARD,
+    )
+    drop.add_catch(then, errors=["States.ALL"], result_path="$.deleteError")
+    drop.next(then)
+    return drop
+
+
 def shadow_states(
     f: TrainingPipelineFragment,
     shadow: ShadowDeployment,
@@ -181,14 +197,7 @@ def shadow_states(
     create.add_catch(created, errors=["States.TaskFailed"], result_path="$.deployError")
     # Refused (the endpoint busy): this config holds the production read before the wait.
     # Deleted, and the shadow starts over from the lookup (production may have changed).
-    drop_refused = f._sdk(
-        "DropRefusedShadowConfig",
-        "deleteEndpointConfig",
-        {"EndpointConfigName.$": "$.shadow.ConfigName"},
-        sfn.JsonPath.DISCARD,
-    )
-    drop_refused.add_catch(wait_busy, errors=["States.ALL"], result_path="$.deleteError")
-    drop_refused.next(wait_busy)
+    drop_refused = _drop_shadow_config(f, "DropRefusedShadowConfig", wait_busy)
     busy = (
         sfn.Choice(f, "ShadowUpdateRefused")
         .when(_states.cause_matches("$.deployError.Cause", _states.IN_PROGRESS), drop_refused)
@@ -277,14 +286,7 @@ def shadow_states(
     rejected = sfn.Fail(
         f, "ShadowNotPromoted", error="ShadowNotPromoted", cause_path="$.shadowVerdict.Cause"
     )
-    drop_rejected = f._sdk(
-        "DeleteRejectedShadowConfig",
-        "deleteEndpointConfig",
-        {"EndpointConfigName.$": "$.shadow.ConfigName"},
-        sfn.JsonPath.DISCARD,
-    )
-    drop_rejected.add_catch(rejected, errors=["States.ALL"], result_path="$.deleteError")
-    drop_rejected.next(rejected)
+    drop_rejected = _drop_shadow_config(f, "DeleteRejectedShadowConfig", rejected)
     restored = sfn.Pass(
         f,
         "ShadowRemoved",
@@ -340,16 +342,9 @@ def shadow_states(
     restore.next(wait_for_config(f, "Restore", "$.production.EndpointConfigName", restored))
 
     # The shadow's update rolled back: production serves on, the shadow config is unused.
-    drop_rolled_back = f._sdk(
-        "DropRolledBackShadowConfig",
-        "deleteEndpointConfig",
-        {"EndpointConfigName.$": "$.shadow.ConfigName"},
-        sfn.JsonPath.DISCARD,
+    drop_rolled_back = _drop_shadow_config(
+        f, "DropRolledBackShadowConfig", f.deployment_rolled_back
     )
-    drop_rolled_back.add_catch(
-        f.deployment_rolled_back, errors=["States.ALL"], result_path="$.deleteError"
-    )
-    drop_rolled_back.next(f.deployment_rolled_back)
     read.next(name).next(create).next(deploy).next(
         wait_for_config(f, "Shadow", "$.shadow.ConfigName", bake, drop_rolled_back)
     )
@@ -396,14 +391,7 @@ def delete_shadow_config(f: TrainingPipelineFragment, after: sfn.INextable) -> s
     """After the promotion is in service: delete the shadow config (a first deployment had
     none). A failed delete is not fatal: the versions' clean-up removes it later."""
     done = sfn.Pass(f, "ShadowConfigDeleted")
-    delete = f._sdk(
-        "DeleteShadowConfig",
-        "deleteEndpointConfig",
-        {"EndpointConfigName.$": "$.shadow.ConfigName"},
-        sfn.JsonPath.DISCARD,
-    )
-    delete.add_catch(done, errors=["States.ALL"], result_path="$.deleteError")
-    delete.next(done)
+    delete = _drop_shadow_config(f, "DeleteShadowConfig", done)
     after.next(
         sfn.Choice(f, "WasShadowed")
         .when(sfn.Condition.is_present("$.shadow.ConfigName"), delete)
