@@ -11,6 +11,7 @@ import socket
 import chainer
 import chainer.links as L
 import chainermn
+import numpy as np
 from chainer import training
 from chainer.training import extensions
 from train import MLP, load_channel, parse_args, save
@@ -18,6 +19,7 @@ from train import MLP, load_channel, parse_args, save
 
 def main(argv=None):
     args = parse_args(argv)
+    np.random.seed(args.seed)  # the same start on every rank: weights, then each shard's order
     use_gpu = args.num_gpus > 0
     communicator = "pure_nccl" if use_gpu else "naive"
     comm = chainermn.create_communicator(communicator)
