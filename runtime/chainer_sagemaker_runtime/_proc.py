@@ -412,7 +412,6 @@ class Child:
         self._on_kill = on_kill
         self._on_tick = on_tick
         self._stop_sent = False
-        self._stopping = False
         self.killed = False
         self._killed_at: float | None = None
         self._stop_started: float | None = None
@@ -476,7 +475,6 @@ class Child:
         if self._stop_started is None:
             self._stop_started = time.monotonic()
             self.grace = min(self.grace, grace)
-        self._stopping = True
         self.request_stop()
 
     def kill(self) -> None:
@@ -502,7 +500,7 @@ class Child:
                 delay = min(delay, stops.limit_at - now)
         if self._stop_started is None:
             return max(delay, 0.01)
-        if stops.signum is not None or self._stopping:
+        if stops.signum is not None or self._stop_sent:  # the job's stop, or stop_alone
             self.request_stop()
         if not self.killed:
             kill_at = self._stop_started + self.grace
